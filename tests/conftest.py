@@ -1,0 +1,39 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+# No test touches the network: the Hub is offline for every test and every child process.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def tunedeck_home(tmp_path, monkeypatch):
+    """Every test gets its own run store; the model cache is shared (converting the demo is slow)."""
+    home = tmp_path / "tunedeck-home"
+    monkeypatch.setenv("TUNEDECK_HOME", str(home))
+    monkeypatch.setenv("TUNEDECK_CONFIG", str(tmp_path / "tunedeck-config"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A ~200k-parameter Llama with a local tokenizer and chat template, saved to a folder."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> str:
+    """The demo model converted to its safetensors cache (converted once, ~15 s, then reused)."""
+    from engine import models
+
+    return models.materialize("demo")

@@ -1,0 +1,14 @@
+"""What the user is working on: carried from screen to screen (Data -> Method -> Train -> Chat)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Project:
+    model: str = "demo"
+    data: str = "demo"
+    method: str | None = None  # "lora" | "qlora" | "full", once chosen
+    settings: dict = field(default_factory=dict)  # hyper-parameters carried to the Train screen
+    run_id: str | None = None  # the run being watched / chatted with
