@@ -1,0 +1,28 @@
+"""Plain-words explanations of the terms a first fine-tune meets. Shown in help and next to settings."""
+
+GLOSSARY: dict[str, str] = {
+    "adapter": "A small set of extra weights trained on top of a frozen model; saved on its own (megabytes, not gigabytes) and loaded beside the base model.",
+    "LoRA": "Low-Rank Adaptation: freezes the model and trains two thin matrices beside chosen layers, so only a fraction of a percent of the weights learn.",
+    "rank": "LoRA's r: the width of those thin matrices. Higher rank = more capacity and memory; 8-32 is usual, 16 a good start.",
+    "alpha": "LoRA's scaling: the adapter's update is multiplied by alpha / rank. Setting alpha to twice the rank is a common default.",
+    "QLoRA": "LoRA on a base model stored in 4 bits, cutting the memory of the frozen weights about 4x; a little slower, nearly as good.",
+    "NF4": "NormalFloat-4, the 4-bit number format QLoRA stores weights in; chosen to fit how neural-network weights are distributed.",
+    "full fine-tuning": "Training every weight of the model. Most capacity, most memory (about 16 bytes per parameter with AdamW), most risk of forgetting.",
+    "epoch": "One pass over the whole training set.",
+    "step": "One optimizer update, after batch size x gradient accumulation examples.",
+    "batch size": "How many examples are processed together in one forward/backward pass; bigger uses more memory.",
+    "gradient accumulation": "Adds up gradients over several small batches before one update: a bigger effective batch without more memory.",
+    "learning rate": "How big each update is. Too high and the loss explodes (NaN); too low and nothing changes. LoRA: ~1e-4 to 2e-4; full: ~1e-5.",
+    "loss": "How wrong the model's next-token guesses are on the training examples; lower is better. It should fall, then flatten.",
+    "eval loss": "The same measure on held-out examples the model never trains on; if it rises while training loss falls, the model is overfitting.",
+    "overfitting": "Memorising the training examples instead of learning the pattern: training loss keeps falling, eval loss turns up. Train fewer steps or add data.",
+    "gradient checkpointing": "Saves memory by recomputing activations during the backward pass instead of keeping them: ~30% slower, much less memory for long sequences.",
+    "OOM": "Out of memory: the GPU (or RAM) cannot hold the model, its gradients, optimizer state and activations. Lower batch size or max length, turn on gradient checkpointing, or use QLoRA.",
+    "chat template": "The exact text format a chat model expects (role markers, end-of-turn tokens). Training and chatting must use the same one.",
+    "max length": "Examples longer than this many tokens are cut. Cut examples may lose the answer they were meant to teach.",
+    "trained tokens": "The tokens whose prediction counts in the loss: for chat data only the assistant's answers, never the prompt.",
+    "merge": "Folding a LoRA adapter's weights into the base model to get one ordinary model with no adapter to load.",
+    "checkpoint": "A snapshot of the training state saved every few steps, so a stopped or crashed run can resume where it was.",
+    "RAG": "Retrieval-augmented generation: look up relevant documents at question time and put them in the prompt. For knowledge that changes, not for behaviour.",
+    "prompting": "Getting the behaviour by instructions and examples in the prompt alone: no training, the first thing to try.",
+}
