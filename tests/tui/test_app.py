@@ -17,7 +17,7 @@ def test_tui_imports_no_ml_library():
 
 async def test_number_keys_and_clicks_move_between_areas():
     app = TunedeckApp()
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(120, 40)) as pilot:
         assert app.current_mode == "home"
         await pilot.press("1")
         assert app.current_mode == "data"
@@ -26,7 +26,7 @@ async def test_number_keys_and_clicks_move_between_areas():
         await pilot.click("#nav-runs")
         assert app.current_mode == "runs"
         await pilot.press("0")
-        await pilot.click("#step-method")
+        await pilot.click("#steps", offset=(10, 2))
         assert app.current_mode == "method"
 
 
@@ -39,3 +39,26 @@ async def test_home_shows_the_demo_project():
         text = str(app.screen.query_one("#project-data").render())
         assert "340 train / 60 validation" in text
         assert "SmolLM2-135M-Instruct" in str(app.screen.query_one("#project-model").render())
+
+
+async def test_theme_choice_is_remembered():
+    app = TunedeckApp()
+    async with app.run_test() as pilot:
+        app.theme = "tunedeck-light"
+        await pilot.pause()
+    again = TunedeckApp()
+    async with again.run_test():
+        assert again.theme == "tunedeck-light"
+
+
+async def test_help_lists_keys_and_glossary():
+    app = TunedeckApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("question_mark")
+        from tui.screens.help import HelpScreen
+
+        assert isinstance(app.screen, HelpScreen)
+        svg = app.export_screenshot()
+        assert "adapter" in svg and "Quit" in svg and "Glossary" in svg
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)

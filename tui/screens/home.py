@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
-from textual.widgets import Static
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
 
 from engine import demo, models
 from engine.errors import TunedeckError
@@ -14,49 +15,28 @@ from engine.errors import TunedeckError
 from .base import AreaScreen
 
 STEPS = [
-    ("data", "1", "Look at the data", "format, bad rows, what each example trains, token lengths"),
-    ("method", "2", "Choose a method", "prompting, RAG, LoRA, QLoRA or full, and the memory each needs"),
-    ("train", "3", "Train", "a run that keeps going when you close the terminal; live loss and GPU"),
-    ("chat", "4", "Chat with the result", "the fine-tuned model beside the base model"),
-    ("runs", "5", "Runs", "history, re-attach, resume, export"),
+    ("data", "1", "Look at the data", "formats, bad rows, trained tokens, lengths"),
+    ("method", "2", "Choose a method", "prompting, RAG, LoRA, QLoRA or full"),
+    ("train", "3", "Train", "survives closing the terminal; live loss"),
+    ("chat", "4", "Chat with the result", "fine-tuned beside the base model"),
+    ("runs", "5", "Runs", "history, re-attach, evaluate, export"),
 ]
 
 
-class StepCard(Horizontal):
-    DEFAULT_CSS = """
-    StepCard { height: 3; border: round $primary-muted; padding: 0 1; margin: 0 0 0 0; }
-    StepCard:hover { border: round $accent; background: $boost; }
-    StepCard .step-key { width: 4; color: $accent; text-style: bold; }
-    StepCard .step-title { width: 24; text-style: bold; }
-    StepCard .step-what { width: 1fr; color: $text-muted; }
-    """
-
-    class Chosen(Message):
-        def __init__(self, area: str) -> None:
-            super().__init__()
-            self.area = area
-
-    def __init__(self, area: str, key: str, title: str, what: str) -> None:
-        super().__init__(id=f"step-{area}")
-        self.area, self.key, self.title, self.what = area, key, title, what
-
-    def compose(self) -> ComposeResult:
-        yield Static(f" {self.key}", classes="step-key")
-        yield Static(self.title, classes="step-title")
-        yield Static(self.what, classes="step-what")
-
-    def on_click(self) -> None:
-        self.post_message(self.Chosen(self.area))
+def _line(label: str, value: str, *rest) -> Text:
+    return Text.assemble((f"{label:<7}", "bold"), value, *rest)
 
 
 class HomeScreen(AreaScreen):
     AREA = "home"
     DEFAULT_CSS = """
     HomeScreen #home { padding: 0 2; }
-    HomeScreen #tagline { color: $text-muted; margin: 1 0; }
+    HomeScreen #tagline { color: $text-muted; margin: 1 0 0 0; }
     HomeScreen #project { border: round $secondary; padding: 0 1; height: auto; margin-bottom: 1; }
     HomeScreen #project-title { color: $secondary; text-style: bold; }
-    HomeScreen #steps-title { text-style: bold; margin-bottom: 0; }
+    HomeScreen #steps-title { text-style: bold; }
+    HomeScreen #steps { height: auto; border: round $primary-muted; padding: 0; }
+    HomeScreen #steps:focus { border: round $accent; }
     """
 
     def compose_body(self) -> ComposeResult:
@@ -70,9 +50,12 @@ class HomeScreen(AreaScreen):
                 yield Static("Project", id="project-title")
                 yield Static(id="project-model")
                 yield Static(id="project-data")
-            yield Static("Your first fine-tune, step by step (press the number or click):", id="steps-title")
-            for step in STEPS:
-                yield StepCard(*step)
+            yield Static("Your first fine-tune, step by step (press the number, or choose with ↑↓ Enter or the mouse):", id="steps-title")
+            yield OptionList(
+                *(Option(Text.assemble((key, "bold"), "  ", (f"{title:<21}", "bold"), (what, "dim")), id=area)
+                  for area, key, title, what in STEPS),
+                id="steps",
+            )
 
     def on_mount(self) -> None:
         self.refresh_project()
@@ -80,12 +63,12 @@ class HomeScreen(AreaScreen):
     def on_screen_resume(self) -> None:
         self.refresh_project()
 
-    def on_step_card_chosen(self, message: StepCard.Chosen) -> None:
-        self.app.switch_mode(message.area)
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.app.switch_mode(event.option.id)
 
     def refresh_project(self) -> None:
         self.query_one("#project-model", Static).update(self._model_line())
-        self.query_one("#project-data", Static).update(f"[b]Data [/b]  {self.project.data}")
+        self.query_one("#project-data", Static).update(_line("Data", self.project.data))
         self.describe_data()
 
     def _model_line(self) -> str:
@@ -93,17 +76,17 @@ class HomeScreen(AreaScreen):
         try:
             src = models.resolve(ref)
         except TunedeckError as exc:
-            return f"[b]Model[/b]  {ref}  [$error]{exc}[/]"
+            return _line("Model", ref, (str(exc), "red"))
         where = {"demo": "built-in demo", "folder": src.location, "gguf": src.location, "hub": "Hugging Face Hub"}
-        ready = "" if models.is_materialized(src) else "  [dim](converted to a fast cache on first use, ~15 s)[/]"
-        return f"[b]Model[/b]  {src.display}  [dim]{where[src.kind]}[/]{ready}"
+        ready = "" if models.is_materialized(src) else " (converted to a fast cache on first use, ~15 s)"
+        return _line("Model", src.display, (f"  {where[src.kind]}{ready}", "dim"))
 
     @work(thread=True, exclusive=True, group="home-data")
     def describe_data(self) -> None:
         ref = self.project.data
         if ref == demo.DEMO:
             train, val = demo.count_lines(demo.train_file()), demo.count_lines(demo.validation_file())
-            text = f"[b]Data [/b]  built-in demo: {demo.DATA_DESCRIPTION}  [dim]{train} train / {val} validation[/]"
+            text = _line("Data", f"built-in demo: {demo.DATA_DESCRIPTION}", (f"  {train} train / {val} validation", "dim"))
         else:
-            text = f"[b]Data [/b]  {ref}"
+            text = _line("Data", ref)
         self.app.call_from_thread(self.query_one("#project-data", Static).update, text)
