@@ -1,0 +1,38 @@
+"""Training data: open any common fine-tuning file lazily, detect its format, point at bad rows,
+normalise rows to chat ``messages`` (or ``text``), and compute the trained-token mask.
+
+The contract the trainer relies on:
+
+    load_examples(ref, split="train") -> list[dict]   # normalised examples, or DataError
+    has_validation_split(ref) -> bool
+    encode.encode(tokenizer, example, max_length)      # the one trained-token mask
+
+Only the standard library (and pyarrow for Parquet/Arrow) is imported here: the TUI may use the
+readers directly; tokenizer work lives in ``stats``/``render`` and imports transformers lazily.
+"""
+
+from __future__ import annotations
+
+from .dataset import (
+    Problem,
+    Report,
+    detect_file_format,
+    has_validation_split,
+    inspect,
+    is_local,
+    load_examples,
+    open_source,
+)
+from .formats import FORMATS
+
+__all__ = [
+    "FORMATS",
+    "Problem",
+    "Report",
+    "detect_file_format",
+    "has_validation_split",
+    "inspect",
+    "is_local",
+    "load_examples",
+    "open_source",
+]

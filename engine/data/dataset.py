@@ -1,0 +1,322 @@
+"""A dataset reference -> rows -> format, problems and training examples.
+
+``open_source`` turns what the user wrote (a file, a ``save_to_disk`` folder, ``demo``, a hub id)
+into a lazy ``Source``. ``inspect`` makes one pass over every row: file format, counts, each bad
+row with its line/record number, warnings. ``load_examples`` is what the trainer calls: every row
+normalised, or one DataError that names the first bad row and how many there are.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import demo
+from ..errors import DataError
+from . import formats
+from .reader import RawRow, RecordsSource, Source, open_file, open_folder, saved_splits, split_files
+
+SPLITS = ("train", "validation")
+DETECT_ROWS = 64  # rows looked at to decide the file's format
+MAX_LISTED_ERRORS = 1000
+
+Progress = Callable[[float, int], None]
+"""progress(fraction done, rows so far)."""
+
+
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "~", "/")) and not Path(ref).suffix
+
+
+def is_local(ref: str) -> bool:
+    """True when ``ref`` is read from the disk (everything but a hub id); no import, no network."""
+    ref = (ref or "").strip()
+    return ref == demo.DEMO or Path(ref).expanduser().exists() or not _looks_like_hub_id(ref)
+
+
+def demo_path(split: str = "train") -> Path:
+    if split == "train":
+        return demo.train_file()
+    if split == "validation":
+        return demo.validation_file()
+    raise DataError(f"The demo data has no '{split}' split; use train or validation.")
+
+
+def open_source(ref: str, *, split: str = "train") -> Source:
+    """A lazy Source for a data reference; raises DataError with one sentence if it cannot be opened."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise DataError("No data given: pass a .jsonl, .json, .csv, .tsv or .parquet file, a saved dataset folder, or demo.")
+    if ref == demo.DEMO:
+        path = demo_path(split)
+        return open_file(path, display=path.name)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return open_folder(path, split, display=ref)
+    if path.is_file():
+        if split != "train":
+            raise DataError(f"{ref} is a single file, so it has no '{split}' split; pass the {split} file itself.")
+        return open_file(path, display=ref)
+    if path.exists():
+        raise DataError(f"{ref} is neither a file nor a folder.")
+    if _looks_like_hub_id(ref):
+        return _open_hub(ref, split)
+    raise DataError(f"Data file {ref} does not exist; check the path (or use demo for the built-in data).")
+
+
+def _open_hub(ref: str, split: str) -> Source:
+    offline = any(os.environ.get(k, "0") not in ("", "0", "false", "False") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(ref, split=split)
+    except Exception as exc:  # datasets raises many types: not found, offline, no such split
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if offline:
+            why = "the Hub is offline and it is not in the local datasets cache"
+        raise DataError(
+            f"Cannot open hub dataset '{ref}' (split {split}): {why}; download it where there is network "
+            "and save it with save_to_disk, or pass a local file."
+        ) from None
+    return RecordsSource(ref, ds)
+
+
+def has_validation_split(ref: str) -> bool:
+    """True when the reference carries its own validation data (demo, a saved DatasetDict, a folder
+    with a validation file)."""
+    ref = (ref or "").strip()
+    if ref == demo.DEMO:
+        return True
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        splits = saved_splits(path)
+        if splits is not None:
+            return "validation" in splits
+        try:
+            return bool(split_files(path).get("validation"))
+        except OSError:
+            return False
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    index: int  # 0-based row index
+    where: int  # 1-based line or record number
+    unit: str  # "line" | "record"
+    message: str
+
+    def located(self, display: str) -> str:
+        if self.unit == "line":
+            return f"{display}:{self.where}: {self.message}"
+        return f"{display} record {self.where}: {self.message}"
+
+    def as_json(self) -> dict:
+        return {self.unit: self.where, "row": self.index + 1, "message": self.message}
+
+
+@dataclass
+class Report:
+    ref: str
+    display: str
+    kind: str  # file kind: jsonl, json, csv, tsv, parquet, arrow, hub
+    unit: str
+    format: str | None = None
+    rows: int = 0
+    valid_rows: int = 0
+    formats_seen: dict = field(default_factory=dict)
+    errors: list[Problem] = field(default_factory=list)  # the first MAX_LISTED_ERRORS
+    error_count: int = 0
+    warnings: list[str] = field(default_factory=list)
+    roles: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    stats: dict | None = None
+
+    @property
+    def bad_rows(self) -> int:
+        return self.error_count
+
+    def as_json(self) -> dict:
+        return {
+            "ref": self.ref,
+            "file": self.display,
+            "kind": self.kind,
+            "format": self.format,
+            "format_description": formats.DESCRIPTIONS.get(self.format or "", None),
+            "rows": self.rows,
+            "valid_rows": self.valid_rows,
+            "bad_rows": self.error_count,
+            "errors": [p.as_json() for p in self.errors],
+            "errors_listed": len(self.errors),
+            "warnings": list(self.warnings),
+            "formats_seen": dict(self.formats_seen),
+            "messages_by_role": dict(self.roles),
+            "seconds": round(self.seconds, 3),
+            "stats": self.stats if self.stats is not None else {},
+        }
+
+
+def detect_file_format(source: Source) -> str | None:
+    """The format of the file: the most common among its first parseable rows."""
+    seen: Counter = Counter()
+    order: list[str] = []
+    for row in source.head(DETECT_ROWS):
+        if row.record is None:
+            continue
+        fmt = formats.detect(row.record)
+        if fmt is None:
+            continue
+        if fmt not in seen:
+            order.append(fmt)
+        seen[fmt] += 1
+    if not seen:
+        return None
+    best = max(seen.values())
+    return next(f for f in order if seen[f] == best)
+
+
+@dataclass
+class CheckedRow:
+    raw: RawRow
+    format: str | None
+    example: dict | None
+    problem: str | None
+
+
+def check(raw: RawRow, file_format: str | None) -> CheckedRow:
+    if raw.record is None:
+        return CheckedRow(raw, None, None, raw.error or "cannot be read")
+    fmt, example, problem = formats.check_row(raw.record, file_format)
+    return CheckedRow(raw, fmt, example, problem)
+
+
+def iter_checked(source: Source, file_format: str | None = None) -> Iterator[CheckedRow]:
+    file_format = file_format or detect_file_format(source)
+    for raw in source.iter_rows():
+        yield check(raw, file_format)
+
+
+def unusable_reason(source: Source, file_format: str | None) -> str | None:
+    """Why a whole file cannot be used (before a full pass), or None."""
+    if file_format == "preference":
+        return f"{source.display} {formats.PREFERENCE_SENTENCE}."
+    return None
+
+
+def inspect(
+    ref: str | Source,
+    *,
+    split: str = "train",
+    progress: Progress | None = None,
+    max_errors: int = MAX_LISTED_ERRORS,
+) -> Report:
+    """One pass over every row. Raises DataError when the file as a whole is unusable."""
+    started = time.perf_counter()
+    source = ref if isinstance(ref, Source) else open_source(ref, split=split)
+    file_format = detect_file_format(source)
+    report = Report(str(ref if isinstance(ref, str) else source.display), source.display, source.kind, source.unit, file_format)
+    reason = unusable_reason(source, file_format)
+    if reason:
+        raise DataError(reason)
+    seen_hashes: set[int] = set()
+    duplicates = 0
+    formats_seen: Counter = Counter()
+    roles: Counter = Counter()
+    last_tick = time.perf_counter()
+    n = 0
+    for n, checked in enumerate(iter_checked(source, file_format), 1):
+        if checked.format:
+            formats_seen[checked.format] += 1
+        if checked.problem is not None:
+            report.error_count += 1
+            if len(report.errors) < max_errors:
+                report.errors.append(Problem(checked.raw.index, checked.raw.where, source.unit, checked.problem))
+        else:
+            report.valid_rows += 1
+            ex = checked.example
+            if "messages" in ex:
+                for m in ex["messages"]:
+                    roles[m["role"]] += 1
+            key = hash(checked.raw.text) if checked.raw.text is not None else hash(repr(ex))
+            if key in seen_hashes:
+                duplicates += 1
+            else:
+                seen_hashes.add(key)
+        if progress and n % 2048 == 0:
+            now = time.perf_counter()
+            if now - last_tick > 0.2:
+                last_tick = now
+                progress(source.iter_fraction(n), n)
+    report.rows = n
+    report.formats_seen = dict(formats_seen)
+    report.roles = dict(roles)
+    if progress:
+        progress(1.0, n)
+    if n == 0:
+        raise DataError(f"{source.display} has no rows; put one example per line (JSON Lines) or pick another file.")
+    if report.valid_rows == 0:
+        first = report.errors[0]
+        if file_format is None and all(p.message.endswith(formats.EXPECTED) for p in report.errors[:5]):
+            raise DataError(f"{first.located(source.display)}; no row of the file is in a known format.")
+        raise DataError(f"{first.located(source.display)}; none of the {n} rows is usable.")
+    if duplicates:
+        report.warnings.append(
+            f"{duplicates} row{'s are exact duplicates' if duplicates > 1 else ' is an exact duplicate'} of an earlier row."
+        )
+    mixed = {f: c for f, c in formats_seen.items() if f != file_format}
+    if mixed:
+        parts = ", ".join(f"{c} {f}" for f, c in sorted(mixed.items(), key=lambda kv: -kv[1]))
+        report.warnings.append(f"The file mixes formats: {formats_seen[file_format]} {file_format} rows and {parts}.")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def bad_rows_sentence(report: Report, ref: str) -> str:
+    first = report.errors[0]
+    n = report.error_count
+    return (
+        f"{first.located(report.display)} ({n} bad row{'s' if n != 1 else ''} in all; "
+        f"`tunedeck data inspect {ref}` lists them)."
+    )
+
+
+def load_examples(ref: str, *, split: str = "train") -> list[dict]:
+    """Every row of the data normalised for training; DataError if the data is unusable or any row is bad."""
+    source = open_source(ref, split=split)
+    file_format = detect_file_format(source)
+    reason = unusable_reason(source, file_format)
+    if reason:
+        raise DataError(reason)
+    examples: list[dict] = []
+    first: Problem | None = None
+    bad = 0
+    for checked in iter_checked(source, file_format):
+        if checked.problem is not None:
+            bad += 1
+            if first is None:
+                first = Problem(checked.raw.index, checked.raw.where, source.unit, checked.problem)
+        else:
+            examples.append(checked.example)
+    source.close()
+    if first is not None:
+        shown = ref if split == "train" else f"{ref} --split {split}"
+        raise DataError(
+            f"{first.located(source.display)} ({bad} bad row{'s' if bad != 1 else ''} in all; "
+            f"`tunedeck data inspect {shown}` lists them).",
+            exit_code=1,
+        )
+    if not examples:
+        raise DataError(f"{source.display} has no rows; put one example per line (JSON Lines) or pick another file.")
+    return examples
+
+
+def as_dict(obj) -> dict:
+    return asdict(obj)
