@@ -95,27 +95,51 @@ def _advance(full: str, content: str, search_from: int) -> int:
     return search_from if at < 0 else at + len(content)
 
 
-def encode(tokenizer, example: dict, max_length: int | None = None, *, with_pieces: bool = False) -> Encoded:
-    """Tokenise one normalised example and mark the tokens that will be trained."""
+def text_and_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The text to tokenise for one example and the character spans that are trained."""
     if "text" in example and "messages" not in example:
         text = example["text"]
         if tokenizer.eos_token:
             text += tokenizer.eos_token
-        spans = [(0, len(text))]
-    else:
-        text, spans = trained_spans(tokenizer, example["messages"])
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
+        return text, [(0, len(text))]
+    return trained_spans(tokenizer, example["messages"])
+
+
+def _mask(offsets, spans: list[tuple[int, int]]) -> list[bool]:
     trained = []
     span_i = 0
-    for start, end in enc["offset_mapping"]:
+    for start, end in offsets:
         while span_i < len(spans) and spans[span_i][1] <= start:
             span_i += 1
         inside = span_i < len(spans) and start < spans[span_i][1] and end > spans[span_i][0]
         trained.append(bool(inside) and end > start)
+    return trained
+
+
+def _finish(tokenizer, text, ids, trained, max_length, with_pieces) -> Encoded:
     full_length = len(ids)
     truncated = bool(max_length) and full_length > max_length
     if truncated:
         ids, trained = ids[:max_length], trained[:max_length]
     pieces = [tokenizer.decode([i]) for i in ids] if with_pieces else []
     return Encoded(ids, trained, text, truncated, full_length, pieces)
+
+
+def encode(tokenizer, example: dict, max_length: int | None = None, *, with_pieces: bool = False) -> Encoded:
+    """Tokenise one normalised example and mark the tokens that will be trained."""
+    text, spans = text_and_spans(tokenizer, example)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    return _finish(tokenizer, text, ids, _mask(enc["offset_mapping"], spans), max_length, with_pieces)
+
+
+def encode_many(tokenizer, examples: list[dict], max_length: int | None = None) -> list[Encoded]:
+    """``encode`` for many examples at once (one batched tokeniser call); same result, faster."""
+    prepared = [text_and_spans(tokenizer, ex) for ex in examples]
+    if not prepared:
+        return []
+    enc = tokenizer([t for t, _ in prepared], add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        _finish(tokenizer, text, list(ids), _mask(offsets, spans), max_length, False)
+        for (text, spans), ids, offsets in zip(prepared, enc["input_ids"], enc["offset_mapping"])
+    ]

@@ -98,11 +98,11 @@ def _as_text(value, what: str) -> str:
         return "".join(texts)
     if value is None:
         raise RowError(f"{what} has no content")
-    raise RowError(f"{what} has {_kind(value)} content; content must be a string")
+    raise RowError(f"{what} has {_kind(value)} as content; content must be a string")
 
 
 def _kind(value) -> str:
-    return {list: "a list", dict: "an object", int: "a number", float: "a number", bool: "a boolean"}.get(
+    return {list: "a list", dict: "an object", int: "a number", float: "a number", bool: "a boolean", str: "a string"}.get(
         type(value), type(value).__name__
     )
 

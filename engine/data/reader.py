@@ -145,14 +145,14 @@ def check_text_file(path: Path, display: str) -> bytes:
         raise DataError(f"{display} is UTF-16 text; save it as UTF-8 and open it again.")
     if b"\x00" in head[:8192]:
         raise DataError(f"{display} is not a text file (it contains NUL bytes); pick a .jsonl, .json, .csv or .parquet file.")
-    sample = head[: CHUNK - 4]
+    # The first line decides whether the file is UTF-8 at all; a bad byte further on is that row's problem.
+    first = head.lstrip(BOM + b" \t\r\n").split(b"\n", 1)[0][: CHUNK - 4]
     try:
-        sample.decode("utf-8")
+        first.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(sample) - 4:  # not just a character cut at the chunk's end
-            line = sample[: exc.start].count(b"\n") + 1
+        if exc.start < len(first) - 4 or len(first) < CHUNK - 8:  # not just a character cut at the chunk's end
             raise DataError(
-                f"{display}:{line} is not UTF-8 text (byte 0x{sample[exc.start]:02x}); "
+                f"{display} is not UTF-8 text (byte 0x{first[exc.start]:02x} on its first line); "
                 "save the file as UTF-8 and open it again."
             ) from None
     return head
@@ -307,23 +307,6 @@ class JsonlSource(Source):
     def iter_fraction(self, yielded: int) -> float:
         return min(1.0, getattr(self, "_iter_pos", 0) / self.size) if self.size else 1.0
 
-    def iter_raw(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """(byte offset, raw line) of every non-blank line starting in [start, end), for splitting work."""
-        end = self.size if end is None else end
-        with open(self.path, "rb") as f:
-            if start:
-                f.seek(start - 1)
-                if f.read(1) != b"\n":
-                    f.readline()  # finish the line that started before ``start``
-            pos = f.tell()
-            while pos < end:
-                raw = f.readline()
-                if not raw:
-                    return
-                if raw.strip() and (pos or raw.strip() != BOM):
-                    yield pos, raw
-                pos += len(raw)
-
     def index_of(self, where: int) -> int | None:
         lines = self._lines
         lo, hi = 0, len(lines)
@@ -464,7 +447,7 @@ class JsonArraySource(_StreamSource):
                             continue
                         state["pos"] = exc.pos
                         yield RawRow(index, index + 1, None,
-                                     f"is not valid JSON ({exc.msg} at line {line()}); nothing after it can be read")
+                                     f"is not valid JSON ({exc.msg}, line {line()}); nothing after it can be read")
                         return
                     if end == len(state["buf"]) and not state["eof"] and more():
                         continue  # a number or literal may go on in the next chunk
