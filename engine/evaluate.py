@@ -246,34 +246,28 @@ def fixed_shots(pool: list[tuple[list[dict], str]], k: int, seed: int = 0) -> li
 # --------------------------------------------------------------------------------------------
 
 
-def _load(data: str, split: str) -> list[dict]:
-    from .data import load_examples
+def run_config(config: dict, source: str = "config.yaml"):
+    """The run's RunConfig, validated (a hand-edited config.yaml gets a clear sentence)."""
+    from .config import RunConfig
 
-    return list(load_examples(data, split=split))
-
-
-def eval_examples(config: dict) -> tuple[list[dict], list[dict], str]:
-    """(train examples, evaluation examples, where the evaluation examples come from)."""
-    data = config.get("data") or "demo"
-    train = _load(data, "train")
-    if config.get("eval_data"):
-        return train, _load(config["eval_data"], "train"), str(config["eval_data"])
-    try:
-        validation = _load(data, "validation")
-    except TunedeckError:
-        validation = []
-    if validation:
-        return train, validation, "validation split"
-    fraction = float(config.get("eval_split") or 0.1)
-    train, held_out = split_off(train, fraction, int(config.get("seed") or 42))
-    return train, held_out, f"held-out {fraction:.0%} of the training data"
+    return RunConfig.from_dict(config, source=source)
 
 
-def split_off(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """The eval split the worker holds out when the data has no validation split of its own."""
-    from .data import split_train_eval  # the worker's own split, so the same rows are held out
+def eval_examples(config: dict, source: str = "config.yaml") -> tuple[list[dict], list[dict], str]:
+    """(train examples, evaluation examples, where the evaluation examples come from), split
+    exactly as the worker split them, so the fine-tuned model never saw the evaluation rows."""
+    from .data import has_validation_split
+    from .worker import load_splits
 
-    return split_train_eval(examples, fraction, seed)
+    cfg = run_config(config, source)
+    if cfg.eval_data or has_validation_split(cfg.data):
+        where = str(cfg.eval_data) if cfg.eval_data else "validation split"
+        if cfg.eval_steps == 0:  # the worker skipped evaluation, but these rows were never trained on
+            cfg.eval_steps = 1
+    else:
+        where = f"held-out {cfg.eval_split:.0%} of the training data"
+    train, held_out = load_splits(cfg)
+    return train, held_out, where
 
 
 def weights_of(run) -> tuple[str, Path]:
@@ -433,11 +427,14 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     kind, folder = weights_of(run)
 
     say("Reading the data…")
-    train, held_out, source = eval_examples(config)
+    train, held_out, source = eval_examples(config, str(run.config_path))
     if limit:
         held_out = held_out[:limit]
     if not held_out:
-        raise EvalError(f"No evaluation examples for run {run.id} ({source} is empty); give the data a validation split.")
+        raise EvalError(
+            f"Run {run.id} held no examples out of training (eval_steps or eval_split is 0 in {run.config_path}), "
+            "so there is nothing unseen to evaluate on; train with an eval_split or eval_data."
+        )
     pool = [p for p in (split_example(e) for e in train) if p is not None]
     tasks = [p for p in (split_example(e) for e in held_out) if p is not None]
     references = [answer for _, answer in tasks]
@@ -445,11 +442,11 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
 
     models = _load_models(config["model"], kind, folder, say)
     tok = models.tokenizer
-    max_length = config.get("max_length") or None
+    max_length = run_config(config, str(run.config_path)).max_length
 
     # Prompts for the three baselines and the fine-tuned model.
     prompts = {c: [] for c in CONDITIONS}
-    shots_fixed = [pool[i] for i in fixed_shots(pool, k, seed=int(config.get("seed") or 0))]
+    shots_fixed = [pool[i] for i in fixed_shots(pool, k, seed=0)]
     index = BM25([query_text(p) for p, _ in pool]) if pool and k > 0 else None
     for prompt, _ in tasks:
         prompts["zero-shot"].append(prompt)

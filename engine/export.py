@@ -1,0 +1,311 @@
+"""Take a run's result elsewhere: no Tunedeck needed to load what this writes.
+
+* ``export_run(run, to)``: the LoRA/QLoRA adapter in PEFT format (adapter_config.json +
+  adapter_model.safetensors) with the tokenizer and its chat template; the adapter's
+  ``base_model_name_or_path`` names a base that loads on this machine, so
+  ``AutoModelForCausalLM.from_pretrained(DIR)`` with peft installed, or
+  ``PeftModel.from_pretrained(base, DIR)``, both work.
+* ``export_run(run, to, merged=True)``: the adapter merged into the base weights
+  (``merge_and_unload``), saved as safetensors with tokenizer, chat template and generation
+  config: a plain transformers model folder.
+* ``write_trl_config(run, file)``: a YAML that ``trl sft --config FILE`` accepts, plus the run's
+  data in TRL's conversational prompt/completion form next to it, so TRL trains the same tokens.
+
+Nothing is overwritten: the target folder must be new or empty, and it is written under a
+temporary name first and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .errors import TunedeckError
+
+Say = Callable[[str], None]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
+
+
+class ExportError(TunedeckError):
+    pass
+
+
+def _check_target(to: Path) -> None:
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        raise ExportError(f"{to} already exists and is not an empty folder; choose a new folder for --to.")
+    if not to.parent.exists():
+        raise ExportError(f"The folder {to.parent} does not exist; create it or choose another --to.")
+    if not os.access(to.parent, os.W_OK):
+        raise ExportError(f"Cannot write in {to.parent}; choose a folder you can write to for --to.")
+
+
+def _finish(tmp: Path, to: Path) -> None:
+    if to.exists():
+        to.rmdir()  # empty (checked): replace it
+    os.replace(tmp, to)
+
+
+def _tokenizer(folder: Path, base_location: str):
+    from transformers import AutoTokenizer
+
+    from .data.encode import ensure_chat_template
+
+    source = str(folder) if (folder / "tokenizer_config.json").is_file() else base_location
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    ensure_chat_template(tok)  # the template the run trained with travels with the weights
+    return tok
+
+
+def _readme(run, base_location: str, kind: str) -> str:
+    if kind == "merged":
+        how = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+               f"model = AutoModelForCausalLM.from_pretrained('.')\n"
+               f"tokenizer = AutoTokenizer.from_pretrained('.')")
+    else:
+        how = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+               f"from peft import PeftModel\n"
+               f"base = AutoModelForCausalLM.from_pretrained('{base_location}')\n"
+               f"model = PeftModel.from_pretrained(base, '.')\n"
+               f"tokenizer = AutoTokenizer.from_pretrained('.')")
+    return (f"# Exported from Tunedeck run {run.id}\n\n"
+            f"Base model: {base_location}\n\nLoad it with:\n\n```python\n{how}\n```\n\n"
+            "The tokenizer carries the chat template used in training: build prompts with "
+            "`tokenizer.apply_chat_template(messages, add_generation_prompt=True)`.\n")
+
+
+def export_run(run_ref: str, to: str | Path, *, merged: bool = False, say: Say | None = None) -> dict:
+    """Write the run's adapter (or merged model) to ``to``; returns what was written."""
+    from .evaluate import weights_of
+    from .models import materialize
+    from .runs import get_run
+
+    say = say or (lambda message: None)
+    run = get_run(run_ref)
+    to = Path(to).expanduser().resolve()
+    _check_target(to)
+    kind, folder = weights_of(run)
+    config = run.config()
+    if not config.get("model"):
+        raise ExportError(f"{run.config_path}: the run's config has no 'model'; cannot tell which base it needs.")
+    full = not (folder / "adapter_config.json").is_file()
+    base_location = materialize(config["model"], lambda m, f: say(m))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{to.name}.partial-", dir=to.parent))
+    try:
+        if full:
+            say(f"Copying the fully fine-tuned model from {folder.name}/…")
+            _copy_full_model(folder, tmp, base_location)
+            what = "model"
+        elif merged:
+            _merge(folder, tmp, config["model"], base_location, say)
+            what = "merged"
+        else:
+            say(f"Copying the adapter from {folder.name}/…")
+            for name in ("adapter_model.safetensors", "adapter_model.bin"):
+                if (folder / name).is_file():
+                    shutil.copy2(folder / name, tmp / name)
+            adapter_config = json.loads((folder / "adapter_config.json").read_text())
+            adapter_config["base_model_name_or_path"] = base_location
+            (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+            _tokenizer(folder, base_location).save_pretrained(str(tmp))
+            what = "adapter"
+        (tmp / "README.md").write_text(_readme(run, base_location, what))
+        (tmp / "tunedeck-export.json").write_text(json.dumps({
+            "run": run.id, "from": kind, "export": what, "base_model": base_location,
+            "method": config.get("method"), "created": round(time.time(), 3)}, indent=1) + "\n")
+        _finish(tmp, to)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted(p.name for p in to.iterdir())
+    size = sum(p.stat().st_size for p in to.iterdir() if p.is_file())
+    say(f"Wrote {what} to {to}")
+    return {"run": run.id, "to": str(to), "export": what, "from": kind, "base_model": base_location,
+            "files": files, "bytes": size}
+
+
+def _copy_full_model(folder: Path, tmp: Path, base_location: str) -> None:
+    skip = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
+    for p in folder.iterdir():
+        if p.is_file() and p.name not in skip and not p.name.startswith("rng_state"):
+            shutil.copy2(p, tmp / p.name)
+    if not (tmp / "tokenizer_config.json").is_file():
+        _tokenizer(folder, base_location).save_pretrained(str(tmp))
+
+
+def _merge(folder: Path, tmp: Path, model_ref: str, base_location: str, say: Say) -> None:
+    import torch
+    from peft import PeftModel
+
+    from .models import load_model
+
+    say("Loading the base model in full precision…")
+    base, _ = load_model(model_ref, dtype=torch.float32)
+    say("Merging the adapter into the base weights…")
+    merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    saved_dtype = _config_dtype(base_location)
+    if saved_dtype in ("bfloat16", "float16"):
+        merged = merged.to(getattr(torch, saved_dtype))
+    tok = _tokenizer(folder, base_location)
+    if merged.generation_config is not None and tok.eos_token_id is not None:
+        # Generation stops at the chat template's end-of-turn token, as in Tunedeck's chat.
+        eos = merged.generation_config.eos_token_id
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if tok.eos_token_id not in ids:
+            merged.generation_config.eos_token_id = ids + [tok.eos_token_id] if ids else tok.eos_token_id
+    say("Writing safetensors…")
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+
+
+def _config_dtype(location: str) -> str | None:
+    try:
+        cfg = json.loads((Path(location) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg.get("dtype") or cfg.get("torch_dtype")
+
+
+# --------------------------------------------------------------------------------------------
+# TRL config
+# --------------------------------------------------------------------------------------------
+
+
+def _prompt_completion(example: dict) -> dict | None:
+    from .evaluate import split_example
+
+    if "messages" not in example:
+        return {"text": example["text"]} if "text" in example else None
+    split = split_example(example)
+    if split is None:
+        return None
+    prompt, answer = split
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _run_device(run) -> str | None:
+    """'cpu' or 'cuda' as the run's start event recorded it, if it did."""
+    for event in run.events():
+        if event.get("type") == "start" and event.get("device"):
+            return "cuda" if str(event["device"]).startswith("cuda") else "cpu"
+    return None
+
+
+def _plain(value):
+    if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
+        return value.value  # enums (eval_strategy, save_strategy, ...)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def trl_settings(cfg, plan: dict, model_location: str, data_dir: Path, output_dir: Path, has_eval: bool) -> dict:
+    """The arguments of ``trl sft`` (ScriptArguments, SFTConfig, ModelConfig) for a RunConfig.
+
+    The SFTConfig part is the worker's own ``sft_config``: every field it sets differently from a
+    plain ``SFTConfig`` is written, so the YAML follows the worker when it changes."""
+    from trl import SFTConfig
+
+    from .worker import sft_config
+
+    device_args = {"bf16": plan["bf16"], "fp16": plan["fp16"] and cfg.method != "qlora",
+                   "use_cpu": plan["device"] == "cpu"}
+    ours = sft_config(cfg, output_dir, plan, has_eval=has_eval).to_dict()
+    plain = SFTConfig(output_dir=str(output_dir), **device_args).to_dict()
+    s: dict = {
+        "model_name_or_path": model_location,
+        "dtype": {"cpu": "float32"}.get(plan["device"], "bfloat16" if plan["bf16"] else "float16")
+        if cfg.method != "full" else "float32",
+        "dataset_name": str(data_dir),
+        "dataset_train_split": "train",
+    }
+    if has_eval:
+        s["dataset_test_split"] = "validation"
+    s.update({k: v for k, v in device_args.items()})
+    skip = {"logging_dir", "disable_tqdm", "do_eval"}  # derived, or a display concern
+    always = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+              "gradient_accumulation_steps", "max_length", "packing", "completion_only_loss", "seed",
+              "save_strategy", "eval_strategy", "report_to")  # written even when TRL's default agrees
+    for key, value in ours.items():
+        if key not in skip and value is not None and (value != plain.get(key) or key in always):
+            s[key] = _plain(value)
+    s.pop("max_steps" if cfg.epochs else "num_train_epochs", None)
+    s["output_dir"] = str(output_dir)
+    if cfg.uses_adapter:
+        lora = cfg.lora
+        s.update(use_peft=True, lora_r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                 lora_target_modules=lora.targets if isinstance(lora.targets, str) else list(lora.targets))
+    if cfg.method == "qlora":
+        s.update(load_in_4bit=True, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=True)
+    return s
+
+
+def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) -> dict:
+    """Write ``path`` (YAML for ``trl sft --config``) and ``<stem>-data/{train,validation}.jsonl``."""
+    import yaml
+
+    from .evaluate import eval_examples, run_config
+    from .models import materialize
+    from .worker import device_plan
+    from .runs import get_run
+
+    say = say or (lambda message: None)
+    run = get_run(run_ref)
+    path = Path(path).expanduser().resolve()
+    if path.exists():
+        raise ExportError(f"{path} already exists; choose a new file name for --trl-config.")
+    if not path.parent.is_dir():
+        raise ExportError(f"The folder {path.parent} does not exist; create it or choose another --trl-config path.")
+    data_dir = path.parent / f"{path.stem}-data"
+    if data_dir.exists():
+        raise ExportError(f"{data_dir} already exists; move it away or choose another --trl-config name.")
+    config = run.config()
+    if not config.get("model"):
+        raise ExportError(f"{run.config_path}: the run's config has no 'model'.")
+    cfg = run_config(config, str(run.config_path))
+    say("Reading the run's data…")
+    train, held_out, source = eval_examples(config, str(run.config_path))
+    train_rows = [r for r in map(_prompt_completion, train) if r is not None]
+    eval_rows = [r for r in map(_prompt_completion, held_out) if r is not None]
+    multi_turn = sum(1 for e in train if sum(m.get("role") == "assistant" for m in e.get("messages", [])) > 1)
+    model_location = materialize(config["model"], lambda m, f: say(m))
+    plan = device_plan()
+    recorded = _run_device(run)
+    if recorded == "cpu" and plan["device"] != "cpu":
+        plan = {"device": "cpu", "bf16": False, "fp16": False}
+    elif recorded == "cuda" and plan["device"] == "cpu":
+        plan = {"device": "cuda", "bf16": True, "fp16": False}  # trained on a GPU: keep its precision
+    settings = trl_settings(cfg, plan, model_location, data_dir, path.parent / f"{path.stem}-output",
+                            bool(eval_rows))
+    notes = [
+        f"Reproduces Tunedeck run {run.id} outside Tunedeck:",
+        f"  trl sft --config {path.name}",
+        f"Data: {data_dir.name}/train.jsonl ({len(train_rows)} rows) and validation.jsonl ({len(eval_rows)} rows, "
+        f"from the {source}), in TRL's prompt/completion form so only the answers are trained.",
+    ]
+    if multi_turn:
+        notes.append(f"{multi_turn} examples have several assistant turns: TRL trains the last one; "
+                     "Tunedeck trained them all.")
+    data_dir.mkdir()
+    try:
+        _write_jsonl(data_dir / "train.jsonl", train_rows)
+        if eval_rows:
+            _write_jsonl(data_dir / "validation.jsonl", eval_rows)
+        text = "".join(f"# {n}\n" for n in notes) + yaml.safe_dump(settings, sort_keys=False)
+        path.write_text(text, encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    return {"run": run.id, "config": str(path), "data": str(data_dir), "train_rows": len(train_rows),
+            "eval_rows": len(eval_rows), "settings": settings}
