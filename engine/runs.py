@@ -7,6 +7,11 @@
     checkpoints/     checkpoint-N/ folders written by the trainer
     adapter/         the final LoRA/QLoRA adapter, or model/ for full fine-tuning
 
+Resumed runs: a ``start`` event carries the step training (re)starts from. When a run is resumed
+from checkpoint-N after its events had gone past N (it crashed or was killed between checkpoints),
+the steps after N are trained, and logged, again: a viewer drops the earlier points with a step
+greater than N when it meets that ``start`` event. ``effective_events`` does exactly this.
+
 Everything a viewer shows is read from here, so the TUI, a second TUI and the CLI agree. A run whose
 status says it is alive but whose worker process is gone is reported ``crashed`` with the last
 lines of its log. No ML imports here: the TUI uses this module directly.
@@ -92,6 +97,8 @@ class RunInfo:
     message: str | None = None
     best_eval_loss: float | None = None
     log_tail: list[str] = field(default_factory=list)
+    last_loss: float | None = None
+    tokens_per_second: float | None = None
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("dir", "log_tail")}
@@ -248,7 +255,22 @@ class Run:
             message=message,
             best_eval_loss=status.get("best_eval_loss"),
             log_tail=log,
+            last_loss=status.get("last_loss"),
+            tokens_per_second=status.get("tokens_per_second"),
         )
+
+
+def effective_events(events: list[dict]) -> list[dict]:
+    """The events as a viewer should show them: each ``start`` event (step N) drops the earlier
+    ``log``/``eval``/``checkpoint`` events with a step greater than N, which the resumed worker
+    trains and logs again. Feed it every event in order; tailing viewers apply the same rule."""
+    out: list[dict] = []
+    for event in events:
+        if event.get("type") == "start":
+            start = event.get("step") or 0
+            out = [e for e in out if e.get("type") not in ("log", "eval", "checkpoint") or (e.get("step") or 0) <= start]
+        out.append(event)
+    return out
 
 
 def _slug(text: str) -> str:

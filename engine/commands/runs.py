@@ -1,0 +1,71 @@
+"""`tunedeck runs [--json]`: every run, newest first, with its state (a run whose worker died
+without saying so is shown `crashed`), step, loss, model and method."""
+
+from __future__ import annotations
+
+import json
+import time
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("runs", help="list training runs and their state",
+                                   description="List training runs, newest first.")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list (id, status, step, max_steps, pid, created, model, method, ...)")
+    parser.set_defaults(func=run)
+
+
+def as_json(info) -> dict:
+    d = info.to_dict()
+    d["status"] = info.state
+    return d
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = max(0, time.time() - ts)
+    if s < 60:
+        return f"{s:.0f}s ago"
+    if s < 3600:
+        return f"{s / 60:.0f}m ago"
+    if s < 86400:
+        return f"{s / 3600:.0f}h ago"
+    return time.strftime("%Y-%m-%d", time.localtime(ts))
+
+
+def run(args) -> int:
+    from ..paths import runs_dir
+    from ..runs import list_runs
+
+    runs = list_runs()
+    if args.json:
+        print(json.dumps([as_json(i) for i in runs], indent=1))
+        return 0
+    if not runs:
+        print(f"No runs yet in {runs_dir()}; start one with `tunedeck train --model demo --data demo --max-steps 20`.")
+        return 0
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"running": "cyan", "starting": "cyan", "stopping": "yellow", "completed": "green",
+               "stopped": "yellow", "failed": "red", "crashed": "red"}
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("RUN", "STATUS", "STEP", "LOSS", "MODEL", "METHOD", "CREATED"):
+        table.add_column(col, no_wrap=col in ("RUN", "STATUS", "STEP"))
+    for i in runs:
+        step = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
+        loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
+        model = i.model or "-"
+        if model not in ("demo",) and "/" in model and Path(model).is_absolute():
+            model = Path(model).name
+        c = colours.get(i.state, "white")
+        table.add_row(i.id, f"[{c}]{i.state}[/]", step, loss, model, i.method or "-", _ago(i.created))
+    console = Console()
+    console.print(table)
+    for i in runs:
+        if i.state in ("failed", "crashed") and i.message:
+            console.print(f"[red]{i.id}[/]: {i.message}", highlight=False)
+    return 0

@@ -1,0 +1,579 @@
+"""The training process: ``python -m engine.worker RUN_DIR [--resume]``.
+
+Started detached by ``engine.launch`` (its own session, stdin /dev/null, stdout and stderr to
+``worker.log``); everything a viewer needs goes to the run folder:
+
+- ``events.jsonl``: a ``start`` event when the training loop begins (``step`` is where it begins:
+  0, or the checkpoint step when resuming, see ``engine.runs.effective_events``), a ``log`` event at
+  every logging step (flushed), ``eval``, ``checkpoint``, ``status`` (progress while loading),
+  ``error`` and a final ``end``.
+- ``status.json``: state, pid, step, max_steps, last_loss, tokens_per_second, best_eval_loss.
+
+``tokens_per_second`` counts *input* tokens: every non-padding token of each training sequence
+(prompt and completion alike), divided by the time spent in training steps since the previous log
+(evaluation and checkpoint saving are left out).
+
+Signals: SIGHUP is ignored; SIGTERM (or SIGINT) asks for a stop: the current step finishes, a
+checkpoint is saved, the adapter (or model) is written, and the run ends ``stopped``. A NaN/inf loss
+ends the run ``failed`` with a sentence saying what to try; so does running out of memory; any other
+exception ends it ``failed`` with the exception's one-line message, the traceback only in worker.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import DataError, TunedeckError
+from .runs import Run, process_start_time
+
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
+
+
+def _say(text: str) -> None:
+    print(f"[tunedeck {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# --- data --------------------------------------------------------------------------------------
+def load_splits(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+    """(train examples, eval examples). The eval set is, in order of preference: ``eval_data``, the
+    data's own validation split, or ``eval_split`` of the training rows (seeded). None if eval is off."""
+    from .data import has_validation_split, load_examples
+
+    train = load_examples(cfg.data, split="train")
+    if cfg.eval_steps == 0:
+        return train, []
+    if cfg.eval_data:
+        return train, load_examples(cfg.eval_data, split="train")
+    if has_validation_split(cfg.data):
+        return train, load_examples(cfg.data, split="validation")
+    if cfg.eval_split <= 0 or len(train) < 2:
+        return train, []
+    import random
+
+    order = list(range(len(train)))
+    random.Random(cfg.seed).shuffle(order)
+    n_eval = min(len(train) - 1, max(1, round(len(train) * cfg.eval_split)))
+    held = set(order[:n_eval])
+    return [ex for i, ex in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
+
+
+def encode_rows(tokenizer, examples: list[dict], max_length: int) -> tuple[list[dict], dict]:
+    """Training rows ({input_ids, completion_mask}) through the one mask code path, plus counts of
+    what was truncated or skipped (rows left with no trained token train nothing)."""
+    from .data.encode import encode
+
+    rows, truncated, empty = [], 0, 0
+    for example in examples:
+        enc = encode(tokenizer, example, max_length)
+        truncated += enc.truncated
+        if not any(enc.trained):
+            empty += 1
+            continue
+        rows.append(enc.as_training_row())
+    return rows, {"truncated": truncated, "skipped": empty}
+
+
+# --- the trainer -------------------------------------------------------------------------------
+def device_plan() -> dict:
+    """Where and in which precision to train: bf16 only where the hardware supports it."""
+    import torch
+
+    if torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        return {"device": "cuda", "name": f"cuda:0 ({torch.cuda.get_device_name(0)})", "bf16": bf16,
+                "fp16": not bf16, "dtype": torch.bfloat16 if bf16 else torch.float16}
+    return {"device": "cpu", "name": "cpu", "bf16": False, "fp16": False, "dtype": torch.float32}
+
+
+def load_model_for(cfg: RunConfig, plan: dict, progress=None):
+    """(model ready to train, tokenizer with a chat template) for ``cfg.method``."""
+    import torch
+
+    from . import models
+    from .data.encode import ensure_chat_template
+
+    kwargs: dict = {}
+    if cfg.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = plan["dtype"] if plan["device"] == "cuda" else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["device_map"] = {"": 0 if plan["device"] == "cuda" else "cpu"}
+        dtype = compute
+    elif cfg.method == "lora" and plan["device"] == "cuda":
+        dtype = plan["dtype"]  # frozen base in half precision; adapters stay float32
+    else:
+        dtype = torch.float32  # full fine-tuning keeps float32 master weights (autocast on GPUs)
+    model, tokenizer = models.load_model(cfg.model, dtype=dtype, progress=progress, **kwargs)
+    ensure_chat_template(tokenizer)
+
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        _keep_4bit_layout_trainable(model)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    if cfg.uses_adapter:
+        from peft import LoraConfig, get_peft_model
+
+        lora = cfg.lora
+        targets = lora.targets if isinstance(lora.targets, str) else list(lora.targets)
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+            bias="none", task_type="CAUSAL_LM",
+        ))
+    return model, tokenizer
+
+
+def _keep_4bit_layout_trainable(model) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights into an inference-only CPU layout the first time a layer
+    runs in eval mode without gradients (AVX512-BF16 CPUs), and that repacking fails for layers whose
+    width is not a multiple of 64. Evaluation happens in the middle of training here, so keep the
+    training layout."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # pragma: no cover - qlora is refused before start without it
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool):
+    from trl import SFTConfig
+
+    steps = {"max_steps": cfg.max_steps} if cfg.max_steps else {"num_train_epochs": cfg.epochs}
+    return SFTConfig(
+        output_dir=str(output_dir),
+        **steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # labels from our completion_mask (the encode() mask)
+        packing=False,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN must reach our callback, not be averaged away
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval_steps if has_eval else None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=plan["bf16"],
+        fp16=plan["fp16"] and cfg.method != "qlora",
+        use_cpu=plan["device"] == "cpu",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=plan["device"] == "cuda",
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval_rows: list[dict],
+                  output_dir: Path, plan: dict | None = None, callbacks=()):
+    """An SFTTrainer over already tokenised rows: TRL turns ``completion_mask`` into labels (-100 off
+    the mask) when ``completion_only_loss`` is on, so training uses exactly the encode() mask."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    plan = plan or device_plan()
+    train_ds = Dataset.from_list(train_rows)
+    eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
+    return SFTTrainer(
+        model=model,
+        args=sft_config(cfg, output_dir, plan, has_eval=eval_ds is not None),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+
+
+def count_params(model) -> tuple[int, int]:
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":  # packed: two 4-bit weights per byte
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+# --- messages ----------------------------------------------------------------------------------
+def oom_message(cfg: RunConfig, step: int, where: str) -> str:
+    knobs = [f"lower batch_size (now {cfg.batch_size}) and raise gradient_accumulation_steps to keep the "
+             f"effective batch", f"lower max_length (now {cfg.max_length})"]
+    if not cfg.gradient_checkpointing:
+        knobs.append("set gradient_checkpointing: true")
+    if cfg.method != "qlora":
+        knobs.append("use method: qlora")
+    return f"Out of memory on {where} at step {step}: " + ", ".join(knobs[:-1]) + f", or {knobs[-1]}."
+
+
+def nan_message(cfg: RunConfig, step: int, what: str, value: float) -> str:
+    return (f"The {what} became {value} at step {step}: training diverged; lower learning_rate "
+            f"(now {cfg.learning_rate:g}, try {cfg.learning_rate / 10:g}) and start again.")
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+# --- the process -------------------------------------------------------------------------------
+class Worker:
+    def __init__(self, run: Run, *, resume: bool = False) -> None:
+        self.run = run
+        self.resume = resume
+        self.cfg: RunConfig | None = None
+        self.stop_requested = False
+        self.failure: str | None = None
+        self.step = 0
+        self.max_steps: int | None = None
+        self._writing = False
+        self._pending_stop = False
+        self.training = False
+
+    # status and events -------------------------------------------------------------------------
+    def status(self, **fields) -> None:
+        if self.stop_requested and fields.get("state") == "running":
+            fields["state"] = "stopping"
+        self._writing = True
+        try:
+            self.run.write_status(**fields)
+        finally:
+            self._writing = False
+        if self._pending_stop:
+            self._pending_stop = False
+            self._write_stopping()
+
+    def event(self, **event) -> None:
+        self.run.append_event(event)
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        _say(message)
+        self.event(type="status", message=message)
+        self.status(message=message)
+
+    # signals ----------------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        if self.stop_requested:
+            return
+        self.stop_requested = True
+        _say(f"Received {signal.Signals(signum).name}: stopping after the current step.")
+        if self._writing:
+            self._pending_stop = True
+        else:
+            self._write_stopping()
+
+    def _write_stopping(self) -> None:
+        message = ("Stopping: finishing the current step, then saving a checkpoint."
+                   if self.training else "Stopping before training begins.")
+        self.status(state="stopping", message=message)
+
+    def _wait_for_launcher(self, timeout: float = 10.0) -> None:
+        """The launcher records our pid in status.json right after starting us; wait for that write
+        so the two processes never write status.json at the same time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.run.read_status().get("pid") == os.getpid():
+                return
+            time.sleep(0.02)
+
+    # the run ----------------------------------------------------------------------------------
+    def main(self) -> int:
+        self.install_signals()
+        self._wait_for_launcher()
+        try:
+            self._train()
+        except BaseException as exc:  # noqa: BLE001 - every ending is recorded
+            return self._fail_from(exc)
+        return 0
+
+    def _fail_from(self, exc: BaseException) -> int:
+        if isinstance(exc, TunedeckError):
+            message = str(exc)
+        elif is_oom(exc):
+            plan = getattr(self, "plan", None) or {"name": "this device"}
+            message = oom_message(self.cfg or RunConfig(), self.step, plan["name"])
+        else:
+            message = f"{one_line(exc)} (the traceback is in worker.log)."
+        traceback.print_exc()
+        self._finish("failed", message, error=True)
+        return 1
+
+    def _finish(self, state: str, message: str, *, error: bool = False) -> None:
+        _say(f"{state}: {message}")
+        if error:
+            self.event(type="error", step=self.step, message=message)
+        self.event(type="end", step=self.step, state=state, message=message)
+        self.status(state=state, message=message, step=self.step, ended=round(time.time(), 3))
+
+    def _train(self) -> None:
+        run = self.run
+        pid = os.getpid()
+        self.status(state="starting", pid=pid, pid_started=process_start_time(pid),
+                    started=round(time.time(), 3), ended=None, message="Loading libraries…")
+        self.cfg = cfg = RunConfig.load(run.config_path)
+        checkpoint = run.latest_checkpoint() if self.resume else None
+        if checkpoint is not None:
+            self.step = int(checkpoint.name.rsplit("-", 1)[1])
+        self.progress("Loading libraries…")
+        import torch  # noqa: F401 - the slow import, timed in the log
+        import transformers
+
+        transformers.logging.set_verbosity_warning()
+        self.plan = plan = device_plan()
+        self.progress(f"Loading model {cfg.model} for {METHOD_NAMES[cfg.method]} on {plan['name']}…")
+        model, tokenizer = load_model_for(cfg, plan, progress=self.progress)
+        self.progress(f"Reading data {cfg.data}…")
+        train_ex, eval_ex = load_splits(cfg)
+        self.progress(f"Tokenising {len(train_ex) + len(eval_ex)} examples…")
+        train_rows, counts = encode_rows(tokenizer, train_ex, cfg.max_length)
+        eval_rows, _ = encode_rows(tokenizer, eval_ex, cfg.max_length)
+        if not train_rows:
+            raise DataError(f"None of the {len(train_ex)} training examples of {cfg.data} has a token to train "
+                            f"after truncation to max_length={cfg.max_length}; raise max_length or check that "
+                            "the examples have assistant replies.")
+        notes = []
+        if counts["truncated"]:
+            notes.append(f"{counts['truncated']} examples were cut to max_length={cfg.max_length}")
+        if counts["skipped"]:
+            notes.append(f"{counts['skipped']} examples had no token to train and were skipped")
+        trainable, total = count_params(model)
+        callback = events_callback(self, info={
+            "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
+            "trainable_params": trainable, "total_params": total, "device": plan["name"],
+            "resumed_from": checkpoint.name if checkpoint is not None else None, "notes": notes,
+        })
+        trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback])
+        self.trainer = trainer
+        if self.stop_requested:
+            self._finish("stopped", "Stopped before training began; nothing new to save"
+                         + (f" ({checkpoint.name} is still there to resume from)." if checkpoint else "."))
+            return
+        self.training = True
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        self.training = False
+        self.step = trainer.state.global_step
+
+        if self.failure:
+            self._finish("failed", self.failure, error=True)
+            return
+        out_dir = run.adapter_dir if cfg.uses_adapter else run.model_dir
+        self.progress(f"Saving the {'adapter' if cfg.uses_adapter else 'model'} to {out_dir.name}/…")
+        save_output(trainer, tokenizer, out_dir)
+        if self.stop_requested and self.step < (self.max_steps or 0):
+            cp = run.latest_checkpoint()
+            self._finish("stopped", f"Stopped at step {self.step} of {self.max_steps}; "
+                         f"{cp.name if cp else 'no checkpoint'} and {out_dir.name}/ are saved; "
+                         f"`tunedeck resume {run.id}` continues.")
+        else:
+            self._finish("completed", f"Completed {self.step} steps; the {'adapter' if cfg.uses_adapter else 'model'}"
+                         f" is in {out_dir}.")
+
+
+def save_output(trainer, tokenizer, target: Path) -> None:
+    """Write the adapter (or full model) and the tokenizer with its chat template, atomically: a
+    reader sees the old folder or the new one, never half of one."""
+    target = Path(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}-old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+_CALLBACK_CLASS = None
+
+
+def events_callback(worker: "Worker", info: dict):
+    """The TrainerCallback that writes events and status (its class is built on first use, so that
+    importing this module stays light)."""
+    global _CALLBACK_CLASS
+    if _CALLBACK_CLASS is None:
+        _CALLBACK_CLASS = _make_callback_class()
+    return _CALLBACK_CLASS(worker, info)
+
+
+def _make_callback_class():
+    from transformers import TrainerCallback
+
+    class _EventsCallback(TrainerCallback):
+        """Writes the run's events and status from inside the training loop."""
+
+        def __init__(self, worker: Worker, info: dict) -> None:
+            self.worker = worker
+            self.info = info
+            self.last_tokens = None  # TRL's running count of input tokens at the previous log
+            self.train_time = 0.0  # seconds in training steps since the previous log
+            self.t_begin = None
+            self.t_last_end = None
+            self.interrupted = True  # an eval or a save since the last step ended
+            self.best_eval = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            w = self.worker
+            w.step, w.max_steps = state.global_step, state.max_steps
+            self.best_eval = w.run.read_status().get("best_eval_loss")
+            resumed = self.info["resumed_from"]
+            cfg = w.cfg
+            if resumed:
+                message = f"Resumed from {resumed} at step {state.global_step} of {state.max_steps}"
+            else:
+                message = (f"Training {METHOD_NAMES[cfg.method]} on {self.info['num_examples']} examples, "
+                           f"{state.max_steps} steps, on {self.info['device']}")
+            notes = self.info.get("notes") or []
+            if notes:
+                message += " (" + "; ".join(notes) + ")"
+            event = {k: v for k, v in self.info.items() if k != "notes"}
+            w.event(type="start", step=state.global_step, max_steps=state.max_steps, message=message, **event)
+            w.status(state="running", step=state.global_step, max_steps=state.max_steps, message=message)
+            _say(message)
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t_begin = time.perf_counter()
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            self.interrupted = True
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            loss = float(loss)
+            self.worker.event(type="eval", step=state.global_step, eval_loss=_num(loss))
+            if math.isfinite(loss) and (self.best_eval is None or loss < self.best_eval):
+                self.best_eval = loss
+            self.worker.status(best_eval_loss=self.best_eval)
+
+        def on_save(self, args, state, control, **kw):
+            self.interrupted = True
+            name = f"checkpoint-{state.global_step}"
+            self.worker.event(type="checkpoint", step=state.global_step, path=f"checkpoints/{name}")
+
+        def on_step_end(self, args, state, control, **kw):
+            now = time.perf_counter()
+            if self.interrupted or self.t_last_end is None:
+                self.train_time += now - (self.t_begin or now)
+            else:
+                self.train_time += now - self.t_last_end
+            self.t_last_end = now
+            self.interrupted = False
+            w = self.worker
+            w.step = state.global_step
+            if w.stop_requested and state.global_step < state.max_steps:
+                control.should_save = True
+                control.should_log = True
+                control.should_training_stop = True
+            if not control.should_log:
+                w.status(state="running", step=state.global_step)
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            w = self.worker
+            loss = float(logs["loss"])
+            grad_norm = logs.get("grad_norm")
+            tokens = logs.get("num_tokens")
+            tps = None
+            if tokens is not None:
+                if self.last_tokens is not None and self.train_time > 0:
+                    tps = (tokens - self.last_tokens) / self.train_time
+                elif self.train_time > 0:
+                    tps = tokens / self.train_time
+                self.last_tokens = tokens
+            self.train_time = 0.0
+            event = {
+                "step": state.global_step, "loss": _num(loss), "learning_rate": logs.get("learning_rate"),
+                "grad_norm": _num(grad_norm), "epoch": round(state.epoch or 0.0, 4),
+                "tokens_per_second": round(tps, 1) if tps is not None else None,
+            }
+            for extra in ("mean_token_accuracy", "num_tokens"):
+                if extra in logs:
+                    event[extra] = _num(logs[extra])
+            w.event(type="log", **event)
+            w.status(state="running", step=state.global_step, last_loss=_num(loss),
+                     tokens_per_second=event["tokens_per_second"])
+            bad = None
+            if not math.isfinite(loss):
+                bad = ("loss", loss)
+            elif grad_norm is not None and not math.isfinite(float(grad_norm)) and not args.fp16:
+                bad = ("gradient norm", float(grad_norm))
+            if bad:
+                w.failure = nan_message(w.cfg, state.global_step, bad[0], bad[1])
+                control.should_training_stop = True
+                control.should_save = False
+                control.should_evaluate = False
+            return control
+
+    return _EventsCallback
+
+
+def _num(x):
+    """A float for JSON: NaN and infinities become strings (JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    args = parser.parse_args(argv)
+    run = Run(Path(args.run_dir))
+    if not run.config_path.is_file():
+        print(f"tunedeck worker: {run.dir} holds no config.yaml", file=sys.stderr)
+        return 2
+    return Worker(run, resume=args.resume).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
