@@ -1,0 +1,707 @@
+"""The chat process: a base model loaded once, a run's adapter attached, tokens streamed as JSON lines.
+
+Run as ``python -m engine.chat``. It reads one JSON request a line on stdin and writes one JSON event
+a line on stdout (nothing else is ever written there: stray prints go to stderr).
+
+Requests ``{"id": "...", "op": ..., ...}``:
+
+    {"op": "load", "run": REF|null, "checkpoint": N|null, "model": REF|null}
+        Load the run's base model (config.yaml ``model:``, or ``model`` when there is no run) and
+        attach its adapter: ``adapter/``, or ``checkpoints/checkpoint-N/`` when N is given, or the
+        newest checkpoint while the run has no final adapter yet; ``model/`` for a full fine-tune.
+        A base model already loaded is kept; only the adapter is swapped.
+    {"op": "generate", "messages": [...] | {"base": [...], "tuned": [...]}, "mode": "tuned"|"base"|"compare",
+     "max_new_tokens": 256, "temperature": 0.0, "top_p": 1.0, "system": TEXT|null, "min_new_tokens": 0}
+        Temperature 0 is greedy decoding. ``system`` replaces or adds the system message.
+    {"op": "render", "messages": [...], "system": TEXT|null}   the prompt text, through the chat template
+    {"op": "cancel", "target": ID|null}                          stop the current generation (read at once)
+    {"op": "shutdown"}
+
+Events ``{"id": "...", "type": ...}``; every request ends with exactly one of loaded/done/rendered/bye/error:
+
+    {"type": "status", "message", "fraction"}                 progress while loading
+    {"type": "loaded", "model", "model_ref", "run", "checkpoint", "adapter", "sides", "template",
+     "device", "seconds"}
+    {"type": "token", "side": "base"|"tuned", "text"}         text to append to that side's answer
+    {"type": "done", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stopped",
+     "sides": {side: {"text", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stop"}}}
+        ``stop`` is "eos" (end of turn), "length" (max_new_tokens) or "cancelled".
+    {"type": "error", "message"}                               one sentence; the process stays usable
+
+Compare mode answers with the base and the fine-tuned model in ONE batched generation: PEFT runs
+each row of a batch with its own adapter (``adapter_names=["__base__", name]``), so every decoding
+step reads the weights once for both answers and both panes grow token by token together. On a
+2-core CPU that costs little more than one answer (the step is memory-bound), where two processes
+would load the model twice and fight over the two cores, and two threads would contend for the same
+torch thread pool and the GIL. Full fine-tunes (two separate models) answer one after the other.
+
+The chat template is the one saved with the run's adapter (the one training rendered with); a run
+without tokenizer files falls back to the base tokenizer's, or to the built-in ChatML template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import TunedeckError
+
+SIDES = ("base", "tuned")
+DEFAULTS = {"max_new_tokens": 256, "temperature": 0.0, "top_p": 1.0, "min_new_tokens": 0}
+# End-of-turn tokens of common chat templates; a model's template may end turns with one of these
+# even when its tokenizer's eos_token is something else (e.g. Llama 3's <|eot_id|>).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+class ChatError(TunedeckError):
+    pass
+
+
+@dataclass
+class Settings:
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    min_new_tokens: int = 0
+    system: str | None = None
+
+    @classmethod
+    def from_request(cls, req: dict) -> "Settings":
+        def number(key, kind, low, high):
+            value = req.get(key, DEFAULTS[key])
+            try:
+                value = kind(value)
+            except (TypeError, ValueError):
+                raise ChatError(f"Chat setting {key} must be a number, got {value!r}.") from None
+            if not low <= value <= high:
+                raise ChatError(f"Chat setting {key} must be between {low} and {high}, got {value}.")
+            return value
+
+        return cls(
+            max_new_tokens=number("max_new_tokens", int, 1, 32768),
+            temperature=number("temperature", float, 0.0, 5.0),
+            top_p=number("top_p", float, 0.01, 1.0),
+            min_new_tokens=number("min_new_tokens", int, 0, 32768),
+            system=req.get("system") or None,
+        )
+
+
+@dataclass
+class SideResult:
+    text: str = ""
+    tokens: int = 0
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+    stop: str = "length"
+    ids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        return {
+            "text": self.text,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 3),
+            "tokens_per_second": round(tps, 2),
+            "first_token_seconds": None if self.first_token_seconds is None else round(self.first_token_seconds, 3),
+            "stop": self.stop,
+        }
+
+
+def describe_error(exc: BaseException) -> str:
+    """One sentence for the user; the traceback goes to stderr only."""
+    if isinstance(exc, TunedeckError):
+        return str(exc)
+    text = str(exc)
+    name = type(exc).__name__
+    if name == "OutOfMemoryError" or "out of memory" in text.lower() or "can't allocate memory" in text:
+        return (
+            "Out of memory while chatting; lower max new tokens, clear the conversation, "
+            "or stop other programs using the GPU, then try again."
+        )
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"The chat process failed: {name}{': ' + first if first else ''}."
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run offers to chat with (no ML import)
+
+
+def adapter_choice(run, checkpoint: int | None) -> tuple[str, Path | None, str | None]:
+    """(kind, path, label) for a run: kind is "adapter" or "full"; path None when nothing to load."""
+    if checkpoint is not None:
+        path = run.checkpoints_dir / f"checkpoint-{int(checkpoint)}"
+        if not (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            have = [str(n) for n, p in run.checkpoints()]
+            raise ChatError(
+                f"Run {run.id} has no checkpoint-{checkpoint}; "
+                + (f"it has checkpoints {', '.join(have)}." if have else "it has no checkpoints yet.")
+            )
+        kind = "adapter" if (path / "adapter_config.json").is_file() else "full"
+        return kind, path, f"checkpoint-{int(checkpoint)}"
+    if (run.adapter_dir / "adapter_config.json").is_file():
+        return "adapter", run.adapter_dir, "adapter"
+    if (run.model_dir / "config.json").is_file():
+        return "full", run.model_dir, "model"
+    for n, path in reversed(run.checkpoints()):
+        if (path / "adapter_config.json").is_file():
+            return "adapter", path, f"checkpoint-{n}"
+        if (path / "config.json").is_file():
+            return "full", path, f"checkpoint-{n}"
+    raise ChatError(
+        f"Run {run.id} has no adapter or checkpoint yet (state: {run.info(with_log=False).state}); "
+        "wait for its first checkpoint, or chat with the base model alone."
+    )
+
+
+def _has_tokenizer(path: Path | None) -> bool:
+    return path is not None and (path / "tokenizer_config.json").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine (in-process; the CLI uses it directly, the process below wraps it)
+
+
+class _Cancel:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+class ChatEngine:
+    def __init__(self, device: str | None = None) -> None:
+        self.device_request = device or os.environ.get("TUNEDECK_CHAT_DEVICE") or None
+        self.device = None
+        self.model_ref: str | None = None
+        self.model_display: str | None = None
+        self.base = None  # the base model (PEFT layers injected in place when an adapter is attached)
+        self.peft = None  # PeftModel wrapping self.base, or None
+        self.full = None  # a fully fine-tuned model, or None
+        self.adapter_name: str | None = None
+        self.base_tokenizer = None
+        self.tokenizer = None
+        self.template = "model"
+        self.run_id: str | None = None
+        self.label: str | None = None  # "adapter" | "checkpoint-N" | "model" | None
+        self.eos_ids: set[int] = set()
+        self._adapters_made = 0
+
+    # --- loading -------------------------------------------------------------------------------
+    @property
+    def has_tuned(self) -> bool:
+        return self.peft is not None or self.full is not None
+
+    def sides(self) -> list[str]:
+        return ["base", "tuned"] if self.has_tuned else ["base"]
+
+    def _pick_device(self):
+        import torch
+
+        if self.device_request:
+            return torch.device(self.device_request)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def _dtype(self):
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+
+    def load(self, *, run: str | None = None, checkpoint: int | None = None, model: str | None = None,
+             progress: Callable[[str, float | None], None] | None = None, warmup: bool = True) -> dict:
+        from . import models, runs
+
+        say = progress or (lambda message, fraction=None: None)
+        started = time.perf_counter()
+        run_obj = runs.get_run(run) if run else None
+        kind, path, label = (None, None, None)
+        if run_obj is not None:
+            kind, path, label = adapter_choice(run_obj, checkpoint)
+            model = model or run_obj.config().get("model")
+            if not model:
+                raise ChatError(f"{run_obj.config_path}: no 'model:' key, so the base model is unknown.")
+        model = model or "demo"
+        src = models.resolve(model)
+        if self.model_ref != model or self.base is None:
+            self._unload_all()
+            say(f"Loading {src.display}…", None)
+            self.device = self._pick_device()
+            base, tokenizer = models.load_model(model, dtype=self._dtype(), progress=say)
+            base.to(self.device).eval()
+            self.base, self.base_tokenizer = base, tokenizer
+            self.model_ref, self.model_display = model, src.display
+        self._detach()
+        if kind == "adapter":
+            say(f"Attaching {label} of run {run_obj.id}…", None)
+            self._attach_adapter(path)
+        elif kind == "full":
+            say(f"Loading the fine-tuned model {label} of run {run_obj.id}…", None)
+            from transformers import AutoModelForCausalLM
+
+            self.full = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=self._dtype(), trust_remote_code=False
+            ).to(self.device).eval()
+        self.run_id = run_obj.id if run_obj else None
+        self.label = label
+        self._choose_tokenizer(path)
+        if warmup:
+            say("Warming up…", None)
+            self._warmup()
+        return {
+            "model": self.model_display,
+            "model_ref": self.model_ref,
+            "run": self.run_id,
+            "checkpoint": label,
+            "adapter": kind,
+            "sides": self.sides(),
+            "template": self.template,
+            "device": str(self.device),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def _unload_all(self) -> None:
+        self.base = self.peft = self.full = None
+        self.adapter_name = None
+        self.model_ref = None
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
+
+    def _detach(self) -> None:
+        if self.peft is not None:
+            self.base = self.peft.unload()  # removes the LoRA layers (nothing merged)
+            self.peft = None
+            self.adapter_name = None
+        self.full = None
+
+    def _attach_adapter(self, path: Path) -> None:
+        from peft import PeftModel
+
+        self._adapters_made += 1
+        name = f"tuned{self._adapters_made}"
+        try:
+            self.peft = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=False)
+        except Exception as exc:
+            raise ChatError(
+                f"Could not attach the adapter in {path} to {self.model_display}: {str(exc).splitlines()[0]}; "
+                "was it trained on this base model?"
+            ) from None
+        self.peft.to(self.device).eval()
+        self.adapter_name = name
+
+    def _choose_tokenizer(self, tuned_path: Path | None) -> None:
+        from transformers import AutoTokenizer
+
+        from .data.encode import ensure_chat_template
+
+        tokenizer = None
+        if _has_tokenizer(tuned_path):
+            tokenizer = AutoTokenizer.from_pretrained(str(tuned_path), trust_remote_code=False)
+            if not getattr(tokenizer, "chat_template", None):
+                tokenizer = None
+        if tokenizer is not None:
+            self.template = "run"
+        else:
+            tokenizer = self.base_tokenizer
+            self.template = "model" if getattr(tokenizer, "chat_template", None) else "fallback"
+            ensure_chat_template(tokenizer)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.eos_ids = self._end_of_turn_ids()
+
+    def _end_of_turn_ids(self) -> set[int]:
+        tok = self.tokenizer
+        ids: set[int] = set()
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        gen_eos = getattr(getattr(self.base, "generation_config", None), "eos_token_id", None)
+        if isinstance(gen_eos, int):
+            ids.add(gen_eos)
+        elif isinstance(gen_eos, (list, tuple)):
+            ids.update(int(i) for i in gen_eos)
+        # The token the template closes an assistant turn with.
+        try:
+            rendered = tok.apply_chat_template(
+                [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], tokenize=False
+            )
+        except Exception:
+            rendered = ""
+        vocab = tok.get_vocab()
+        for text in END_OF_TURN_TOKENS:
+            if text in rendered and text in vocab:
+                ids.add(int(vocab[text]))
+        return ids
+
+    def _warmup(self) -> None:
+        """One tiny generation so the first real answer does not pay for lazy initialisation."""
+        try:
+            self.generate([{"role": "user", "content": "Hi"}], mode="compare" if self.has_tuned else "base",
+                          settings=Settings(max_new_tokens=2))
+        except Exception:
+            pass
+
+    # --- prompts -------------------------------------------------------------------------------
+    def _with_system(self, messages: list[dict], system: str | None) -> list[dict]:
+        clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if system:
+            if clean and clean[0]["role"] == "system":
+                clean[0] = {"role": "system", "content": system}
+            else:
+                clean.insert(0, {"role": "system", "content": system})
+        return clean
+
+    def render(self, messages: list[dict], system: str | None = None) -> str:
+        """The prompt exactly as the model sees it: the run's chat template, generation prompt added."""
+        self._need_loaded()
+        try:
+            return self.tokenizer.apply_chat_template(
+                self._with_system(messages, system), tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:
+            raise ChatError(f"The chat template could not render this conversation: {exc}.") from None
+
+    def encode(self, messages: list[dict], system: str | None = None) -> list[int]:
+        # Rendered to text then tokenised without extra special tokens: the same path training used
+        # (engine.data.encode), so the model sees the same token sequence it was trained on.
+        text = self.render(messages, system)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _need_loaded(self) -> None:
+        if self.tokenizer is None or self.base is None:
+            raise ChatError("No model is loaded yet; send a load request first.")
+
+    # --- logits (tests and diagnostics) ---------------------------------------------------------
+    def next_token_logits(self, messages: list[dict], *, adapter: bool, system: str | None = None):
+        import torch
+
+        ids = torch.tensor([self.encode(messages, system)], device=self.device)
+        with torch.inference_mode():
+            if adapter:
+                model = self._tuned_model()
+                return model(input_ids=ids).logits[0, -1].float().cpu()
+            with self._base_context() as model:
+                return model(input_ids=ids).logits[0, -1].float().cpu()
+
+    def _tuned_model(self):
+        if self.full is not None:
+            return self.full
+        if self.peft is not None:
+            return self.peft
+        raise ChatError("No fine-tuned adapter is loaded; pick a run with an adapter, or chat with the base model.")
+
+    def _base_context(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def ctx():
+            if self.peft is not None:
+                with self.peft.disable_adapter():
+                    yield self.peft
+            else:
+                yield self.base
+
+        return ctx()
+
+    # --- generation ----------------------------------------------------------------------------
+    def generate(self, messages, *, mode: str = "tuned", settings: Settings | None = None,
+                 on_token: Callable[[str, str], None] | None = None, cancel: _Cancel | None = None) -> dict:
+        """Answer ``messages`` (a list, or {side: list}) with the sides of ``mode``; stream via on_token."""
+        self._need_loaded()
+        settings = settings or Settings()
+        if mode not in ("tuned", "base", "compare"):
+            raise ChatError(f"Unknown chat mode {mode!r}; use tuned, base or compare.")
+        sides = ["base", "tuned"] if mode == "compare" else [mode]
+        if "tuned" in sides and not self.has_tuned:
+            raise ChatError("No fine-tuned adapter is loaded; pick a run with an adapter, or chat with the base model.")
+        per_side = {s: messages.get(s, []) if isinstance(messages, dict) else messages for s in sides}
+        for side, msgs in per_side.items():
+            if not msgs or not isinstance(msgs, list):
+                raise ChatError(f"Nothing to answer for {side}: the request has no messages.")
+        prompts = {s: self.encode(per_side[s], settings.system) for s in sides}
+        limit = getattr(self.base.config, "max_position_embeddings", None)
+        for side, ids in prompts.items():
+            if limit and len(ids) + settings.max_new_tokens > limit:
+                raise ChatError(
+                    f"The conversation is {len(ids)} tokens and max new tokens {settings.max_new_tokens}, "
+                    f"more than the model's context of {limit}; clear the conversation or lower max new tokens."
+                )
+        cancel = cancel or _Cancel()
+        emit = on_token or (lambda side, text: None)
+        results = {s: SideResult() for s in sides}
+        started = time.perf_counter()
+        if self.full is not None and len(sides) == 2:
+            # Two different models cannot share a batch: answer one after the other.
+            for side in sides:
+                self._run([side], prompts, settings, results, emit, cancel, started)
+        else:
+            self._run(sides, prompts, settings, results, emit, cancel, started)
+        total_tokens = sum(r.tokens for r in results.values())
+        seconds = time.perf_counter() - started
+        firsts = [r.first_token_seconds for r in results.values() if r.first_token_seconds is not None]
+        return {
+            "tokens": total_tokens,
+            "seconds": round(seconds, 3),
+            "tokens_per_second": round(total_tokens / seconds, 2) if seconds > 0 else 0.0,
+            "first_token_seconds": round(min(firsts), 3) if firsts else None,
+            "stopped": "cancelled" if any(r.stop == "cancelled" for r in results.values()) else
+            ("length" if any(r.stop == "length" for r in results.values()) else "eos"),
+            "sides": {s: r.to_dict() for s, r in results.items()},
+        }
+
+    def _run(self, sides, prompts, settings, results, emit, cancel, started) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(self.eos_ids), 0)
+        width = max(len(prompts[s]) for s in sides)
+        rows = [[pad] * (width - len(prompts[s])) + prompts[s] for s in sides]  # left padding
+        mask = [[0] * (width - len(prompts[s])) + [1] * len(prompts[s]) for s in sides]
+        input_ids = torch.tensor(rows, device=self.device)
+        attention_mask = torch.tensor(mask, device=self.device)
+        eos_ids = self.eos_ids
+        finished = [False] * len(sides)
+        side_start = time.perf_counter()
+
+        class Streamer(BaseStreamer):
+            prompt_seen = False
+
+            def put(self, value):
+                if not self.prompt_seen:  # generate() first passes the prompt
+                    self.prompt_seen = True
+                    return
+                now = time.perf_counter()
+                values = value.view(-1).tolist()
+                for i, token in enumerate(values):
+                    if finished[i]:
+                        continue
+                    r = results[sides[i]]
+                    if token in eos_ids:
+                        finished[i] = True
+                        r.stop = "eos"
+                        r.seconds = now - side_start
+                        continue
+                    r.ids.append(int(token))
+                    r.tokens += 1
+                    if r.first_token_seconds is None:
+                        r.first_token_seconds = now - side_start
+                    r.seconds = now - side_start
+                    text = tok.decode(r.ids, skip_special_tokens=True)
+                    if text.endswith("\ufffd"):
+                        continue  # an incomplete UTF-8 sequence: wait for its next byte
+                    if text.startswith(r.text):
+                        piece = text[len(r.text):]
+                    else:  # the decoder revised earlier text (rare); send what is new by length
+                        piece = text[len(r.text):] if len(text) > len(r.text) else ""
+                    r.text = text
+                    if piece:
+                        emit(sides[i], piece)
+
+            def end(self):
+                pass
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        kwargs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=min(settings.min_new_tokens, settings.max_new_tokens) or None,
+            eos_token_id=sorted(eos_ids) or None,
+            pad_token_id=pad,
+            streamer=Streamer(),
+            stopping_criteria=StoppingCriteriaList([Cancelled()]),
+        )
+        if settings.temperature > 0:
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            if sides == ["tuned"]:
+                self._tuned_model().generate(**kwargs)
+            elif sides == ["base"]:
+                with self._base_context() as model:
+                    model.generate(**kwargs)
+            else:  # both sides, one batch, each row with its own adapter
+                self.peft.generate(**kwargs, adapter_names=["__base__" if s == "base" else self.adapter_name
+                                                            for s in sides])
+        for i, side in enumerate(sides):
+            r = results[side]
+            if not finished[i]:
+                r.stop = "cancelled" if cancel.is_set() else "length"
+                r.seconds = time.perf_counter() - side_start
+            # the final text, even if the last token left an incomplete character pending
+            final = tok.decode(r.ids, skip_special_tokens=True)
+            if final != r.text and final.startswith(r.text):
+                emit(side, final[len(r.text):])
+            r.text = final
+
+
+# --------------------------------------------------------------------------------------------------
+# The process
+
+
+class _Output:
+    """JSON lines on the real stdout; fd 1 itself is pointed at stderr so that stray prints from
+    libraries can never corrupt the protocol."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        fd = os.dup(1)
+        os.dup2(2, 1)
+        self._stream = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+        sys.stdout = sys.stderr
+        self._lock = threading.Lock()
+
+    def emit(self, event: dict) -> None:
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the client went away; the reader will see EOF and shut us down
+
+
+class ChatProcess:
+    def __init__(self, out: _Output | None = None) -> None:
+        self.out = out or _Output()
+        self.engine = ChatEngine()
+        self.requests: queue.Queue = queue.Queue()
+        self.current_id = None
+        self.cancel = _Cancel()
+        self._lock = threading.Lock()
+
+    def read_stdin(self) -> None:
+        for raw in sys.stdin:
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                req = json.loads(raw)
+                if not isinstance(req, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                self.out.emit({"id": None, "type": "error", "message": f"Not a JSON request: {raw[:80]!r}."})
+                continue
+            op = req.get("op")
+            if op == "cancel":
+                target = req.get("target")
+                with self._lock:
+                    if target is None or target == self.current_id:
+                        self.cancel.set()
+                continue
+            if op == "shutdown":
+                self.cancel.set()
+            self.requests.put(req)
+        self.cancel.set()
+        self.requests.put({"op": "shutdown", "id": None, "eof": True})
+
+    def serve(self) -> int:
+        threading.Thread(target=self.read_stdin, name="chat-stdin", daemon=True).start()
+        while True:
+            req = self.requests.get()
+            rid, op = req.get("id"), req.get("op")
+            if op == "shutdown":
+                if not req.get("eof"):
+                    self.out.emit({"id": rid, "type": "bye"})
+                return 0
+            with self._lock:
+                self.current_id = rid
+                self.cancel = _Cancel()
+            try:
+                self.handle(rid, op, req)
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes one error event
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                if not isinstance(exc, TunedeckError):
+                    traceback.print_exc(file=sys.stderr)
+                self._free_memory()
+                self.out.emit({"id": rid, "type": "error", "message": describe_error(exc)})
+            finally:
+                with self._lock:
+                    self.current_id = None
+
+    def handle(self, rid, op, req: dict) -> None:
+        emit = self.out.emit
+        if op == "load":
+            checkpoint = req.get("checkpoint")
+            if checkpoint is not None:
+                try:
+                    checkpoint = int(checkpoint)
+                except (TypeError, ValueError):
+                    raise ChatError(f"checkpoint must be a step number, got {checkpoint!r}.") from None
+            info = self.engine.load(
+                run=req.get("run"), checkpoint=checkpoint, model=req.get("model"),
+                progress=lambda message, fraction=None: emit(
+                    {"id": rid, "type": "status", "message": message, "fraction": fraction}),
+            )
+            emit({"id": rid, "type": "loaded", **info})
+        elif op == "generate":
+            settings = Settings.from_request(req)
+            cancel = self.cancel
+            result = self.engine.generate(
+                req.get("messages") or [], mode=req.get("mode", "tuned"), settings=settings,
+                on_token=lambda side, text: emit({"id": rid, "type": "token", "side": side, "text": text}),
+                cancel=cancel,
+            )
+            emit({"id": rid, "type": "done", **result})
+        elif op == "render":
+            emit({"id": rid, "type": "rendered", "text": self.engine.render(req.get("messages") or [],
+                                                                             req.get("system"))})
+        else:
+            raise ChatError(f"Unknown request op {op!r}; use load, generate, render, cancel or shutdown.")
+
+    def _free_memory(self) -> None:
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
+
+
+def main() -> int:
+    out = _Output()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:
+        pass
+    out.emit({"id": None, "type": "ready", "pid": os.getpid()})
+    return ChatProcess(out).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
