@@ -1,73 +1,86 @@
-"""Runs with real adapters for the chat tests: the tiny model trained a few LoRA steps on the demo
-data with the trained-token mask of engine.data.encode, saved as a run folder would be.
+"""Runs with real adapters for the chat tests: a real detached worker run (engine.launch.start_run)
+of the tiny model on the demo data, made once per test session and copied into each test's run store.
 
-The run's tokenizer carries a chat template of its own (ChatML with a marker in each role header),
-used for training here, so tests can tell whether chat renders with the run's template or the base
-model's.
+The tiny model is copied and given a chat template of its own (ChatML with a marker in each role
+header) for training; after training, the copy's template is put back to plain ChatML, as when a
+base model's template changes upstream after a fine-tune. Chat must keep using the template saved
+with the run (the one training rendered with), so tests can tell the two apart.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
+import time
 from pathlib import Path
+
+from engine.data.encode import FALLBACK_CHAT_TEMPLATE
 
 TRAIN_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' #trained\n' + message['content'] "
     "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant #trained\n' }}{% endif %}"
 )
-CHECKPOINT_STEP = 4
 STEPS = 12
 
 
-def train_tiny_adapter(model_dir: Path, out: Path, *, steps: int = STEPS) -> Path:
-    """Train LoRA on the tiny model; write ``out/adapter`` and ``out/checkpoints/checkpoint-4``."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _set_template(model_dir: Path, template: str) -> None:
+    from transformers import AutoTokenizer
 
-    from engine.data.encode import encode
-    from engine.demo import train_file
-
-    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.chat_template = TRAIN_TEMPLATE
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
-    rows = [json.loads(line) for line in train_file().read_text().splitlines()[:32]]
-    encoded = [encode(tokenizer, row, max_length=160) for row in rows]
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-    model.train()
-    for step in range(1, steps + 1):
-        batch = encoded[(step * 4) % len(encoded):][:4] or encoded[:4]
-        width = max(len(e.input_ids) for e in batch)
-        ids = torch.tensor([e.input_ids + [tokenizer.pad_token_id] * (width - len(e.input_ids)) for e in batch])
-        labels = torch.tensor(
-            [[i if t else -100 for i, t in zip(e.input_ids, e.trained)] + [-100] * (width - len(e.input_ids))
-             for e in batch]
-        )
-        mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        optim.step()
-        optim.zero_grad()
-        if step == CHECKPOINT_STEP:
-            cp = out / "checkpoints" / f"checkpoint-{step}"
-            model.save_pretrained(cp)
-            tokenizer.save_pretrained(cp)
-            (cp / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-    model.save_pretrained(out / "adapter")
-    tokenizer.save_pretrained(out / "adapter")
-    return out
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(model_dir)
 
 
-def make_run(trained: Path, model_dir: Path, *, state: str = "completed", final: bool = True):
-    """A run folder in the current TUNEDECK_HOME holding a copy of the trained adapter."""
-    from engine.runs import create_run
+def train_tiny_run(tiny_model: Path, workdir: Path, *, timeout: float = 300) -> tuple[Path, Path]:
+    """(trained run folder, base model folder): LoRA on the tiny model by the real worker."""
+    from engine.config import RunConfig
+    from engine.launch import start_run
+    from engine.runs import ALIVE
 
-    run = create_run(f"model: {model_dir}\ndata: demo\nmethod: lora\n", model=str(model_dir), method="lora")
-    shutil.copytree(trained / "checkpoints", run.checkpoints_dir)
+    model_dir = workdir / "tiny-base"
+    shutil.copytree(tiny_model, model_dir)
+    _set_template(model_dir, TRAIN_TEMPLATE)
+    old_home = os.environ.get("TUNEDECK_HOME")
+    os.environ["TUNEDECK_HOME"] = str(workdir / "home")
+    try:
+        cfg = RunConfig.from_dict({
+            "model": str(model_dir), "data": "demo", "method": "lora", "max_steps": STEPS, "batch_size": 4,
+            "max_length": 160, "learning_rate": 5e-3, "save_steps": 4, "eval_steps": 0, "logging_steps": 1,
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+        })
+        run = start_run(cfg)
+        deadline = time.time() + timeout
+        while run.info().state in ALIVE + ("created",) and time.time() < deadline:
+            time.sleep(0.3)
+        info = run.info()
+        assert info.state == "completed", (info.state, info.message, run.log_tail(20))
+    finally:
+        if old_home is None:
+            os.environ.pop("TUNEDECK_HOME", None)
+        else:
+            os.environ["TUNEDECK_HOME"] = old_home
+    _set_template(model_dir, FALLBACK_CHAT_TEMPLATE)
+    return run.dir, model_dir
+
+
+def checkpoint_steps(trained: Path) -> list[int]:
+    from engine.runs import Run
+
+    return [n for n, _ in Run(trained).checkpoints()]
+
+
+def make_run(trained: Path, *, state: str = "completed", final: bool = True):
+    """A copy of the trained run in the current TUNEDECK_HOME (a new id), optionally without its
+    final adapter (as while it is still training)."""
+    from engine.runs import Run, create_run
+
+    source = Run(trained)
+    config = source.config_path.read_text()
+    run = create_run(config, model=source.config().get("model", ""), method="lora")
+    shutil.copytree(source.checkpoints_dir, run.checkpoints_dir)
+    shutil.copy(source.events_path, run.events_path)
     if final:
-        shutil.copytree(trained / "adapter", run.adapter_dir)
-    run.write_status(state=state, step=STEPS if final else CHECKPOINT_STEP, max_steps=STEPS)
+        shutil.copytree(source.adapter_dir, run.adapter_dir)
+    steps = checkpoint_steps(trained)
+    run.write_status(state=state, step=STEPS if final else steps[-1], max_steps=STEPS)
     return run

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from chat_runs import CHECKPOINT_STEP, make_run, train_tiny_adapter
+from chat_runs import checkpoint_steps, make_run, train_tiny_run
 from engine.chat_client import ChatClient, chat_targets, default_target, training_system_prompt
 
 TICKET = [{"role": "user", "content": "My order A123 never arrived and I want a refund."}]
@@ -17,12 +17,13 @@ TICKET = [{"role": "user", "content": "My order A123 never arrived and I want a 
 
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_model, tmp_path_factory):
-    return train_tiny_adapter(tiny_model, tmp_path_factory.mktemp("tiny-trained"))
+    """A real worker run (engine.launch.start_run) of the tiny model, once per session."""
+    return train_tiny_run(tiny_model, tmp_path_factory.mktemp("tiny-trained"))[0]
 
 
 @pytest.fixture
-def tiny_run(tiny_trained, tiny_model):
-    return make_run(tiny_trained, tiny_model)
+def tiny_run(tiny_trained):
+    return make_run(tiny_trained)
 
 
 @pytest.fixture
@@ -96,7 +97,8 @@ def test_compare_streams_both_sides_interleaved_with_the_same_answers_as_alone(c
     assert alone["base"] != alone["tuned"]
 
 
-def test_load_errors_come_back_as_one_sentence_and_the_process_stays_usable(client, tiny_run, tiny_model, tmp_path):
+def test_load_errors_come_back_as_one_sentence_and_the_process_stays_usable(client, tiny_run, tiny_model, tmp_path,
+                                                                            tiny_trained):
     from engine.runs import create_run
 
     bad = list(client.load(run="no-such-run", timeout=120))
@@ -113,7 +115,7 @@ def test_load_errors_come_back_as_one_sentence_and_the_process_stays_usable(clie
     assert empty[-1]["type"] == "error" and "has no adapter or checkpoint yet" in empty[-1]["message"]
     wrong_cp = list(client.load(run=tiny_run.id, checkpoint=7, timeout=120))
     assert wrong_cp[-1]["message"] == (
-        f"Run {tiny_run.id} has no checkpoint-7; it has checkpoints {CHECKPOINT_STEP}."
+        f"Run {tiny_run.id} has no checkpoint-7; it has checkpoints {', '.join(map(str, checkpoint_steps(tiny_trained)))}."
     )
     assert _load(client, run=tiny_run.id)["checkpoint"] == "adapter"
     assert _generate(client, TICKET, mode="tuned", max_new_tokens=3)[-1]["type"] == "done"
@@ -136,7 +138,7 @@ def test_a_killed_process_ends_pending_requests_and_restarts(client, tiny_run):
     assert _generate(client, TICKET, mode="tuned", max_new_tokens=3)[-1]["type"] == "done"
 
 
-def test_render_uses_the_template_the_run_trained_with(client, tiny_run, tiny_model):
+def test_render_uses_the_template_the_run_trained_with(client, tiny_run):
     """The prompt tokens chat feeds the model are exactly the prompt tokens training saw."""
     from transformers import AutoTokenizer
 
@@ -151,7 +153,7 @@ def test_render_uses_the_template_the_run_trained_with(client, tiny_run, tiny_mo
     trained = encode(run_tok, {"messages": TICKET + [{"role": "assistant", "content": "{}"}]})
     prompt_len = trained.trained.index(True)
     assert run_tok(rendered, add_special_tokens=False)["input_ids"] == trained.input_ids[:prompt_len]
-    base_tok = AutoTokenizer.from_pretrained(tiny_model)
+    base_tok = AutoTokenizer.from_pretrained(tiny_run.config()["model"])  # its template changed since
     assert "#trained" not in base_tok.apply_chat_template(TICKET, tokenize=False, add_generation_prompt=True)
 
 
@@ -165,18 +167,19 @@ def test_without_saved_tokenizer_the_base_template_is_used(client, tiny_run):
     assert "#trained" not in rendered and rendered.endswith("<|im_start|>assistant\n")
 
 
-def test_checkpoint_and_defaults(client, tiny_trained, tiny_model):
-    running = make_run(tiny_trained, tiny_model, state="running", final=False)
+def test_checkpoint_and_defaults(client, tiny_trained):
+    first, *_, last = checkpoint_steps(tiny_trained)
+    running = make_run(tiny_trained, state="running", final=False)
     loaded = _load(client, run=running.id)  # no final adapter yet: the newest checkpoint
-    assert loaded["checkpoint"] == f"checkpoint-{CHECKPOINT_STEP}"
-    done = make_run(tiny_trained, tiny_model)
-    assert _load(client, run=done.id, checkpoint=CHECKPOINT_STEP)["checkpoint"] == f"checkpoint-{CHECKPOINT_STEP}"
+    assert loaded["checkpoint"] == f"checkpoint-{last}" and loaded["template"] == "run"
+    done = make_run(tiny_trained)
+    assert _load(client, run=done.id, checkpoint=first)["checkpoint"] == f"checkpoint-{first}"
 
 
 # --- in-process engine: adapter on/off -----------------------------------------------------------
 
 
-def test_adapter_on_and_off_give_different_logits_and_off_is_the_base(tiny_run, tiny_model):
+def test_adapter_on_and_off_give_different_logits_and_off_is_the_base(tiny_run, tiny_trained):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -189,15 +192,16 @@ def test_adapter_on_and_off_give_different_logits_and_off_is_the_base(tiny_run, 
     off = engine.next_token_logits(TICKET, adapter=False)
     assert (tuned - off).abs().max() > 1e-2
 
-    plain = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_run.config()["model"], dtype=torch.float32).eval()
     ids = torch.tensor([engine.encode(TICKET)])
     with torch.inference_mode():
         reference = plain(input_ids=ids).logits[0, -1]
     torch.testing.assert_close(off, reference, atol=1e-5, rtol=1e-5)
 
     # Another checkpoint: the adapter is swapped, the base model is not reloaded.
-    engine.load(run=tiny_run.id, checkpoint=CHECKPOINT_STEP, warmup=False)
-    assert engine.base is base_object and engine.label == f"checkpoint-{CHECKPOINT_STEP}"
+    first = checkpoint_steps(tiny_trained)[0]
+    engine.load(run=tiny_run.id, checkpoint=first, warmup=False)
+    assert engine.base is base_object and engine.label == f"checkpoint-{first}"
     early = engine.next_token_logits(TICKET, adapter=True)
     assert (early - tuned).abs().max() > 1e-3
     torch.testing.assert_close(engine.next_token_logits(TICKET, adapter=False), off)
@@ -219,12 +223,12 @@ def test_chat_targets_and_the_default_run(tiny_trained, tiny_model):
     from engine.runs import create_run
 
     assert chat_targets() == [] and default_target() is None
-    completed = make_run(tiny_trained, tiny_model)
-    running = make_run(tiny_trained, tiny_model, state="running", final=False)
+    completed = make_run(tiny_trained)
+    running = make_run(tiny_trained, state="stopped", final=False)
     create_run(f"model: {tiny_model}\n")  # nothing to chat with yet
     targets = chat_targets()
     assert [t.run_id for t in targets] == [running.id, completed.id]
-    assert targets[0].final is None and targets[0].checkpoints == [CHECKPOINT_STEP]
+    assert targets[0].final is None and targets[0].checkpoints == checkpoint_steps(tiny_trained)
     assert default_target(targets).run_id == completed.id
     assert training_system_prompt(completed.id).startswith("You triage customer support tickets.")
 
