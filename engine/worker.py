@@ -22,6 +22,7 @@ exception ends it ``failed`` with the exception's one-line message, the tracebac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -155,6 +156,10 @@ def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool):
     from trl import SFTConfig
 
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps else {"num_train_epochs": cfg.epochs}
+    # transformers 5 renamed gradient checkpointing; the old name still works but warns
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    steps[checkpointing] = cfg.gradient_checkpointing
     return SFTConfig(
         output_dir=str(output_dir),
         **steps,
@@ -162,7 +167,6 @@ def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool):
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        gradient_checkpointing=cfg.gradient_checkpointing,
         max_length=cfg.max_length,
         completion_only_loss=True,  # labels from our completion_mask (the encode() mask)
         packing=False,
@@ -195,7 +199,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval
 
     plan = plan or device_plan()
     train_ds = Dataset.from_list(train_rows)
-    eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
+    eval_ds = Dataset.from_list(eval_rows) if eval_rows and cfg.eval_steps > 0 else None
     return SFTTrainer(
         model=model,
         args=sft_config(cfg, output_dir, plan, has_eval=eval_ds is not None),
@@ -230,8 +234,9 @@ def oom_message(cfg: RunConfig, step: int, where: str) -> str:
 
 
 def nan_message(cfg: RunConfig, step: int, what: str, value: float) -> str:
+    suggest = min(cfg.learning_rate / 10, RunConfig.defaults_for(cfg.method).learning_rate)
     return (f"The {what} became {value} at step {step}: training diverged; lower learning_rate "
-            f"(now {cfg.learning_rate:g}, try {cfg.learning_rate / 10:g}) and start again.")
+            f"(now {cfg.learning_rate:g}, try {suggest:g}) and start again.")
 
 
 def is_oom(exc: BaseException) -> bool:
