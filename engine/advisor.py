@@ -1,0 +1,337 @@
+"""Should you fine-tune at all, and how? Answers in, a recommendation out — pure functions, no I/O,
+no ML imports, so the TUI calls them directly.
+
+The rules, in plain words (background: the LoRA paper, Hu et al. 2021, arXiv:2106.09685; QLoRA,
+Dettmers et al. 2023, arXiv:2305.14314; and the common lesson "fine-tuning changes behaviour, not
+knowledge"):
+
+1. Missing knowledge is answered with retrieval (RAG), never with fine-tuning — above all when the
+   knowledge changes: facts baked into weights go stale and cannot be cited.
+2. Too few examples (under ``MIN_EXAMPLES``) to fine-tune: improve the prompt (few-shot examples,
+   explicit format) and collect more data. No training budget: also prompting.
+3. Behaviour (format, style, following a task) or inference cost with enough examples: LoRA if it
+   fits the GPU, QLoRA if only that fits, full fine-tuning only with lots of data
+   (``FULL_MIN_EXAMPLES``), a large budget and the memory for it.
+
+Every recommendation carries its reasons, what would change it, warnings, and — for the methods
+that train — starting hyper-parameters whose keys are those of ``engine.config.RunConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIN_EXAMPLES = 50  # below this, a fine-tune memorises rather than generalises
+SMALL_EXAMPLES = 200  # enough for a narrow LoRA, but thin
+FULL_MIN_EXAMPLES = 10_000  # full fine-tuning pays off only with a lot of data
+FIT_MARGIN = 0.85  # the same margin as engine.estimate: "fits" below 85 % of free memory
+CPU_TRAINABLE_PARAMS = 1_500_000_000  # above this, training on a CPU is impractically slow
+
+PROBLEMS = {
+    "knowledge": "It doesn't know facts it needs (our products, documents, recent events)",
+    "format": "Its answers have the wrong format (not valid JSON, wrong fields, wrong structure)",
+    "style": "Its tone or style is wrong (too long, too formal, not our voice)",
+    "task": "It doesn't do the task reliably (ignores instructions, misclassifies, skips steps)",
+    "cost": "It works, but is too slow or costly to run (long prompts, a big model)",
+}
+CHANGES = {
+    "often": "Every day or week (prices, stock, tickets, news)",
+    "sometimes": "Every month or so (product docs, policies)",
+    "rarely": "Rarely or never (a fixed domain, a format, a style)",
+}
+BUDGETS = {
+    "none": "None: no GPU time or money for training",
+    "small": "Small: a few GPU-hours (one rented GPU for an afternoon)",
+    "large": "Large: days of GPU time, or several GPUs",
+}
+LATENCY = {
+    "relaxed": "Relaxed: a second more or less does not matter",
+    "strict": "Strict: every millisecond and every prompt token counts",
+}
+EXAMPLE_BUCKETS = {  # what the wizard offers -> a representative count
+    "none": ("None yet", 0),
+    "few": ("Fewer than 50", 20),
+    "hundreds": ("50 to 500", 300),
+    "thousands": ("500 to 10,000", 3000),
+    "many": ("More than 10,000", 20000),
+}
+
+METHOD_NAMES = {"prompting": "Prompting", "rag": "RAG", "lora": "LoRA", "qlora": "QLoRA",
+                "full": "Full fine-tuning"}
+TRAINING_METHODS = ("lora", "qlora", "full")
+
+
+@dataclass
+class Answers:
+    problem: str  # a key of PROBLEMS
+    examples: int  # good input -> ideal-output examples available
+    knowledge_changes: str = "rarely"  # a key of CHANGES
+    budget: str = "small"  # a key of BUDGETS
+    latency: str = "relaxed"  # a key of LATENCY
+    gpu_memory: int | None = None  # bytes free on the GPU that will train; None: no GPU (CPU only)
+    method_memory: dict[str, int] | None = None  # estimated peak bytes per training method
+    model_params: int | None = None  # total parameters of the model
+    trainable_params: dict[str, int] | None = None  # per training method
+    max_length: int | None = None  # from the data (tokens of a long example), if known
+    model_name: str = "the model"
+    method_checkpointing: dict[str, bool] | None = None  # gradient checkpointing each memory figure assumed
+
+
+@dataclass
+class Recommendation:
+    method: str  # prompting | rag | lora | qlora | full
+    headline: str
+    reasons: list[str]
+    would_change: list[str]
+    warnings: list[str] = field(default_factory=list)
+    settings: dict | None = None  # starting hyper-parameters (training methods only)
+
+    @property
+    def trains(self) -> bool:
+        return self.method in TRAINING_METHODS
+
+    @property
+    def name(self) -> str:
+        return METHOD_NAMES[self.method]
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "headline": self.headline, "reasons": self.reasons,
+                "would_change": self.would_change, "warnings": self.warnings, "settings": self.settings}
+
+
+def _gib(n: int | float) -> str:
+    return f"{n / 1024**3:.1f} GiB"
+
+
+def _check(a: Answers) -> None:
+    for value, allowed, what in ((a.problem, PROBLEMS, "problem"), (a.knowledge_changes, CHANGES, "knowledge_changes"),
+                                 (a.budget, BUDGETS, "budget"), (a.latency, LATENCY, "latency")):
+        if value not in allowed:
+            raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+    if a.examples < 0:
+        raise ValueError(f"examples must be >= 0, got {a.examples}")
+
+
+# --- hyper-parameters -----------------------------------------------------------------------------
+def starting_settings(method: str, *, examples: int, model_params: int | None = None, gpu: bool = True,
+                      max_length: int | None = None, gradient_checkpointing: bool | None = None) -> dict:
+    """Starting hyper-parameters for ``method``, keyed like ``RunConfig`` (``lora`` only for adapters).
+
+    LoRA/QLoRA: lr 2e-4 (1e-4 above 30B parameters, as the QLoRA paper did for 33B/65B), r=16,
+    alpha=2r, dropout 0.05 on every linear layer (the QLoRA paper found all layers necessary to match
+    full fine-tuning). Full: lr 2e-5 below 3B parameters, 1e-5 above. Epochs fall as data grows:
+    small sets need several passes, large ones one. On a GPU 4 x 4 accumulation (effective batch
+    16); on a CPU batch 8 (the demo trains at a few seconds a step).
+    """
+    if method not in TRAINING_METHODS:
+        raise ValueError(f"no hyper-parameters for {method!r}: it does not train")
+    big = (model_params or 0) > 30e9
+    if examples < 300:
+        epochs = 3
+    elif examples < 3000:
+        epochs = 2
+    else:
+        epochs = 1
+    batch, accum = (4, 4) if gpu else (8, 1)
+    if examples and examples < batch * accum * 4:  # keep at least a handful of optimizer steps per epoch
+        accum = max(1, examples // (batch * 4))
+    length = max_length or (1024 if gpu else 512)
+    length = max(128, min(8192, _round_up(length, 128)))
+    if method == "full":
+        lr = 2e-5 if (model_params or 0) < 3e9 else 1e-5
+        settings = {"learning_rate": lr, "epochs": min(epochs, 2), "batch_size": batch,
+                    "gradient_accumulation_steps": accum, "max_length": length}
+    else:
+        settings = {"learning_rate": 1e-4 if big else 2e-4, "epochs": epochs, "batch_size": batch,
+                    "gradient_accumulation_steps": accum, "max_length": length,
+                    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "targets": "all-linear"}}
+    if gradient_checkpointing is not None:
+        settings["gradient_checkpointing"] = bool(gradient_checkpointing)
+    elif method == "qlora":
+        settings["gradient_checkpointing"] = True
+    return settings
+
+
+def _round_up(n: int, step: int) -> int:
+    return ((int(n) + step - 1) // step) * step
+
+
+# --- the decision ---------------------------------------------------------------------------------
+def _fits(a: Answers, method: str) -> str | None:
+    """"fits" | "tight" | "no", or None when memory is unknown."""
+    if a.gpu_memory is None or not a.method_memory or method not in a.method_memory:
+        return None
+    need = a.method_memory[method]
+    if need <= FIT_MARGIN * a.gpu_memory:
+        return "fits"
+    return "tight" if need <= a.gpu_memory else "no"
+
+
+def _behaviour_reason(problem: str) -> str:
+    return {
+        "format": "A wrong output format is behaviour, and behaviour is what fine-tuning changes well: "
+                  "examples of the exact output make it reliable where instructions alone slip.",
+        "style": "Tone and style are behaviour: the model picks them up from examples far more "
+                 "consistently than from a description in the prompt.",
+        "task": "Examples of the task done right teach the model what instructions alone did not, "
+                "and it then needs no long prompt to do it.",
+        "cost": "A fine-tuned model no longer needs the long instructions and few-shot examples you now send "
+                "with every request, so prompts get shorter, faster and cheaper; a smaller model trained "
+                "on good answers (including a bigger model's) can replace a big one.",
+    }[problem]
+
+
+def recommend(a: Answers) -> Recommendation:
+    """The method to use, with reasons, what would change the answer, warnings and starting settings."""
+    _check(a)
+    if a.problem == "knowledge":
+        return _rag(a)
+    if a.examples < MIN_EXAMPLES:
+        return _prompting_small_data(a)
+    if a.budget == "none":
+        return _prompting_no_budget(a)
+    return _train(a)
+
+
+def _rag(a: Answers) -> Recommendation:
+    reasons = ["Fine-tuning teaches behaviour, not facts: a model trained on your documents still makes up "
+               "the details it did not memorise, and you cannot tell which ones."]
+    if a.knowledge_changes == "often":
+        reasons.append("Your knowledge changes every day or week: with RAG you update the documents and the "
+                       "next answer uses them; facts trained into the weights would be stale until you train "
+                       "again, every time.")
+    elif a.knowledge_changes == "sometimes":
+        reasons.append("Your knowledge changes every month or so: RAG picks up a new document at once, while "
+                       "each change would otherwise mean a new training run.")
+    reasons.append("RAG can show which document an answer came from, so people can check it.")
+    would = ["If the facts come out right but in the wrong format or tone, that part is behaviour: add a LoRA "
+             "trained on good answers, on top of RAG (never to store the facts)."]
+    if a.knowledge_changes == "often":
+        would.append("Nothing about how often the facts change will make fine-tuning right for them; only the "
+                     "kind of problem can change this answer.")
+    else:
+        would.append("If the model already knows the facts but phrases or structures answers badly, the problem "
+                     "is behaviour: pick format, style or task instead.")
+    warnings = []
+    if a.latency == "strict":
+        warnings.append("RAG adds a retrieval step and a longer prompt to every request: keep the index close, "
+                        "retrieve few, short passages, and cache what repeats.")
+    return Recommendation("rag", "Use RAG: retrieve the facts at question time", reasons, would, warnings)
+
+
+def _prompting_small_data(a: Answers) -> Recommendation:
+    n = a.examples
+    have = "no examples" if n == 0 else f"{n} example{'s' if n != 1 else ''}"
+    reasons = [f"With {have}, the data is too small to fine-tune: under {MIN_EXAMPLES} examples a model "
+               "memorises them instead of learning the pattern, and there is nothing left to check it on."]
+    if a.problem == "format":
+        reasons.append("State the exact format in the prompt and show 2-5 complete examples; for JSON, a schema "
+                       "or constrained decoding guarantees valid output.")
+    elif a.problem == "cost":
+        reasons.append("Shorten the prompt first (fewer, shorter examples), and cache the shared prefix of "
+                       "your requests; collect the good answers you get as future training data.")
+    else:
+        reasons.append("Put your best examples in the prompt (few-shot) and say plainly what you want; "
+                       "that is free and takes minutes to try.")
+    would = [f"With {MIN_EXAMPLES}+ good examples (better: a few hundred) a LoRA usually makes the behaviour "
+             "reliable — the answers prompting gets right are a good start for that data.",
+             "If the problem is missing knowledge rather than behaviour, RAG is the answer."]
+    return Recommendation("prompting", "Improve the prompt; the data is too small to fine-tune", reasons, would,
+                          [f"Too little data to fine-tune ({have}; the minimum is about {MIN_EXAMPLES})."])
+
+
+def _prompting_no_budget(a: Answers) -> Recommendation:
+    reasons = ["Without GPU time for training, the prompt is the lever you have: explicit instructions, "
+               "a few complete examples, and (for structured output) a schema.",
+               _behaviour_reason(a.problem) + " That is worth a small budget later."]
+    cheapest = ""
+    if a.method_memory and "qlora" in a.method_memory:
+        cheapest = f" (QLoRA on {a.model_name} needs about {_gib(a.method_memory['qlora'])} of GPU memory)"
+    would = [f"A few GPU-hours on one rented GPU are enough for a LoRA with {a.examples} examples{cheapest}.",
+             "If the problem is missing knowledge, RAG rather than fine-tuning."]
+    return Recommendation("prompting", "Start with the prompt: there is no training budget", reasons, would)
+
+
+def _train(a: Answers) -> Recommendation:
+    warnings: list[str] = []
+    fits = {m: _fits(a, m) for m in TRAINING_METHODS}
+    gpu = a.gpu_memory is not None
+    mem = a.method_memory or {}
+
+    want_full = a.examples >= FULL_MIN_EXAMPLES and a.budget == "large"
+    if want_full and fits["full"] in ("fits", None) and gpu:
+        method = "full"
+    elif fits["lora"] in ("fits", None):
+        method = "lora"
+    elif fits["qlora"] in ("fits", "tight"):
+        method = "qlora"
+    elif fits["lora"] == "tight":
+        method = "lora"
+    else:
+        method = "qlora"
+
+    reasons = [_behaviour_reason(a.problem)]
+    trainable = (a.trainable_params or {}).get(method)
+    if method == "full":
+        reasons.append(f"With {a.examples:,} examples and a large budget, training every weight gives the most "
+                       "capacity, and the GPU has the memory for it"
+                       + (f" ({_gib(mem['full'])} of {_gib(a.gpu_memory)})." if "full" in mem else "."))
+        warnings.append("Full fine-tuning can make the model forget general skills (catastrophic forgetting): "
+                        "keep a held-out set of general questions and a low learning rate.")
+    elif method == "lora":
+        frac = ""
+        if trainable and a.model_params:
+            frac = f" ({trainable:,} parameters, {100 * trainable / a.model_params:.2f}% of the model)"
+        reasons.append(f"LoRA trains two thin matrices beside each layer{frac} and freezes the rest, so it needs "
+                       "far less memory than full fine-tuning and rarely makes the model forget what it knew.")
+        if "lora" in mem and gpu:
+            reasons.append(f"It needs about {_gib(mem['lora'])} and the GPU has {_gib(a.gpu_memory)} free.")
+        if want_full and fits["full"] in ("no", "tight"):
+            reasons.append(f"Full fine-tuning would suit this much data, but needs {_gib(mem['full'])}: more than "
+                           "the GPU has.")
+    else:
+        if "lora" in mem and gpu:
+            reasons.append(f"LoRA needs about {_gib(mem['lora'])}, more than the {_gib(a.gpu_memory)} free on the "
+                           f"GPU; QLoRA keeps the frozen weights in 4 bits and needs about {_gib(mem['qlora'])}.")
+        reasons.append("QLoRA trains the same small adapter as LoRA and comes close to its quality, a little "
+                       "slower per step.")
+        if fits["qlora"] == "tight":
+            warnings.append(f"Even QLoRA only just fits ({_gib(mem['qlora'])} of {_gib(a.gpu_memory)}): lower "
+                            "max_length or batch size if it runs out of memory (OOM).")
+        elif fits["qlora"] == "no":
+            warnings.append(f"Even QLoRA needs {_gib(mem['qlora'])}, more than the {_gib(a.gpu_memory)} free: pick "
+                            "a smaller model, shorten max_length, or train on a bigger GPU.")
+    if a.examples < SMALL_EXAMPLES:
+        warnings.append(f"{a.examples} examples is on the small side: keep a validation split, watch the eval loss "
+                        "for overfitting, and add examples where the model still fails.")
+    if a.latency == "strict":
+        reasons.append("A LoRA can be merged into the model: no added latency per request, unlike long "
+                       "few-shot prompts or a retrieval step.")
+    if not gpu:
+        if a.model_params and a.model_params <= CPU_TRAINABLE_PARAMS:
+            warnings.append("No NVIDIA GPU here: this trains on the CPU — fine for a small model like this one "
+                            "(minutes), far too slow for 7B models.")
+        else:
+            warnings.append("No NVIDIA GPU here: a model this size needs a GPU to train; the memory figures "
+                            "are for one.")
+
+    would = []
+    if method != "full":
+        would.append(f"With {FULL_MIN_EXAMPLES:,}+ examples, a large budget and a GPU with room for it, full "
+                     "fine-tuning may squeeze out more quality.")
+    if method == "lora" and "qlora" in mem:
+        would.append(f"On a GPU with less than {_gib(mem['lora'] / FIT_MARGIN)} free, QLoRA (about "
+                     f"{_gib(mem['qlora'])}).")
+    if method == "qlora" and "lora" in mem:
+        would.append(f"On a GPU with {_gib(mem['lora'] / FIT_MARGIN)} or more free, plain LoRA: faster per step.")
+    if method == "full":
+        would.append("With fewer examples or a smaller budget, LoRA: most of the gain for a fraction of the memory.")
+    would.append("If prompting with a few examples already gets it right most of the time, that is cheaper — "
+                 "and if the real problem is missing knowledge, use RAG.")
+
+    gc = (a.method_checkpointing or {}).get(method)
+    settings = starting_settings(method, examples=a.examples, model_params=a.model_params, gpu=gpu,
+                                 max_length=a.max_length, gradient_checkpointing=gc)
+    headline = {"lora": "Fine-tune with LoRA", "qlora": "Fine-tune with QLoRA (LoRA on a 4-bit model)",
+                "full": "Full fine-tuning"}[method]
+    return Recommendation(method, headline, reasons, would, warnings, settings)

@@ -1,0 +1,175 @@
+"""`tunedeck estimate`: exact parameter counts and the training memory of a method, before downloading.
+
+    tunedeck estimate --model llama-3.1-8b --method qlora
+    tunedeck estimate --model ./my-model --method all --seq-len 2048 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "estimate",
+        help="parameter counts and training memory for a model and method (no weights downloaded)",
+        description="Count a model's parameters on the meta device and estimate the peak memory of "
+                    "training it with full fine-tuning, LoRA or QLoRA; judge it against the GPUs found.",
+    )
+    p.add_argument("--model", default="demo",
+                   help="a built-in name (see --list), a config.json, a model folder, a .gguf file, demo, "
+                        "or a hub id (default: demo)")
+    p.add_argument("--method", default="lora", choices=["full", "lora", "qlora", "all"],
+                   help="training method, or all three side by side (default: lora)")
+    p.add_argument("--lora-r", type=int, default=16, metavar="R", help="LoRA rank (default: 16)")
+    p.add_argument("--lora-targets", default="all-linear", metavar="NAMES",
+                   help="comma-separated module names such as q_proj,v_proj, or all-linear (default)")
+    p.add_argument("--lora-dropout", type=float, default=0.05, metavar="P", help="LoRA dropout (default: 0.05)")
+    p.add_argument("--seq-len", type=int, default=1024, metavar="N", help="tokens per example (default: 1024)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="B", help="examples per step (default: 4)")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1, metavar="K")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute activations in the backward pass (default: the worker's default per "
+                        "method: on for QLoRA, off otherwise)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="estimate for a GPU (bf16) or for training on this machine's CPU (fp32)")
+    p.add_argument("--precision", choices=["mixed", "bf16"], default="mixed",
+                   help="full fine-tuning on a GPU: fp32 master weights + bf16 autocast (mixed, what "
+                        "Tunedeck trains with) or pure bf16")
+    p.add_argument("--optimizer", choices=["adamw", "adamw-8bit"], default="adamw")
+    p.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa")
+    p.add_argument("--gpu-memory", type=float, metavar="GIB",
+                   help="judge against a GPU with this much memory instead of the GPUs found here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--list", action="store_true", help="list the built-in model configs and exit")
+    p.set_defaults(func=run)
+
+
+def _plan(args, method: str):
+    from engine.estimate import Plan
+
+    return Plan(method=method, lora_r=args.lora_r, lora_targets=args.lora_targets,
+                lora_dropout=args.lora_dropout, seq_len=args.seq_len, batch_size=args.batch_size,
+                gradient_accumulation_steps=args.gradient_accumulation_steps,
+                gradient_checkpointing=args.gradient_checkpointing, device=args.device,
+                precision=args.precision, optimizer=args.optimizer, attention=args.attention)
+
+
+def _targets(args) -> tuple[list, str | None]:
+    """(GPUs or a stand-in, why there are none)."""
+    from engine import estimate as E
+
+    if args.gpu_memory is not None:
+        if args.gpu_memory <= 0:
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"--gpu-memory must be a positive number of GiB, got {args.gpu_memory}.")
+        return [E.capacity_gpu(int(args.gpu_memory * E.GIB), f"planned {args.gpu_memory:g} GiB GPU")], None
+    if args.device == "cpu":
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return [{"index": 0, "name": "this machine's RAM", "memory_total": int(vm.total),
+                 "memory_used": int(vm.total - vm.available)}], None
+    from engine import gpu
+
+    gpus = gpu.list_gpus()
+    return gpus, (None if gpus else (gpu.no_gpu_reason() or "no NVIDIA GPU found"))
+
+
+def _one(arch, plan, gpus, reason) -> dict:
+    from engine import estimate as E
+
+    est = E.estimate(arch, plan)
+    fit = E.judge_fit(est.memory.total, gpus, reason)
+    out = est.to_dict()
+    out["fit"] = fit.to_dict()
+    out["suggestions"] = []
+    if fit.verdict in ("no", "tight") and fit.gpu:
+        out["suggestions"] = E.ways_to_fit(arch, plan, fit.gpu["memory_free"])
+    return out
+
+
+def run(args) -> int:
+    from engine import estimate as E
+    from engine.errors import ConfigError
+
+    if args.list:
+        rows = E.builtin_models()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for name, info in rows.items():
+                print(f"{name:16s} {info['display']:18s} {info['hub_id']}")
+        return 0
+    if not 0 <= args.lora_dropout < 1:
+        raise ConfigError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}.")
+    methods = list(E.METHODS) if args.method == "all" else [args.method]
+    plans = {m: _plan(args, m).resolved() for m in methods}  # bad values fail before the model is built
+    arch = E.architecture_for(args.model)
+    gpus, reason = _targets(args)
+    results = {m: _one(arch, plans[m], gpus, reason) for m in methods}
+    if args.json:
+        if args.method == "all":
+            payload = {"model": arch.name, "total_params": arch.total_params, "methods": results,
+                       "architecture": arch.to_dict(),
+                       "gpus": E.judge_fit(0, gpus).gpus,
+                       "no_gpu_reason": reason}
+        else:
+            payload = dict(results[args.method])
+            payload["architecture"] = arch.to_dict()
+            payload["no_gpu_reason"] = reason
+        json.dump(payload, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    _print(arch, results, args)
+    return 0
+
+
+def _print(arch, results: dict, args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine import estimate as E
+
+    console = Console()
+    first = next(iter(results.values()))
+    s = first["settings"]
+    where = "a GPU (bf16)" if s["device"] == "cuda" else "this CPU (fp32)"
+    console.print(f"[b]{arch.name}[/b]  {arch.model_class}, {arch.layers} layers, hidden {arch.hidden}, "
+                  f"vocabulary {arch.vocab:,}")
+    console.print(f"Parameters: [b]{arch.total_params:,}[/b] ({E.human_count(arch.total_params)}), counted on "
+                  f"the meta device")
+    console.print(f"Settings: batch {s['batch_size']} x {s['seq_len']} tokens, gradient accumulation "
+                  f"{s['gradient_accumulation_steps']}, LoRA r={s['lora_r']} on {_targets_text(s['lora_targets'])}, "
+                  f"training on {where}\n")
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("")
+    for m, r in results.items():
+        gc = "with" if r["settings"]["gradient_checkpointing"] else "no"
+        table.add_column(f"{METHOD_LABELS[m]}\n[dim]{gc} grad. checkpointing[/dim]", justify="right")
+    table.add_row("trainable", *[f"{r['trainable_params']:,}\n[dim]{r['trainable_percent']:.2f}%[/dim]"
+                                 for r in results.values()])
+    for part in ("weights", "gradients", "optimizer", "activations", "overhead"):
+        table.add_row(part, *[E.gib(r["memory_bytes"][part]) for r in results.values()])
+    table.add_row("[b]peak[/b]", *[f"[b]{E.gib(r['memory_bytes']['total'])}[/b]" for r in results.values()])
+    colours = {"fits": "green", "tight": "yellow", "no": "red", "no-gpu": "yellow"}
+    table.add_row("fit", *[f"[{colours[r['fit']['verdict']]}]{r['fit']['verdict']}[/]" for r in results.values()])
+    console.print(table)
+    console.print("[dim]peak = weights + optimizer + the larger of (activations + gradients alive in the "
+                  "backward pass) and (all gradients at the optimizer step) + overhead[/dim]\n")
+    for m, r in results.items():
+        label = METHOD_LABELS[m] if len(results) > 1 else "Fit"
+        console.print(f"[b]{label}:[/b] {r['fit']['reason']}")
+        for sug in r["suggestions"]:
+            console.print(f"  to fit: {sug['change']} -> {E.gib(sug['total'])}")
+        for note in r["notes"]:
+            console.print(f"  [dim]{note}[/dim]")
+
+
+def _targets_text(targets) -> str:
+    return targets if isinstance(targets, str) else ",".join(targets)

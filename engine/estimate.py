@@ -1,0 +1,709 @@
+"""How many parameters a model has and how much memory fine-tuning it needs, before anything is
+downloaded: the model is built from its ``config.json`` on PyTorch's ``meta`` device (shapes, no
+weights), the way ``accelerate estimate-memory`` does, so every count is exact.
+
+Two layers:
+
+* ``inspect_model(config)`` needs transformers (engine / CLI only). It returns an ``Architecture``:
+  plain numbers (parameter counts, the linear layers of one decoder block, norms, vocabulary) that
+  serialise to JSON.
+* ``estimate(arch, plan)``, ``judge_fit`` and ``ways_to_fit`` are plain arithmetic on those numbers;
+  they import nothing heavy, so the TUI re-computes them for any method or setting without a child
+  process.
+
+The recipe this estimates is the one ``engine/worker.py`` trains with (TRL ``SFTTrainer``)
+--------------------------------------------------------------------------------------------------
+GPU (bf16 where supported, else fp16 — both 2 bytes):
+
+* full  — mixed precision with fp32 master weights: weights fp32, autocast to bf16 for matmuls,
+  fp32 gradients, AdamW with two fp32 states.  4 + 4 + 8 = 16 bytes per parameter (the classic
+  mixed-precision Adam figure of ZeRO, Rajbhandari et al. 2020, arXiv:1910.02054 §3.1), plus the
+  bf16 copies of every linear weight that autocast makes in the forward pass and that the backward
+  pass keeps (2 bytes per linear parameter).  ``precision="bf16"`` instead estimates "pure bf16"
+  (weights, gradients and AdamW states all bf16: 2 + 2 + 4 = 8 bytes per parameter).
+* lora  — frozen base in bf16 (2 B/param); adapters fp32 (PEFT's default ``autocast_adapter_dtype``):
+  4 B weight + 4 B gradient + 8 B AdamW per trainable parameter.
+* qlora — linear weights of the decoder blocks in NF4 with double quantisation: 4 bits + 8-bit block
+  scales per 64 weights + an fp32 scale per 256 blocks = 4 + 8/64 + 32/(64*256) = 4.127 bits per
+  weight (Dettmers et al. 2023, QLoRA, arXiv:2305.14314 §3, "Double Quantization").  Everything
+  else (embeddings, lm_head, norms) is cast to fp32 by ``peft.prepare_model_for_kbit_training``,
+  which the worker calls.  TRL casts the adapters of a quantised model to bf16, so each trainable
+  parameter costs 2 + 2 + 4 = 8 bytes.  The 4-bit weight of one linear layer is de-quantised to
+  bf16 while it is used (one layer at a time).
+
+CPU (``device="cpu"``): everything fp32, no autocast (the worker trains this way on a CPU).
+
+Optimizer: AdamW (``adamw_torch_fused``, the transformers default on torch >= 2.8; no full-size
+temporaries); ``optimizer="adamw-8bit"`` (bitsandbytes) keeps both states in 8 bits: 2 B/param.
+
+Activations (per token, per decoder layer; these are the tensors autograd saves for the backward
+pass, counted op by op for a Llama-style block and checked against ``saved_tensors_hooks`` tallies —
+see ``bench/bench_estimate.py``; in the spirit of Korthikanti et al. 2022, arXiv:2205.05198 §4).
+``h`` hidden size, ``q``/``kv`` attention widths (heads x head_dim), ``I`` MLP width, ``n`` heads,
+``c`` compute bytes (2 under autocast, 4 on a CPU), ``f`` = 4 (RMSNorm works in fp32), ``s``
+sequence length:
+
+  norms        every norm saves its fp32 input: f*h each; full training also keeps the normed
+               value for the norm weight's gradient: + (weight bytes)*h each
+  attention    SDPA/flash saves q, k, v, output and a fp32 log-sum-exp: (2q + 2kv)*c + 4n;
+               with padding (batch > 1) transformers repeats k and v to q's width and passes a
+               mask the kernel keeps per layer: k, v -> q each, + s*c
+  MLP (gated)  gate, activation and up outputs: 3*I*c; + the down projection's input (I*c) when
+               its weight is trained
+  linear inputs (full) q/k/v share one input and gate/up another (h*c each); under autocast each
+               layer casts its own copy (3 + 2 copies)
+  LoRA target  dropout mask (1 B on GPU, 4 B on CPU) + the adapter's saved input (c) per input
+               feature, + r*c for the low-rank output
+  eager attn   + n*s*(4 + c): the fp32 softmax and its half-precision copy (instead of SDPA's lse)
+
+Gradient checkpointing keeps only each layer's input (h * weight bytes) and recomputes one layer
+at a time in the backward pass: L*h*w + one layer's activations.
+
+The LM head: TRL computes the loss in tiles (``fused_lm_head``) instead of materialising the
+(tokens x vocabulary) logits: one tile of min(tokens, 4096) x min(vocab, 32768) in the compute
+dtype on a GPU; on a CPU the pure-torch tile code keeps about six fp32 copies of it.
+
+Peak and breakdown
+------------------
+Gradients and activations are not alive at the same time: activations are freed layer by layer as
+gradients appear, and gradients are freed (``set_to_none``) after the optimizer step.  So
+
+  peak = weights + optimizer + max(activations + gradients already alive in the backward pass,
+                                   all gradients at the optimizer step) + overhead
+
+``total`` is that peak; the parts are reported at their own size, so their sum can exceed it.
+Overhead: on a GPU, the CUDA context and cuBLAS workspaces (~0.5 GiB with lazy module loading,
+measured by PyTorch; see https://pytorch.org/docs/stable/notes/cuda.html#memory-management) plus
+5 % for the caching allocator's fragmentation; on a CPU, the Python/Trainer/dataset heap of the
+worker process (0.3 GiB) plus 5 %, calibrated by ``bench/bench_estimate.py``.
+
+What other tools publish for comparison lives in ``bench/bench_estimate.py``'s header.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError, ModelNotFound, TunedeckError
+from .paths import builtin_dir
+
+GIB = 1024**3
+METHODS = ("full", "lora", "qlora")
+ALL_LINEAR = "all-linear"
+
+NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4.127 bits: QLoRA §3 double quantisation
+ADAM8_BYTES_PER_PARAM = 2 + 2 * 4 / 2048  # two uint8 states + an fp32 absmax per 2048-block each
+CUDA_CONTEXT_BYTES = int(0.5 * GIB)
+CPU_PROCESS_BYTES = int(0.3 * GIB)
+FRAGMENTATION = 0.05
+FIT_MARGIN = 0.85  # fits below 85 % of free memory; "tight" up to 100 %
+LOGIT_TOKEN_TILE = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE
+LOGIT_VOCAB_TILE = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE
+CPU_LOGIT_TILE_COPIES = 6  # fp32 temporaries of the pure-torch tile code (measured)
+
+# Roles of the linear layers of a decoder block, by the last part of their name. They decide which
+# inputs are shared (q/k/v read the same normed hidden state) and what the MLP keeps.
+ROLES = {
+    "q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in",
+    "query_key_value": "attn_in", "c_attn": "attn_in", "Wqkv": "attn_in", "query": "attn_in",
+    "key": "attn_in", "value": "attn_in",
+    "o_proj": "attn_out", "out_proj": "attn_out", "dense": "attn_out", "wo": "attn_out",
+    "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in",
+    "fc1": "mlp_in", "c_fc": "mlp_in", "dense_h_to_4h": "mlp_in",
+    "down_proj": "mlp_out", "w2": "mlp_out", "fc2": "mlp_out", "dense_4h_to_h": "mlp_out",
+}
+GATED = {"gate_proj", "gate_up_proj", "w1"}
+
+
+# --- model references ---------------------------------------------------------------------------
+def configs_dir() -> Path:
+    return builtin_dir() / "configs"
+
+
+def builtin_models() -> dict[str, dict]:
+    """Short name -> {"path", "hub_id", "display"} for the config.json files shipped with Tunedeck."""
+    out = {}
+    for path in sorted(configs_dir().glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        out[path.stem] = {
+            "path": str(path),
+            "hub_id": data.get("_tunedeck_hub_id") or data.get("_name_or_path", ""),
+            "display": data.get("_tunedeck_display") or path.stem,
+        }
+    return out
+
+
+def load_config(ref: str) -> tuple[dict, str]:
+    """(config dict, display name) for a short name (``llama-3.1-8b``), a hub id we ship a config for,
+    a ``config.json`` path, a model folder, a .gguf file, ``demo``, or a hub id (cache / online)."""
+    ref = (ref or "").strip()
+    builtins = builtin_models()
+    key = ref.lower()
+    for name, info in builtins.items():
+        if key == name or (info["hub_id"] and key == info["hub_id"].lower()):
+            return json.loads(Path(info["path"]).read_text()), info["display"]
+    path = Path(ref).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ModelNotFound(f"Config file {path} does not exist; check the path, or use a built-in "
+                                f"name ({', '.join(builtins)}).")
+        try:
+            return json.loads(path.read_text()), path.parent.name or path.name
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); "
+                              "pass the model's config.json.") from None
+    from . import models
+
+    try:
+        config = models.config_json(ref)
+    except ModelNotFound as exc:
+        raise ModelNotFound(f"{exc} Built-in configs that work offline: {', '.join(builtins)}.") from None
+    if ref == models.DEMO:
+        return config, models.DEMO_NAME
+    return config, models.resolve(ref).display
+
+
+# --- the architecture ---------------------------------------------------------------------------
+@dataclass
+class Linear:
+    name: str  # path inside a decoder layer, e.g. "self_attn.q_proj"
+    inp: int
+    out: int
+    bias: bool = False
+
+    @property
+    def role(self) -> str | None:
+        return ROLES.get(self.name.rsplit(".", 1)[-1])
+
+    @property
+    def params(self) -> int:
+        return self.inp * self.out + (self.out if self.bias else 0)
+
+
+@dataclass
+class Architecture:
+    """What the estimate needs to know about a model, counted on the meta device."""
+
+    name: str
+    model_type: str
+    model_class: str
+    total_params: int
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied_embeddings: bool
+    layer_linears: list[Linear]  # one decoder layer (all layers have the same shapes)
+    layer_norm_dims: list[int]  # the norms of one decoder layer
+    other_linears: list[Linear] = field(default_factory=list)  # linears outside the layers, not lm_head
+    embedding_params: int = 0
+    lm_head_params: int = 0  # 0 when tied to the embeddings
+    known_layout: bool = True  # False: layer roles were guessed (activations are approximate)
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def gated_mlp(self) -> bool:
+        return any(lin.name.rsplit(".", 1)[-1] in GATED for lin in self.layer_linears)
+
+    @property
+    def linear_weight_params(self) -> int:
+        """Weights of the linears in the decoder blocks (what QLoRA stores in 4 bits)."""
+        per_layer = sum(lin.inp * lin.out for lin in self.layer_linears)
+        return per_layer * self.layers + sum(lin.inp * lin.out for lin in self.other_linears)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Architecture":
+        d = dict(d)
+        d["layer_linears"] = [Linear(**x) for x in d.get("layer_linears", [])]
+        d["other_linears"] = [Linear(**x) for x in d.get("other_linears", [])]
+        return cls(**d)
+
+
+def _text_config(config):
+    get = getattr(config, "get_text_config", None)
+    return get() if get else config
+
+
+def inspect_model(config: dict, name: str = "") -> Architecture:
+    """Build the model on the meta device from ``config`` and read its shapes (needs transformers)."""
+    import torch
+    from torch import nn
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    d = {k: v for k, v in config.items() if not k.startswith("_tunedeck")}
+    d.pop("quantization_config", None)  # count the original shapes, not a pre-quantised layout
+    model_type = d.pop("model_type", None)
+    if not model_type:
+        raise ConfigError(f"{name or 'config.json'}: no model_type field; pass the config.json of a "
+                          "transformers model.")
+    try:
+        cfg = AutoConfig.for_model(model_type, **d)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{name or 'config.json'}: model_type {model_type!r} is not known to this "
+                          f"transformers version ({exc.__class__.__name__}); upgrade transformers or "
+                          "pick another model.") from None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - any build failure is one sentence for the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{name or 'config.json'}: cannot build a causal LM from this config "
+                          f"({first[:200]}).") from None
+
+    text = _text_config(model.config)
+    n_layers = int(getattr(text, "num_hidden_layers"))
+    layers = None
+    layers_prefix = ""
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            layers, layers_prefix = module, mod_name
+            break
+    if layers is None:
+        raise ConfigError(f"{name or model_type}: could not find the {n_layers} decoder layers of "
+                          f"{type(model).__name__}; this architecture is not supported by the estimate.")
+
+    def linears_of(module) -> list[Linear]:
+        return [Linear(n, m.in_features, m.out_features, m.bias is not None)
+                for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+
+    layer_linears = linears_of(layers[0])
+    norm_dims = []
+    for _, m in layers[0].named_modules():
+        cls = type(m).__name__
+        if "Norm" in cls and getattr(m, "weight", None) is not None and m.weight.dim() == 1:
+            norm_dims.append(int(m.weight.shape[0]))
+
+    out_emb = model.get_output_embeddings()
+    in_emb = model.get_input_embeddings()
+    tied = out_emb is not None and in_emb is not None and out_emb.weight is in_emb.weight
+    other = []
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear) and m is not out_emb and not n.startswith(layers_prefix + "."):
+            other.append(Linear(n, m.in_features, m.out_features, m.bias is not None))
+
+    total = sum(p.numel() for p in model.parameters())  # parameters() counts tied weights once
+    hidden = int(getattr(text, "hidden_size"))
+    heads = int(getattr(text, "num_attention_heads"))
+    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    inter = getattr(text, "intermediate_size", None) or 4 * hidden
+    known = all(lin.role for lin in layer_linears)
+    return Architecture(
+        name=name or getattr(text, "_name_or_path", "") or model_type,
+        model_type=model_type,
+        model_class=type(model).__name__,
+        total_params=int(total),
+        layers=n_layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate=int(inter),
+        vocab=int(getattr(text, "vocab_size")),
+        tied_embeddings=bool(tied),
+        layer_linears=layer_linears,
+        layer_norm_dims=norm_dims,
+        other_linears=other,
+        embedding_params=int(in_emb.weight.numel()) if in_emb is not None else 0,
+        lm_head_params=0 if tied or out_emb is None else int(out_emb.weight.numel()),
+        known_layout=known,
+    )
+
+
+def architecture_for(ref: str) -> Architecture:
+    config, display = load_config(ref)
+    return inspect_model(config, display)
+
+
+# --- LoRA targets -------------------------------------------------------------------------------
+def parse_targets(targets: str | list[str] | None) -> str | list[str]:
+    if targets is None or targets == "" or targets == ALL_LINEAR:
+        return ALL_LINEAR
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return [str(t) for t in targets]
+
+
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)  # PEFT's suffix rule
+
+
+def lora_targets(arch: Architecture, targets: str | list[str] | None) -> list[Linear]:
+    """The linear layers of one decoder layer that LoRA adapts (``all-linear``: every linear but lm_head)."""
+    targets = parse_targets(targets)
+    if targets == ALL_LINEAR:
+        return list(arch.layer_linears)
+    chosen = [lin for lin in arch.layer_linears if any(_matches(lin.name, t) for t in targets)]
+    unmatched = [t for t in targets
+                 if not any(_matches(lin.name, t) for lin in arch.layer_linears + arch.other_linears)]
+    if unmatched or not chosen:
+        names = sorted({lin.name.rsplit(".", 1)[-1] for lin in arch.layer_linears})
+        raise ConfigError(
+            f"LoRA target {', '.join(unmatched or targets)!s} matches no layer of {arch.name} "
+            f"({arch.model_type}); its linear layers are {', '.join(names)} — use one of those or all-linear."
+        )
+    return chosen
+
+
+def lora_params(arch: Architecture, r: int, targets: str | list[str] | None) -> int:
+    """Trainable LoRA parameters: r x (in + out) per adapted linear layer (A is r x in, B is out x r)."""
+    per_layer = sum(r * (lin.inp + lin.out) for lin in lora_targets(arch, targets))
+    extra = 0
+    parsed = parse_targets(targets)
+    for lin in arch.other_linears:
+        if parsed == ALL_LINEAR or any(_matches(lin.name, t) for t in parsed):
+            extra += r * (lin.inp + lin.out)
+    return per_layer * arch.layers + extra
+
+
+# --- the plan and the estimate ------------------------------------------------------------------
+@dataclass
+class Plan:
+    method: str = "lora"
+    lora_r: int = 16
+    lora_targets: str | list[str] = ALL_LINEAR
+    lora_dropout: float = 0.05
+    seq_len: int = 1024
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool | None = None  # None: the worker's default for the method
+    device: str = "cuda"  # "cuda" (estimate for a GPU) | "cpu" (training on this machine's CPU)
+    precision: str = "mixed"  # full fine-tuning only: "mixed" (fp32 master weights) | "bf16" (pure)
+    optimizer: str = "adamw"  # "adamw" | "adamw-8bit"
+    attention: str = "sdpa"  # "sdpa" | "eager"
+
+    def resolved(self) -> "Plan":
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+        for key in ("seq_len", "batch_size", "gradient_accumulation_steps", "lora_r"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}.")
+        if self.device not in ("cuda", "cpu"):
+            raise ConfigError(f"device must be cuda or cpu, got {self.device!r}.")
+        if self.precision not in ("mixed", "bf16"):
+            raise ConfigError(f"precision must be mixed or bf16, got {self.precision!r}.")
+        if self.optimizer not in ("adamw", "adamw-8bit"):
+            raise ConfigError(f"optimizer must be adamw or adamw-8bit, got {self.optimizer!r}.")
+        if self.attention not in ("sdpa", "eager"):
+            raise ConfigError(f"attention must be sdpa or eager, got {self.attention!r}.")
+        gc = self.gradient_checkpointing
+        if gc is None:
+            from .config import RunConfig
+
+            gc = RunConfig.defaults_for(self.method).gradient_checkpointing
+        return replace(self, gradient_checkpointing=bool(gc), lora_targets=parse_targets(self.lora_targets))
+
+
+@dataclass
+class Memory:
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    overhead: int
+    total: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Estimate:
+    model: str
+    method: str
+    total_params: int
+    trainable_params: int
+    memory: Memory
+    peak_phase: str  # "forward/backward" | "optimizer step"
+    plan: Plan
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trainable_fraction(self) -> float:
+        return self.trainable_params / self.total_params if self.total_params else 0.0
+
+    def to_dict(self) -> dict:
+        plan = asdict(self.plan)
+        return {
+            "model": self.model,
+            "method": self.method,
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "trainable_percent": round(100 * self.trainable_fraction, 4),
+            "memory_bytes": self.memory.to_dict(),
+            "peak_phase": self.peak_phase,
+            "settings": plan,
+            "notes": list(self.notes),
+        }
+
+
+def _activation_bytes(arch: Architecture, p: Plan, *, c: int, w: int, base_trained: bool,
+                      autocast_copies: bool, lora: list[Linear], adapter_bytes: int) -> tuple[int, int]:
+    """(bytes saved per token by one decoder layer, the same with everything that is not per-layer)."""
+    f = 4
+    h, q, kv, inter = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
+    s = p.seq_len
+    # norms: fp32 input, + normed value when the norm weight trains
+    per = sum(f * d + (w * d if base_trained else 0) for d in arch.layer_norm_dims)
+    # attention core
+    padded = p.batch_size > 1
+    kv_saved = q if padded else kv
+    per += (2 * q + 2 * kv_saved) * c
+    if p.attention == "eager":
+        per += arch.heads * s * (4 + (c if c != 4 else 0))
+    else:
+        per += 4 * arch.heads
+    if padded:
+        per += s * c  # the padding mask, converted per layer
+    # MLP activations
+    per += (3 if arch.gated_mlp else 2) * inter * c
+    # inputs of trained linear layers
+    if base_trained:
+        groups: dict[str, list[Linear]] = {}
+        for lin in arch.layer_linears:
+            groups.setdefault(lin.role or lin.name, []).append(lin)
+        for role, lins in groups.items():
+            if role == "attn_out":
+                continue  # reads the attention output, already saved by the attention kernel
+            copies = len(lins) if (autocast_copies or role not in ("attn_in", "mlp_in")) else 1
+            per += copies * lins[0].inp * c
+    # LoRA adapters
+    lora_c = c if p.device == "cuda" else adapter_bytes
+    mask = 1 if p.device == "cuda" else lora_c
+    for lin in lora:
+        per += (mask + lora_c) * lin.inp if p.lora_dropout > 0 else lora_c * lin.inp
+        per += p.lora_r * lora_c
+    # outside the layers: final norm, the LM head's saved hidden state and its fp32 gradient, stats
+    head = f * h + (w * h if base_trained else 0) + w * h + 4 * h + 40
+    return per, head
+
+
+def estimate(arch: Architecture, plan: Plan | None = None) -> Estimate:
+    """Memory for one training step of ``plan`` on ``arch`` (pure arithmetic; see the module docstring)."""
+    p = (plan or Plan()).resolved()
+    gpu = p.device == "cuda"
+    n = arch.total_params
+    notes: list[str] = []
+    lora = lora_targets(arch, p.lora_targets) if p.method in ("lora", "qlora") else []
+
+    if p.method == "full":
+        trainable = n
+        pure = p.precision == "bf16" and gpu
+        w = 2 if pure else 4  # weight bytes
+        g = w
+        state = w
+        c = 2 if gpu else 4
+        weights = n * w
+        casts = arch.linear_weight_params * 2 if (gpu and not pure) else 0
+        base_trained, autocast_copies, adapter_bytes = True, gpu and not pure, w
+        if gpu:
+            notes.append("full fine-tuning in pure bf16 (weights, gradients and AdamW states in bf16)"
+                         if pure else "full fine-tuning with fp32 master weights and bf16 autocast "
+                         "(mixed precision)")
+    else:
+        trainable = lora_params(arch, p.lora_r, p.lora_targets)
+        c = 2 if gpu else 4
+        if p.method == "lora":
+            w = 2 if gpu else 4
+            weights = n * w
+            adapter_bytes = 4  # PEFT keeps adapters fp32
+        else:
+            quantised = arch.linear_weight_params
+            w = 4  # prepare_model_for_kbit_training casts everything not quantised to fp32
+            weights = int(quantised * NF4_BYTES_PER_WEIGHT) + (n - quantised) * 4
+            adapter_bytes = 2  # TRL casts the adapters of a quantised model to bf16
+            notes.append("QLoRA: NF4 + double quantisation for the decoder's linear layers; embeddings, "
+                         "lm_head and norms in fp32 (prepare_model_for_kbit_training)")
+        weights += trainable * adapter_bytes
+        g = state = adapter_bytes
+        casts = 0
+        base_trained, autocast_copies = False, False
+
+    per_layer, head = _activation_bytes(arch, p, c=c, w=w, base_trained=base_trained,
+                                        autocast_copies=autocast_copies, lora=lora,
+                                        adapter_bytes=adapter_bytes)
+    tokens = p.batch_size * p.seq_len
+    if p.gradient_checkpointing:
+        layer_acts = tokens * (arch.layers * arch.hidden * w + per_layer)
+    else:
+        layer_acts = tokens * arch.layers * per_layer
+    tile = min(tokens, LOGIT_TOKEN_TILE) * min(arch.vocab, LOGIT_VOCAB_TILE)
+    logits = tile * c + (tile * 4 * CPU_LOGIT_TILE_COPIES if not gpu else 0)
+    transient = 0
+    if p.method == "qlora":
+        transient = max((lin.inp * lin.out for lin in arch.layer_linears), default=0) * (2 if gpu else 4)
+    activations = layer_acts + tokens * head + logits + transient + casts
+
+    gradients = trainable * g
+    if p.optimizer == "adamw-8bit":
+        optimizer = int(trainable * ADAM8_BYTES_PER_PARAM)
+    else:
+        optimizer = trainable * 2 * state
+
+    # gradients alive during the backward pass: the LM head's (full), or all of them when
+    # gradient accumulation keeps them between micro-batches
+    head_grad = (arch.vocab * arch.hidden * g) if p.method == "full" else 0
+    early = gradients if p.gradient_accumulation_steps > 1 else head_grad
+    fb = activations + early
+    step = gradients + (arch.vocab * arch.hidden * g if (p.method == "full" and arch.tied_embeddings) else 0)
+    phase = "forward/backward" if fb >= step else "optimizer step"
+    core = weights + optimizer + max(fb, step)
+    overhead = (CUDA_CONTEXT_BYTES if gpu else CPU_PROCESS_BYTES) + int(FRAGMENTATION * core)
+    memory = Memory(int(weights), int(gradients), int(optimizer), int(activations), int(overhead),
+                    int(core + overhead))
+    if not arch.known_layout:
+        notes.append(f"activations are approximate: the layer layout of {arch.model_type} is not one "
+                     "Tunedeck knows")
+    return Estimate(arch.name, p.method, n, int(trainable), memory, phase, p, notes)
+
+
+# --- fit against GPUs ---------------------------------------------------------------------------
+@dataclass
+class Fit:
+    verdict: str  # "fits" | "tight" | "no" | "no-gpu"
+    reason: str
+    gpu: dict | None = None  # the GPU judged against: {"index", "name", "memory_total", "memory_free"}
+    gpus: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def judge_fit(total: int, gpus: list | None, no_gpu_reason: str | None = None) -> Fit:
+    """fits / tight / no against the GPU with the most free memory; "no-gpu" with the reason when none.
+
+    ``gpus``: objects or dicts with ``index``, ``name``, ``memory_total`` and ``memory_used`` (bytes).
+    """
+    rows = []
+    for g in gpus or []:
+        get = g.get if isinstance(g, dict) else (lambda k, _g=g: getattr(_g, k))
+        total_mem, used = int(get("memory_total")), int(get("memory_used") or 0)
+        rows.append({"index": int(get("index")), "name": str(get("name")), "memory_total": total_mem,
+                     "memory_free": max(0, total_mem - used)})
+    if not rows:
+        reason = no_gpu_reason or "no NVIDIA GPU found"
+        return Fit("no-gpu", f"{reason} — CPU only; needs {gib(total)} of GPU memory", None, [])
+    best = max(rows, key=lambda r: r["memory_free"])
+    free = best["memory_free"]
+    where = f"GPU {best['index']} ({best['name']}, {gib(free)} free of {gib(best['memory_total'])})"
+    if total <= FIT_MARGIN * free:
+        verdict, reason = "fits", f"needs {gib(total)}; fits on {where}"
+    elif total <= free:
+        verdict, reason = "tight", f"needs {gib(total)}; only just fits on {where} — an OOM is possible"
+    else:
+        verdict, reason = "no", f"needs {gib(total)}; does not fit on {where}"
+    return Fit(verdict, reason, best, rows)
+
+
+def capacity_gpu(memory_bytes: int, name: str = "planned GPU") -> dict:
+    """A GPU that is not here, for planning: ``judge_fit(total, [capacity_gpu(24 * GIB)])``."""
+    return {"index": 0, "name": name, "memory_total": int(memory_bytes), "memory_used": 0}
+
+
+def ways_to_fit(arch: Architecture, plan: Plan, capacity: int, limit: int = 4) -> list[dict]:
+    """Changes that bring the estimate under ``FIT_MARGIN`` x ``capacity``, in the order a person
+    would try them; each: {"change", "settings" (the changed Plan fields), "total"}."""
+    p = plan.resolved()
+    budget = FIT_MARGIN * capacity
+    tries: list[tuple[str, str, dict]] = []  # (kind, words, changes): the first that fits of each kind
+    if not p.gradient_checkpointing:
+        tries.append(("gc", "turn on gradient checkpointing (about 30 % slower)", {"gradient_checkpointing": True}))
+    b = p.batch_size
+    while b > 1:
+        b //= 2
+        acc = p.gradient_accumulation_steps * (p.batch_size // b)
+        tries.append(("batch", f"batch size {b} with gradient accumulation {acc} (same effective batch)",
+                      {"batch_size": b, "gradient_accumulation_steps": acc, "gradient_checkpointing": True}))
+    length = p.seq_len
+    while length > 256:
+        length //= 2
+        tries.append(("length", f"batch size 1 and max length {length} (longer examples are cut)",
+                      {"seq_len": length, "batch_size": 1, "gradient_checkpointing": True,
+                       "gradient_accumulation_steps": p.gradient_accumulation_steps * p.batch_size}))
+    if p.method == "full":
+        tries.append(("8bit", "8-bit AdamW (bitsandbytes) with gradient checkpointing",
+                      {"optimizer": "adamw-8bit", "gradient_checkpointing": True}))
+    out: list[dict] = []
+    done: set[str] = set()
+    for kind, text, changes in tries:
+        if kind in done:
+            continue
+        total = estimate(arch, replace(p, **changes)).memory.total
+        if total <= budget:
+            out.append({"change": text, "settings": changes, "total": total})
+            done.add(kind)
+    out = out[:limit]
+    # another method: with the same shape if that fits, else the first smaller shape that does
+    others = {"full": ["lora", "qlora"], "lora": ["qlora"], "qlora": []}[p.method]
+    for method in others:
+        label = {"lora": "LoRA instead of full fine-tuning", "qlora": "QLoRA: the base model in 4 bits"}[method]
+        shapes = [({}, "")]
+        shapes.append(({"gradient_checkpointing": True}, " with gradient checkpointing"))
+        if p.batch_size > 1:
+            shapes.append(({"gradient_checkpointing": True, "batch_size": 1,
+                            "gradient_accumulation_steps": p.gradient_accumulation_steps * p.batch_size},
+                           f", batch size 1 with gradient accumulation {p.gradient_accumulation_steps * p.batch_size}"))
+        length = p.seq_len
+        while length > 256:
+            length //= 2
+            shapes.append(({"gradient_checkpointing": True, "batch_size": 1, "seq_len": length,
+                            "gradient_accumulation_steps": p.gradient_accumulation_steps * p.batch_size},
+                           f", batch size 1, max length {length}"))
+        for extra, words in shapes:
+            changes = {"method": method, "gradient_checkpointing": None, **extra}
+            total = estimate(arch, replace(p, **changes)).memory.total
+            if total <= budget:
+                out.append({"change": label + words, "settings": changes, "total": total})
+                break
+    return out
+
+
+def estimate_all(arch: Architecture, plan: Plan | None = None) -> dict[str, Estimate]:
+    """The same settings for each method (gradient checkpointing per the worker's default for each)."""
+    base = plan or Plan()
+    return {m: estimate(arch, replace(base, method=m)) for m in METHODS}
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}" if n < 10 * size else f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def check_plan_values(plan: Plan) -> None:
+    """Raise ConfigError for impossible values (used by the CLI before building anything)."""
+    plan.resolved()
+    if not (0 <= plan.lora_dropout < 1):
+        raise ConfigError(f"lora dropout must be in [0, 1), got {plan.lora_dropout}.")
+
+
+__all__ = [
+    "Architecture", "Estimate", "Fit", "GIB", "Linear", "METHODS", "Memory", "Plan", "TunedeckError",
+    "architecture_for", "builtin_models", "capacity_gpu", "estimate", "estimate_all", "gib",
+    "human_count", "inspect_model", "judge_fit", "load_config", "lora_params", "lora_targets",
+    "ways_to_fit",
+]
+
