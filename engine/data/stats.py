@@ -23,7 +23,7 @@ from .reader import JsonlSource, Source, parse_json_line
 from ..errors import DataError
 
 BATCH = 256
-HIST_BINS = 64
+HIST_BINS = 200
 LISTED_OVER = 50
 
 Progress = Callable[[float, int], None]
