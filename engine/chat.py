@@ -41,6 +41,7 @@ without tokenizer files falls back to the base tokenizer's, or to the built-in C
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -438,14 +439,15 @@ class ChatEngine:
         for side, msgs in per_side.items():
             if not msgs or not isinstance(msgs, list):
                 raise ChatError(f"Nothing to answer for {side}: the request has no messages.")
-        prompts = {s: self.encode(per_side[s], settings.system) for s in sides}
-        limit = getattr(self.base.config, "max_position_embeddings", None)
-        for side, ids in prompts.items():
-            if limit and len(ids) + settings.max_new_tokens > limit:
-                raise ChatError(
-                    f"The conversation is {len(ids)} tokens and max new tokens {settings.max_new_tokens}, "
-                    f"more than the model's context of {limit}; clear the conversation or lower max new tokens."
-                )
+        limit = getattr(self.base.config, "max_position_embeddings", None) or 0
+        prompts, dropped = {}, {}
+        for side in sides:
+            prompts[side], dropped[side] = self._fit(per_side[side], settings, limit)
+        if limit:  # what is left of the context after the longest prompt
+            room = limit - max(len(ids) for ids in prompts.values())
+            if room < settings.max_new_tokens:
+                settings = dataclasses.replace(settings, max_new_tokens=room,
+                                               min_new_tokens=min(settings.min_new_tokens, room))
         cancel = cancel or _Cancel()
         emit = on_token or (lambda side, text: None)
         results = {s: SideResult() for s in sides}
@@ -466,8 +468,31 @@ class ChatEngine:
             "first_token_seconds": round(min(firsts), 3) if firsts else None,
             "stopped": "cancelled" if any(r.stop == "cancelled" for r in results.values()) else
             ("length" if any(r.stop == "length" for r in results.values()) else "eos"),
-            "sides": {s: r.to_dict() for s, r in results.items()},
+            "sides": {s: {**r.to_dict(), "dropped_turns": dropped[s]} for s, r in results.items()},
         }
+
+    def _fit(self, messages: list[dict], settings: Settings, limit: int) -> tuple[list[int], int]:
+        """The prompt tokens, after dropping the oldest exchanges if the conversation leaves less than
+        max new tokens (or, for a long one, a quarter of the context) to answer in."""
+        ids = self.encode(messages, settings.system)
+        if not limit:
+            return ids, 0
+        want = min(settings.max_new_tokens, max(limit // 4, 1))
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns = messages[len(system):]
+        dropped = 0
+        while len(ids) + want > limit and len(turns) > 1:
+            # drop the oldest exchange: everything up to the second user message
+            nxt = next((i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"), len(turns) - 1)
+            turns = turns[nxt:]
+            dropped += 1
+            ids = self.encode(system + turns, settings.system)
+        if len(ids) + min(16, want) > limit:
+            raise ChatError(
+                f"The message is {len(ids)} tokens, too long for the model's context of {limit} tokens; "
+                "shorten it."
+            )
+        return ids, dropped
 
     def _run(self, sides, prompts, settings, results, emit, cancel, started) -> None:
         import torch

@@ -49,6 +49,8 @@ class ChatClient:
         self._ready = threading.Event()
         self.current: str | None = None  # the generation in progress, if any
         self.last_load: dict | None = None
+        self.on_exit = None  # called with one sentence (from a reader thread) when the process dies
+        self._closing = False
 
     # --- the process ---------------------------------------------------------------------------
     @property
@@ -62,6 +64,7 @@ class ChatClient:
     def start(self) -> None:
         if self.alive:
             return
+        self._closing = False
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env["PYTHONUNBUFFERED"] = "1"
@@ -105,7 +108,10 @@ class ChatClient:
         code = proc.wait()
         if proc is not self.proc:
             return  # an old process replaced by restart(); its requests were already ended
-        self._fail_pending(self._death_message(code))
+        message = self._death_message(code)
+        self._fail_pending(message)
+        if self.on_exit is not None and not self._closing:
+            self.on_exit(message)
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
         assert proc.stderr is not None
@@ -210,6 +216,7 @@ class ChatClient:
         proc = self.proc
         if proc is None:
             return
+        self._closing = True
         if proc.poll() is None:
             self._write({"id": None, "op": "cancel", "target": None})
             self._write({"id": None, "op": "shutdown"})
@@ -241,6 +248,7 @@ class ChatClient:
             old.wait()
         self._fail_pending("The chat process was restarted.")
         self._stderr.clear()
+        self._closing = False
         self.start()
 
 

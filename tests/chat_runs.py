@@ -84,3 +84,14 @@ def make_run(trained: Path, *, state: str = "completed", final: bool = True):
     steps = checkpoint_steps(trained)
     run.write_status(state=state, step=STEPS if final else steps[-1], max_steps=STEPS)
     return run
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def shared_trained_run(tiny_model: Path, tmp_path_factory) -> Path:
+    """The trained tiny run, made once per test session whichever test module asks first."""
+    key = str(tiny_model)
+    if key not in _SHARED:
+        _SHARED[key] = train_tiny_run(tiny_model, tmp_path_factory.mktemp("tiny-trained"))[0]
+    return _SHARED[key]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from chat_runs import checkpoint_steps, make_run, train_tiny_run
+from chat_runs import checkpoint_steps, make_run, shared_trained_run
 from engine.chat_client import ChatClient, chat_targets, default_target, training_system_prompt
 
 TICKET = [{"role": "user", "content": "My order A123 never arrived and I want a refund."}]
@@ -18,7 +18,7 @@ TICKET = [{"role": "user", "content": "My order A123 never arrived and I want a 
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_model, tmp_path_factory):
     """A real worker run (engine.launch.start_run) of the tiny model, once per session."""
-    return train_tiny_run(tiny_model, tmp_path_factory.mktemp("tiny-trained"))[0]
+    return shared_trained_run(tiny_model, tmp_path_factory)
 
 
 @pytest.fixture
@@ -268,3 +268,18 @@ def _runs_dir():
     from engine.paths import runs_dir
 
     return runs_dir()
+
+
+def test_a_conversation_longer_than_the_context_drops_its_oldest_exchanges(client, tiny_run):
+    """The tiny model has a 512-token context: old exchanges are left out rather than failing."""
+    _load(client, run=tiny_run.id)
+    long_answer = "The order A123 is late and the customer wants a refund now. " * 12
+    history = []
+    for i in range(4):
+        history += [{"role": "user", "content": f"Question {i}: where is order A12{i}?"},
+                    {"role": "assistant", "content": long_answer}]
+    history.append({"role": "user", "content": "And now?"})
+    done = _generate(client, history, mode="tuned", max_new_tokens=64, min_new_tokens=64)[-1]
+    assert done["sides"]["tuned"]["dropped_turns"] >= 1 and done["sides"]["tuned"]["tokens"] == 64
+    too_long = list(client.generate([{"role": "user", "content": long_answer * 3}], mode="tuned", timeout=60))
+    assert too_long[-1]["type"] == "error" and "too long for the model's context of 512" in too_long[-1]["message"]
