@@ -35,12 +35,12 @@ class TunedeckApp(App):
     }
     DEFAULT_MODE = "home"
     BINDINGS = [
-        Binding("0", "switch_mode('home')", "Home", id="go-home"),
-        Binding("1", "switch_mode('data')", "Data", id="go-data"),
-        Binding("2", "switch_mode('method')", "Method", id="go-method"),
-        Binding("3", "switch_mode('train')", "Train", id="go-train"),
-        Binding("4", "switch_mode('chat')", "Chat", id="go-chat"),
-        Binding("5", "switch_mode('runs')", "Runs", id="go-runs"),
+        Binding("0", "switch_mode('home')", "Home", show=False, id="go-home"),
+        Binding("1", "switch_mode('data')", "Data", show=False, id="go-data"),
+        Binding("2", "switch_mode('method')", "Method", show=False, id="go-method"),
+        Binding("3", "switch_mode('train')", "Train", show=False, id="go-train"),
+        Binding("4", "switch_mode('chat')", "Chat", show=False, id="go-chat"),
+        Binding("5", "switch_mode('runs')", "Runs", show=False, id="go-runs"),
         Binding("question_mark,f1", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
