@@ -183,7 +183,10 @@ def verdict(rows: dict[str, dict], structured: bool, n: int) -> str:
         return "Not enough scores to compare fine-tuning with prompting."
     best, best_v = max(baselines, key=lambda cv: (cv[1], -CONDITIONS.index(cv[0])))
     diff = (ft - best_v) * 100
-    if diff >= 5:
+    if max(ft, best_v) < 0.05:
+        text = (f"No approach gets the answers right yet ({ft:.0%} {name} fine-tuned, {best_v:.0%} at best "
+                "by prompting): train longer or check the data before drawing conclusions.")
+    elif diff >= 5:
         text = (f"Fine-tuning was worth it: {ft:.0%} {name} against {best_v:.0%} for the best prompting "
                 f"alternative ({best}), {diff:+.0f} points.")
     elif diff <= -5:
@@ -333,6 +336,25 @@ def _load_models(model_ref: str, kind: str, folder: Path, say: Callable[[str], N
     return _Models(base.to(device).eval(), tuned.to(device).eval(), tokenizer, False, device)
 
 
+def _context_length(models: _Models) -> int | None:
+    config = (models.tuned if models.tuned is not None else models.base).config
+    config = getattr(config, "get_text_config", lambda: config)()
+    return getattr(config, "max_position_embeddings", None)
+
+
+def fit_shots(tokenizer, prompt: list[dict], shots: list, budget: int | None) -> list:
+    """As many of ``shots`` (the least relevant, i.e. last, dropped first) as fit in ``budget`` tokens."""
+    shots = list(shots)
+    if budget is None:
+        return shots
+    while shots:
+        text = tokenizer.apply_chat_template(with_shots(prompt, shots), tokenize=False, add_generation_prompt=True)
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= budget:
+            break
+        shots.pop()
+    return shots
+
+
 def masked_loss(models: _Models, which: str, encoded: list, *, batch_size: int, tick: Callable[[int], None]):
     """(mean loss per trained token, number of trained tokens) over pre-encoded examples."""
     import torch
@@ -448,15 +470,24 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     prompts = {c: [] for c in CONDITIONS}
     shots_fixed = [pool[i] for i in fixed_shots(pool, k, seed=0)]
     index = BM25([query_text(p) for p, _ in pool]) if pool and k > 0 else None
-    for prompt, _ in tasks:
-        prompts["zero-shot"].append(prompt)
-        prompts["fine-tuned"].append(prompt)
-        prompts["few-shot"].append(with_shots(prompt, shots_fixed))
-        near = index.top_k(query_text(prompt), k) if index else []
-        prompts["retrieval few-shot"].append(with_shots(prompt, [pool[i] for i in near]))
     if max_new_tokens is None:
         longest = max((len(tok(r, add_special_tokens=False)["input_ids"]) for r in references), default=32)
         max_new_tokens = min(1024, int(longest * 1.25) + 16)
+    context = _context_length(models)
+    dropped = 0
+    for prompt, _ in tasks:
+        prompts["zero-shot"].append(prompt)
+        prompts["fine-tuned"].append(prompt)
+        near = index.top_k(query_text(prompt), k) if index else []
+        for condition, shots in (("few-shot", shots_fixed), ("retrieval few-shot", [pool[i] for i in near])):
+            fitted = fit_shots(tok, prompt, shots, context - max_new_tokens if context else None)
+            dropped += len(shots) - len(fitted)
+            if condition == "retrieval few-shot":
+                fitted = fitted[::-1]  # the most similar example last, right before the question
+            prompts[condition].append(with_shots(prompt, fitted))
+    if dropped:
+        say(f"{dropped} few-shot examples were left out of prompts that would not fit the model's "
+            f"{context}-token context.")
 
     encoded = [encode(tok, e, max_length) for e in held_out]
     encoded = [e for e in encoded if e.trained_tokens]
@@ -515,6 +546,7 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
             for i, (prompt, ref) in enumerate(tasks)
         ],
         "max_new_tokens": max_new_tokens,
+        "shots_dropped": dropped,
         "seconds": round(time.time() - started, 1),
         "created": round(time.time(), 3),
     }
@@ -554,13 +586,19 @@ def _num(v, fmt="{:.3f}") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
 
 
-def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the comparison table, as strings (used by the CLI and the TUI)."""
+SHORT = {"exact match": "exact", "valid JSON": "JSON ok", "field accuracy": "fields", "eval loss": "loss",
+         "perplexity": "ppl"}
+
+
+def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison table, as strings (the CLI; the TUI with ``short`` headers)."""
     structured = result.get("structured")
     header = ["approach", "exact match"]
     if structured:
-        header += ["valid JSON", "field acc."]
+        header += ["valid JSON", "field accuracy"]
     header += ["eval loss", "perplexity"]
+    if short:
+        header = [SHORT.get(h, h) for h in header]
     rows = []
     for row in result.get("rows", []):
         cells = [row.get("label", "?"), _pct(row.get("exact_match"))]

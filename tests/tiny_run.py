@@ -47,3 +47,24 @@ def adapter_run(model_dir: Path, *, data: str = "demo", where: str = "adapter", 
     run.write_status(state="completed" if where == "adapter" else "stopped", step=5, max_steps=5,
                      started=now - 10, ended=now)
     return run
+
+
+def trained_run(model_dir: Path, *, max_steps: int = 30, timeout: float = 300, **overrides) -> Run:
+    """Train the tiny model for real through the engine (detached worker) and wait for the end."""
+    from engine.config import RunConfig
+    from engine.launch import start_run
+    from engine.runs import FINAL
+
+    settings = dict(model=str(model_dir), data="demo", method="lora", max_steps=max_steps, learning_rate=5e-3,
+                    batch_size=8, max_length=192, save_steps=max_steps, eval_steps=max_steps, logging_steps=5,
+                    lora={"r": 8, "alpha": 16, "dropout": 0.0, "targets": "all-linear"})
+    settings.update(overrides)
+    run = start_run(RunConfig.from_dict(settings))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        info = run.info()
+        if info.state in FINAL:
+            assert info.state == "completed", f"{info.state}: {info.message}\n" + "\n".join(run.log_tail(30))
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"run {run.id} did not finish in {timeout} s:\n" + "\n".join(run.log_tail(30)))

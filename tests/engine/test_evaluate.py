@@ -160,8 +160,158 @@ def test_table_rows_and_text():
         ],
     }
     header, rows = ev.table_rows(result)
-    assert header == ["approach", "exact match", "valid JSON", "field acc.", "eval loss", "perplexity"]
+    assert header == ["approach", "exact match", "valid JSON", "field accuracy", "eval loss", "perplexity"]
+    assert ev.table_rows(result, short=True)[0] == ["approach", "exact", "JSON ok", "fields", "loss", "ppl"]
     assert rows[0] == ["base, zero-shot", "0%", "50%", "25%", "2.000", "7.39"]
     assert rows[1][1:4] == ["100%", "100%", "100%"]
     text = ev.format_table(result)
     assert "Fine-tuning was worth it." in text and "Per-field accuracy" in text
+
+
+# --- the evaluation split ------------------------------------------------------------------------
+
+
+def _write_data(path, n):
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
+                                             {"role": "assistant", "content": f"answer {i}"}]}) + "\n")
+    return str(path)
+
+
+def test_eval_rows_are_the_ones_the_worker_held_out(tmp_path):
+    data = _write_data(tmp_path / "d.jsonl", 20)
+    train, held, where = ev.eval_examples({"model": "demo", "data": data, "eval_split": 0.25, "seed": 7})
+    assert len(held) == 5 and len(train) == 15 and where == "held-out 25% of the training data"
+    assert not {json.dumps(e) for e in held} & {json.dumps(e) for e in train}
+    _, held_again, _ = ev.eval_examples({"model": "demo", "data": data, "eval_split": 0.25, "seed": 7})
+    assert held_again == held  # seeded: the same rows every time
+    _, demo_held, where = ev.eval_examples({"model": "demo", "data": "demo", "eval_steps": 0})
+    assert len(demo_held) == 60 and where == "validation split"  # never trained on, even without eval steps
+    _, nothing, _ = ev.eval_examples({"model": "demo", "data": data, "eval_steps": 0})
+    assert nothing == []  # everything was trained on: nothing unseen to evaluate
+
+
+# --- a real evaluation of a trained tiny run -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory):
+    """The tiny model trained for real by the engine's detached worker (module-wide, trained once)."""
+    import os
+
+    from tiny_run import trained_run
+
+    home = tmp_path_factory.mktemp("eval-home")
+    old = os.environ.get("TUNEDECK_HOME")
+    os.environ["TUNEDECK_HOME"] = str(home)
+    try:
+        run = trained_run(tiny_model, max_steps=30)
+    finally:
+        if old is None:
+            os.environ.pop("TUNEDECK_HOME", None)
+        else:
+            os.environ["TUNEDECK_HOME"] = old
+    return run
+
+
+def _independent(run, tiny_model, n, max_new_tokens):
+    """Loss and greedy answers computed the plain way: one example at a time, HF's own loss."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.data import load_examples
+    from engine.data.encode import encode
+
+    tok = AutoTokenizer.from_pretrained(str(run.adapter_dir))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(run.adapter_dir))
+    model.eval()
+    examples = load_examples("demo", split="validation")[:n]
+    out = {}
+    for which in ("base", "tuned"):
+        total = count = 0.0
+        answers = []
+        ctx = model.disable_adapter() if which == "base" else torch.no_grad()
+        with ctx, torch.no_grad():
+            for ex in examples:
+                enc = encode(tok, ex, 192)
+                ids = torch.tensor([enc.input_ids])
+                labels = torch.tensor([[t if m else -100 for t, m in zip(enc.input_ids, enc.trained)]])
+                n_tokens = sum(enc.trained[1:])
+                total += float(model(input_ids=ids, labels=labels).loss) * n_tokens
+                count += n_tokens
+                prompt = tok.apply_chat_template(ex["messages"][:-1], tokenize=False, add_generation_prompt=True)
+                p = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+                gen = model.generate(input_ids=p, attention_mask=torch.ones_like(p), max_new_tokens=max_new_tokens,
+                                     do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                new = gen[0, p.shape[1]:].tolist()
+                if tok.eos_token_id in new:
+                    new = new[: new.index(tok.eos_token_id)]
+                answers.append(tok.decode(new, skip_special_tokens=True).strip())
+        out[which] = (total / count, answers)
+    return examples, out
+
+
+def test_eval_of_a_trained_run_matches_an_independent_computation(trained, tiny_model):
+    n = 6
+    result = ev.evaluate_run(str(trained.dir), limit=n, k=2)
+    assert result["scored"] == n and result["weights"] == "adapter" and result["structured"] is True
+    examples, plain = _independent(trained, tiny_model, n, result["max_new_tokens"])
+
+    base, tuned = result["loss"]["base"], result["loss"]["fine-tuned"]
+    assert base["eval_loss"] == pytest.approx(plain["base"][0], rel=1e-4)
+    assert tuned["eval_loss"] == pytest.approx(plain["tuned"][0], rel=1e-4)
+    assert tuned["perplexity"] == pytest.approx(math.exp(tuned["eval_loss"]))
+    assert tuned["eval_loss"] < base["eval_loss"] - 0.5  # 30 steps of real training moved it a lot
+
+    samples = result["samples"]
+    assert [s["reference"] for s in samples] == [e["messages"][-1]["content"] for e in examples]
+    assert [s["answers"]["fine-tuned"] for s in samples] == plain["tuned"][1]  # batched == one by one
+    assert [s["answers"]["zero-shot"] for s in samples] == plain["base"][1]
+
+    rows = {r["label"]: r for r in result["rows"]}
+    for condition, label in ev.LABELS.items():
+        answers = [s["answers"][condition] for s in samples]
+        refs = [s["reference"] for s in samples]
+        # exact match and valid JSON counted by hand from the answers the run recorded
+        assert rows[label]["exact_match"] == sum(a.strip() == r for a, r in zip(answers, refs)) / n
+        assert rows[label]["json_valid"] == sum(_is_json_object(a) for a in answers) / n
+    saved = json.loads((trained.dir / "eval.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+
+
+def _is_json_object(text):
+    try:
+        return isinstance(json.loads(text), (dict, list))
+    except ValueError:
+        return False
+
+
+def test_eval_cli_streams_progress_then_the_result(trained):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "engine", "eval", str(trained.dir), "--json", "--progress",
+                           "--limit", "3", "--k", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert events[-1]["type"] == "result" and events[-1]["scored"] == 3 and events[-1]["k"] == 1
+    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(e["type"] == "status" for e in events)
+
+
+def test_eval_refuses_a_run_without_weights_in_one_sentence(tiny_model):
+    import subprocess
+    import sys
+
+    from engine.runs import create_run
+    from tiny_run import config_yaml
+
+    run = create_run(config_yaml(tiny_model), model="tiny", method="lora")
+    proc = subprocess.run([sys.executable, "-m", "engine", "eval", run.id], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tunedeck:")]
+    assert len(lines) == 1 and "no trained weights yet" in lines[0]

@@ -1,8 +1,343 @@
-from .coming import ComingScreen
+"""Runs: every run in a sortable table; monitor, chat with, evaluate, export, delete or compare them.
+
+The table is refreshed every few seconds from the run store off the UI thread. Evaluation and
+export run ``tunedeck eval|export`` in a child process (tui/engine_process.py), so no ML library is
+imported here; evaluation progress streams back as JSON lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape as _escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Static, TabbedContent, TabPane
+
+from engine.evaluate import saved_result, weights_of
+from engine.errors import TunedeckError
+from engine.runs import ALIVE, Run
+
+from ..engine_process import EngineProcessError, run_json, stream_json
+from ..widgets.eval_table import EvalPanel
+from ..widgets.loss_overlay import LossOverlay, curves_of
+from ..widgets.runs_table import RunRow, RunsTable, format_duration, short_ref
+from .base import AreaScreen
+from .confirm import ConfirmScreen
+from .export_run import ExportRequest, ExportRunScreen
+
+REFRESH_SECONDS = 3.0
 
 
-class RunsScreen(ComingScreen):
+class RunsScreen(AreaScreen):
     AREA = "runs"
-    TITLE_TEXT = "Runs"
-    PLAN = ("  • history of runs, re-attach, resume, export\n"
-            "  • evaluation against prompting and retrieval baselines")
+    DEFAULT_CSS = """
+    RunsScreen #runs-body { height: 1fr; }
+    RunsScreen #runs-empty { height: auto; padding: 1 2; color: $text-muted; display: none; }
+    RunsScreen #runs-empty.-shown { display: block; }
+    RunsScreen #runs-tabs { height: 1fr; min-height: 9; }
+    RunsScreen #runs-tabs ContentSwitcher { height: 1fr; }
+    RunsScreen TabPane { padding: 0; height: 1fr; }
+    RunsScreen #run-details { padding: 0 1; height: 1fr; }
+    RunsScreen #run-details .-bad { color: $error; }
+    """
+    BINDINGS = [
+        Binding("enter", "monitor", "Monitor", id="runs-monitor", show=False),
+        Binding("m", "monitor", "Monitor", id="runs-monitor-m"),
+        Binding("c", "chat", "Chat", id="runs-chat"),
+        Binding("e", "evaluate", "Eval", id="runs-eval"),
+        Binding("x", "export", "Export", id="runs-export"),
+        Binding("d,delete", "delete", "Delete", id="runs-delete"),
+        Binding("space", "mark", "Mark", id="runs-mark"),
+        Binding("v", "compare", "Compare", id="runs-compare"),
+        Binding("r", "refresh", "Refresh", id="runs-refresh", show=False),
+    ]
+
+    eval_limit: int | None = None  # score only the first N validation examples (None: all)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_running: str | None = None  # the run being evaluated
+        self._loaded = False
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="runs-body"):
+            yield Static(
+                "No runs yet. Start one from Train (3), or `tunedeck train --model demo --data demo --max-steps 20`.",
+                id="runs-empty",
+            )
+            yield RunsTable(id="runs-table")
+            with TabbedContent(id="runs-tabs", initial="tab-details"):
+                with TabPane("Details", id="tab-details"):
+                    yield Static("", id="run-details")
+                with TabPane("Evaluation", id="tab-eval"):
+                    yield EvalPanel(id="eval-panel")
+                with TabPane("Compare", id="tab-compare"):
+                    yield LossOverlay(id="overlay")
+
+    # --- refresh ---------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.query_one(EvalPanel).show_empty("Select a run and press e to score it against prompting baselines.")
+        self.load_runs()
+        self.set_interval(REFRESH_SECONDS, self.load_runs)
+        self.query_one(RunsTable).focus()
+
+    def on_screen_resume(self) -> None:
+        self.load_runs()
+
+    def action_refresh(self) -> None:
+        self.load_runs()
+
+    @work(thread=True, exclusive=True, group="runs-refresh")
+    def load_runs(self) -> None:
+        try:
+            rows = RunRow.collect()
+        except Exception as exc:  # a broken store must not take the screen down
+            self.app.call_from_thread(self.notify, f"Could not read the runs: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self._show_rows, rows)
+
+    def _show_rows(self, rows: list[RunRow]) -> None:
+        table = self.query_one(RunsTable)
+        first = not self._loaded
+        self._loaded = True
+        table.set_rows(rows)
+        self.query_one("#runs-empty").set_class(not rows, "-shown")
+        if first and self.project.run_id and self.project.run_id in table.order:
+            table.move_cursor(row=table.order.index(self.project.run_id), animate=False)
+        self._show_details(table.current)
+        if self.query_one(TabbedContent).active == "tab-compare":
+            self.load_curves()
+
+    @property
+    def selected(self) -> RunRow | None:
+        return self.query_one(RunsTable).current
+
+    def on_runs_table_highlighted(self, message: RunsTable.Highlighted) -> None:
+        self._show_details(message.row)
+        if self.eval_running is None:
+            self._show_saved_eval(message.row)
+        if self.query_one(TabbedContent).active == "tab-compare":
+            self.load_curves()
+
+    def _show_details(self, row: RunRow | None) -> None:
+        details = self.query_one("#run-details", Static)
+        if row is None:
+            details.update("")
+            return
+        steps = f"{row.step}/{row.max_steps}" if row.max_steps else str(row.step)
+        best = f"{row.best_eval_loss:.4f}" if isinstance(row.best_eval_loss, (int, float)) else "—"
+        lines = [
+            f"[b]{row.id}[/b]  {row.state}  step {steps}  best eval loss {best}  {format_duration(row.duration)}",
+            f"model {short_ref(row.model)}  data {short_ref(row.data)}  method {row.method or '—'}",
+            f"[dim]{row.dir}[/]",
+        ]
+        if row.message:
+            style = "$error" if row.state in ("failed", "crashed") else "$text-muted"
+            lines.append(f"[{style}]{_escape(row.message)}[/]")
+        if row.state in ("failed", "crashed"):
+            tail = Run(_path(row.dir)).log_tail(4)
+            lines += [f"[dim]{_escape(line[:200])}[/]" for line in tail]
+        details.update("\n".join(lines))
+
+    def _show_saved_eval(self, row: RunRow | None) -> None:
+        panel = self.query_one(EvalPanel)
+        result = saved_result(_path(row.dir)) if row else None
+        if result:
+            panel.show_result(result)
+        elif row:
+            panel.show_empty(f"{row.id} has not been evaluated yet: press e to score it against zero-shot, "
+                             "few-shot and retrieval few-shot prompting of its base model.")
+
+    # --- monitor / chat ----------------------------------------------------------------------------
+    def _need_run(self) -> RunRow | None:
+        row = self.selected
+        if row is None:
+            self.notify("No run selected: start one from Train (3).", severity="warning")
+        return row
+
+    def action_monitor(self) -> None:
+        row = self._need_run()
+        if row:
+            self.project.run_id = row.id
+            self.app.switch_mode("train")
+
+    def on_data_table_row_selected(self, event) -> None:
+        event.stop()
+        self.action_monitor()
+
+    def action_chat(self) -> None:
+        row = self._need_run()
+        if row is None:
+            return
+        if not self._has_weights(row):
+            self.notify(f"{row.id} has no adapter or checkpoint yet, so there is nothing to chat with; "
+                        "wait for its first checkpoint.", severity="warning")
+            return
+        self.project.run_id = row.id
+        self.app.switch_mode("chat")
+
+    def _has_weights(self, row: RunRow) -> bool:
+        try:
+            weights_of(Run(_path(row.dir)))
+            return True
+        except TunedeckError:
+            return False
+
+    # --- evaluate ----------------------------------------------------------------------------------
+    def action_evaluate(self) -> None:
+        row = self._need_run()
+        if row is None:
+            return
+        if self.eval_running:
+            self.notify(f"Already evaluating {self.eval_running}; one evaluation at a time.", severity="warning")
+            return
+        try:
+            weights_of(Run(_path(row.dir)))
+        except TunedeckError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.eval_running = row.id
+        self.query_one(TabbedContent).active = "tab-eval"
+        panel = self.query_one(EvalPanel)
+        panel.show_empty(f"Evaluating {row.id}: starting a helper process…")
+        panel.show_progress(0.0)
+        self.run_eval(row.id)
+
+    @work(thread=True, exclusive=True, group="runs-eval")
+    def run_eval(self, run_id: str) -> None:
+        call = self.app.call_from_thread
+        panel = self.query_one(EvalPanel)
+        try:
+            args = ["eval", run_id, "--json", "--progress"]
+            if self.eval_limit:
+                args += ["--limit", str(self.eval_limit)]
+            for event in stream_json(args):
+                kind = event.get("type")
+                if kind == "status":
+                    call(panel.show_progress, None, f"{run_id}: {event.get('message', '')}")
+                elif kind == "progress":
+                    call(panel.show_progress, event.get("fraction"), None)
+                elif kind == "result":
+                    call(self._eval_done, run_id, event, None)
+                    return
+            call(self._eval_done, run_id, None, "The evaluation ended without a result.")
+        except EngineProcessError as exc:
+            call(self._eval_done, run_id, None, str(exc))
+        except Exception as exc:  # the helper could not even start
+            call(self._eval_done, run_id, None, f"Could not run the evaluation: {exc}")
+
+    def _eval_done(self, run_id: str, result: dict | None, error: str | None) -> None:
+        self.eval_running = None
+        panel = self.query_one(EvalPanel)
+        current = self.selected
+        if error:
+            panel.show_error(f"Evaluation of {run_id} failed: {error}")
+            self.notify(error, title="Evaluation failed", severity="error")
+            return
+        if current is None or current.id == run_id:
+            panel.show_result(result, fresh=True)
+        self.notify(result.get("verdict", "Evaluation finished."), title=f"Evaluated {run_id}", timeout=8)
+
+    # --- export ------------------------------------------------------------------------------------
+    def action_export(self) -> None:
+        row = self._need_run()
+        if row is None:
+            return
+        try:
+            kind, folder = weights_of(Run(_path(row.dir)))
+        except TunedeckError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        full = not (folder / "adapter_config.json").is_file()
+
+        def chosen(request: ExportRequest | None) -> None:
+            if request is not None:
+                self.notify(f"Exporting {request.run_id} to {request.to}…", timeout=4)
+                self.run_export(request)
+
+        self.app.push_screen(ExportRunScreen(row.id, full=full), chosen)
+
+    @work(thread=True, group="runs-export")
+    def run_export(self, request: ExportRequest) -> None:
+        try:
+            result = run_json(request.args())
+        except EngineProcessError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Export failed", severity="error")
+            return
+        what = {"adapter": "adapter", "merged": "merged model", "model": "model"}.get(result.get("export"), "run")
+        text = f"Wrote the {what} of {result.get('run')} to {result.get('to')}."
+        if result.get("trl_config"):
+            text += f" `trl sft --config {result['trl_config']['config']}` reproduces the run."
+        self.app.call_from_thread(self.notify, text, title="Exported", timeout=10)
+
+    # --- delete ------------------------------------------------------------------------------------
+    def action_delete(self) -> None:
+        row = self._need_run()
+        if row is None:
+            return
+        if row.state in ALIVE:
+            self.notify(f"{row.id} is still {row.state}; stop it from Train (3) before deleting it.",
+                        severity="warning")
+            return
+        body = (f"This removes the run folder {row.dir}: its config, logs, checkpoints and "
+                f"{'model' if row.method == 'full' else 'adapter'}. Your data ({short_ref(row.data)}) and base "
+                f"model ({short_ref(row.model)}) are not touched.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.delete(row.id)
+
+        self.app.push_screen(ConfirmScreen(f"Delete {row.id}?", body), answered)
+
+    @work(thread=True, group="runs-delete")
+    def delete(self, run_id: str) -> None:
+        from engine.commands.delete import delete_run
+
+        try:
+            text = delete_run(run_id)
+        except TunedeckError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        if self.project.run_id == run_id:
+            self.project.run_id = None
+        self.app.call_from_thread(self.notify, text, timeout=4)
+        self.app.call_from_thread(self.load_runs)
+
+    # --- compare -----------------------------------------------------------------------------------
+    def action_mark(self) -> None:
+        marked = self.query_one(RunsTable).toggle_mark()
+        if len(marked) == 2:
+            self.action_compare()
+        elif self.query_one(TabbedContent).active == "tab-compare":
+            self.load_curves()
+
+    def action_compare(self) -> None:
+        self.query_one(TabbedContent).active = "tab-compare"
+        self.load_curves()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-compare":
+            self.load_curves()
+
+    def compare_ids(self) -> list[str]:
+        """The marked runs (two at most); with fewer than two marked, the highlighted run joins them."""
+        table = self.query_one(RunsTable)
+        ids = list(table.marked)
+        if len(ids) < 2 and table.current and table.current.id not in ids:
+            ids.append(table.current.id)
+        return ids[:2]
+
+    @work(thread=True, exclusive=True, group="runs-curves")
+    def load_curves(self) -> None:
+        table = self.query_one(RunsTable)
+        ids = self.compare_ids()
+        curves = [curves_of(table.rows_by_id[i].dir) for i in ids if i in table.rows_by_id]
+        hint = "" if len(table.marked) >= 2 else "space marks runs to compare (two at most)"
+        self.app.call_from_thread(self.query_one(LossOverlay).set_curves, curves, hint)
+
+
+def _path(text: str) -> Path:
+    return Path(text)

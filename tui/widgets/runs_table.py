@@ -1,0 +1,231 @@
+"""Every run in one sortable table: id, created, model, data, method, status, steps, best eval loss,
+duration. Rows are ``RunRow`` values built off the UI thread (``RunRow.collect``); ``set_rows``
+updates cells in place and rebuilds only when the set or the order of runs changed, so the cursor
+stays on the same run across refreshes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from .run_header import theme_colour
+
+# (key, label, width hint)
+COLUMNS = [
+    ("mark", " ", 1),
+    ("id", "run", 0),
+    ("state", "status", 9),
+    ("steps", "steps", 0),
+    ("best", "best eval", 9),
+    ("duration", "duration", 8),
+    ("method", "method", 6),
+    ("model", "model", 0),
+    ("data", "data", 0),
+    ("created", "created", 11),
+]
+SORTABLE = [key for key, _, _ in COLUMNS if key != "mark"]
+STATE_COLOUR = {
+    "running": "accent", "starting": "accent", "stopping": "warning", "completed": "success",
+    "stopped": "warning", "failed": "error", "crashed": "error",
+}
+
+
+def short_ref(ref: str | None) -> str:
+    """A model or data reference as people read it: the file or folder name, not the whole path."""
+    if not ref:
+        return "—"
+    return (Path(ref).name or ref) if Path(ref).is_absolute() else ref
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    dir: str
+    created: float | None
+    model: str | None
+    data: str | None
+    method: str | None
+    state: str
+    step: int
+    max_steps: int | None
+    best_eval_loss: float | None
+    duration: float | None
+    message: str | None
+
+    @classmethod
+    def collect(cls) -> list["RunRow"]:
+        """Every run in the store (reads files only; call it off the UI thread)."""
+        from engine.runs import Run, list_runs
+
+        now = time.time()
+        rows = []
+        for info in list_runs():
+            status = Run(info.dir).read_status()
+            started = status.get("started") or info.created
+            if info.state in ("running", "starting", "stopping"):
+                end = now
+            else:  # a crashed run never wrote "ended": its last sign of life is its last event
+                end = status.get("ended") or max(info.updated or 0, _mtime(Path(info.dir) / "events.jsonl")) or None
+            duration = (end - started) if (started and end) else None
+            rows.append(cls(
+                id=info.id, dir=str(info.dir), created=info.created, model=info.model, data=info.data,
+                method=info.method, state=info.state, step=info.step, max_steps=info.max_steps,
+                best_eval_loss=info.best_eval_loss, duration=duration, message=info.message,
+            ))
+        return rows
+
+    def sort_value(self, key: str):
+        """A value that orders well for column ``key`` (missing values last)."""
+        value = {
+            "id": self.id, "created": self.created, "model": short_ref(self.model), "data": short_ref(self.data),
+            "method": self.method, "state": self.state, "steps": self.step, "best": self.best_eval_loss,
+            "duration": self.duration,
+        }[key]
+        return (value is None, value if value is not None else 0)
+
+    def cells(self, app=None, marked: bool = False) -> list:
+        colour = theme_colour(app, STATE_COLOUR.get(self.state, "foreground")) if app else ""
+        steps = f"{self.step}/{self.max_steps}" if self.max_steps else str(self.step)
+        created = time.strftime("%m-%d %H:%M", time.localtime(self.created)) if self.created else "—"
+        best = f"{self.best_eval_loss:.4f}" if isinstance(self.best_eval_loss, (int, float)) else "—"
+        cells = {
+            "mark": Text("●" if marked else " ", style=theme_colour(app, "accent") if app else ""),
+            "id": self.id, "state": Text(self.state, style=colour), "steps": steps,
+            "best": best, "duration": format_duration(self.duration),
+            "method": self.method or "—", "model": short_ref(self.model), "data": short_ref(self.data),
+            "created": created,
+        }
+        return [cells[key] for key, _, _ in COLUMNS]
+
+
+def sort_rows(rows: list[RunRow], key: str, reverse: bool) -> list[RunRow]:
+    return sorted(rows, key=lambda r: r.sort_value(key), reverse=reverse)
+
+
+class RunsTable(DataTable):
+    """The table; posts ``Highlighted`` with the run under the cursor as it moves."""
+
+    DEFAULT_CSS = """
+    RunsTable { height: auto; max-height: 50%; min-height: 4; }
+    RunsTable > .datatable--header { text-style: bold; color: $text; }
+    """
+    BINDINGS = [
+        Binding("s", "cycle_sort", "Sort", id="runs-sort"),
+    ]
+
+    class Highlighted(Message):
+        def __init__(self, row: RunRow | None) -> None:
+            super().__init__()
+            self.row = row
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.rows_by_id: dict[str, RunRow] = {}
+        self.order: list[str] = []
+        self.marked: list[str] = []
+        self.sort_key, self.sort_reverse = "created", True  # newest first
+
+    def on_mount(self) -> None:
+        for key, label, _ in COLUMNS:
+            self.add_column(self._label(key, label), key=key)
+
+    def _label(self, key: str, label: str) -> Text:
+        """The header label, with room for the sort arrow kept on every column so widths never change."""
+        if key == "mark":
+            return Text(label)
+        if key == self.sort_key:
+            return Text(f"{label} {'▼' if self.sort_reverse else '▲'}")
+        return Text(f"{label}  ")
+
+    @property
+    def current(self) -> RunRow | None:
+        if not self.order or self.cursor_row < 0 or self.cursor_row >= len(self.order):
+            return None
+        return self.rows_by_id.get(self.order[self.cursor_row])
+
+    def set_rows(self, rows: list[RunRow]) -> None:
+        current = self.current.id if self.current else None
+        ordered = sort_rows(rows, self.sort_key, self.sort_reverse)
+        new_order = [r.id for r in ordered]
+        self.marked = [m for m in self.marked if m in new_order]
+        old = self.rows_by_id
+        self.rows_by_id = {r.id: r for r in ordered}
+        if new_order == self.order:
+            for row in ordered:
+                if old.get(row.id) != row:
+                    self._update_row(row)
+        else:
+            self.clear()
+            for row in ordered:
+                self.add_row(*row.cells(self.app, row.id in self.marked), key=row.id)
+            self.order = new_order
+            if current in new_order:
+                self.move_cursor(row=new_order.index(current), animate=False)
+        self.post_message(self.Highlighted(self.current))
+
+    def _update_row(self, row: RunRow) -> None:
+        for (key, _, _), cell in zip(COLUMNS, row.cells(self.app, row.id in self.marked)):
+            self.update_cell(row.id, key, cell)
+
+    def sort_by(self, key: str, reverse: bool | None = None) -> None:
+        if key not in SORTABLE:
+            return
+        if reverse is None:
+            reverse = (not self.sort_reverse) if key == self.sort_key else key in ("created", "duration", "steps")
+        self.sort_key, self.sort_reverse = key, reverse
+        for ckey, label, _ in COLUMNS:
+            self.columns[ckey].label = self._label(ckey, label)
+        self.order = []  # force a rebuild in the new order
+        self.set_rows(list(self.rows_by_id.values()))
+        self.refresh()
+
+    def action_cycle_sort(self) -> None:
+        i = SORTABLE.index(self.sort_key) if self.sort_key in SORTABLE else -1
+        self.sort_by(SORTABLE[(i + 1) % len(SORTABLE)])
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.sort_by(str(event.column_key.value))
+
+    def toggle_mark(self) -> list[str]:
+        """Mark or unmark the run under the cursor for comparison (two at most: the oldest mark goes)."""
+        row = self.current
+        if row is None:
+            return self.marked
+        if row.id in self.marked:
+            self.marked.remove(row.id)
+        else:
+            self.marked.append(row.id)
+            if len(self.marked) > 2:
+                dropped = self.marked.pop(0)
+                if dropped in self.rows_by_id:
+                    self._update_row(self.rows_by_id[dropped])
+        self._update_row(row)
+        return list(self.marked)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.post_message(self.Highlighted(self.rows_by_id.get(str(event.row_key.value))))
