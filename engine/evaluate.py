@@ -462,7 +462,10 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     references = [answer for _, answer in tasks]
     structured = is_structured(references)
 
+    timings: dict[str, float] = {}
+    mark = time.time()
     models = _load_models(config["model"], kind, folder, say)
+    timings["load"] = round(time.time() - mark, 2)
     tok = models.tokenizer
     max_length = run_config(config, str(run.config_path)).max_length
 
@@ -507,8 +510,10 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     losses = {}
     for _, which, _ in steps[:2]:
         say(f"Eval loss of the {which} model on {len(encoded)} examples…")
+        mark = time.time()
         loss, tokens = masked_loss(models, "base" if which == "base" else "tuned", encoded,
                                    batch_size=batch_size, tick=ticker(f"loss ({which})"))
+        timings[f"loss ({which})"] = round(time.time() - mark, 2)
         losses[which] = {"eval_loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"),
                          "tokens": tokens}
 
@@ -517,8 +522,10 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     for condition in CONDITIONS if tasks else ():
         say(f"Generating answers: {LABELS[condition]} ({len(tasks)} questions)…")
         which = "tuned" if condition == "fine-tuned" else "base"
+        mark = time.time()
         answers[condition] = generate(models, which, prompts[condition], max_new_tokens=max_new_tokens,
                                       batch_size=batch_size, tick=ticker(condition))
+        timings[condition] = round(time.time() - mark, 2)
         rows[condition] = {"label": LABELS[condition],
                            **score_answers(answers[condition], references, structured=structured).to_dict()}
     for condition, which in (("zero-shot", "base"), ("fine-tuned", "fine-tuned")):
@@ -548,6 +555,7 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
         "max_new_tokens": max_new_tokens,
         "shots_dropped": dropped,
         "seconds": round(time.time() - started, 1),
+        "timings": timings,
         "created": round(time.time(), 3),
     }
     if save:
