@@ -185,7 +185,9 @@ class RunsTable(DataTable):
             self.order = new_order
             if current in new_order:
                 self.move_cursor(row=new_order.index(current), animate=False)
-        self.post_message(self.Highlighted(self.current))
+        now = self.current.id if self.current else None
+        if now != current:
+            self.post_message(self.Highlighted(self.current))
 
     def _update_row(self, row: RunRow) -> None:
         for (key, _, _), cell in zip(COLUMNS, row.cells(self.app, row.id in self.marked)):
