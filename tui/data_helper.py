@@ -148,3 +148,40 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class LatestOnly:
+    """One background thread that runs ``fn`` on the most recent item submitted, dropping the ones
+    overtaken while it was busy (holding ↓ down renders only the row it stops on). It does not
+    occupy the shared worker pool while it waits for a slow helper."""
+
+    def __init__(self, fn, name: str = "latest-only") -> None:
+        self._fn = fn
+        self._cond = threading.Condition()
+        self._item = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item) -> None:
+        with self._cond:
+            self._item = item
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._item is None and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                item, self._item = self._item, None
+            try:
+                self._fn(item)
+            except Exception:  # a failed item must not end the thread; fn reports its own errors
+                pass

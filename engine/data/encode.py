@@ -14,6 +14,8 @@ characters fall in a trained span is marked.
 
 from __future__ import annotations
 
+import bisect
+import operator
 from dataclasses import dataclass, field
 
 # Used when a tokenizer has no chat template of its own (base models): ChatML, which is also
@@ -69,7 +71,8 @@ def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int,
             search_from = _advance(full, message["content"], search_from)
             continue
         before = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
-        through = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        # the conversation through the last turn is the whole conversation: no second render
+        through = full if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if full.startswith(through) and through.startswith(before):
             start, end = len(before), len(through)
         else:  # template is not prefix-stable (e.g. it rewrites earlier turns): find the content
@@ -106,13 +109,28 @@ def text_and_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]
 
 
 def _mask(offsets, spans: list[tuple[int, int]]) -> list[bool]:
+    """trained[k]: token k's characters overlap a trained span (and it has characters)."""
+    n = len(offsets)
+    if not n or not spans:
+        return [False] * n
+    starts = [o[0] for o in offsets]
+    ends = [o[1] for o in offsets]
+    if not (all(map(operator.le, starts, starts[1:])) and all(map(operator.le, ends, ends[1:]))):
+        return _mask_scan(offsets, spans)  # offsets out of order: the plain scan
+    trained = [False] * n
+    for span_start, span_end in spans:
+        a = bisect.bisect_right(ends, span_start)  # first token ending after the span starts
+        b = bisect.bisect_left(starts, span_end)  # first token starting at or after its end
+        for k in range(a, b):
+            if ends[k] > starts[k]:
+                trained[k] = True
+    return trained
+
+
+def _mask_scan(offsets, spans: list[tuple[int, int]]) -> list[bool]:
     trained = []
-    span_i = 0
     for start, end in offsets:
-        while span_i < len(spans) and spans[span_i][1] <= start:
-            span_i += 1
-        inside = span_i < len(spans) and start < spans[span_i][1] and end > spans[span_i][0]
-        trained.append(bool(inside) and end > start)
+        trained.append(end > start and any(start < e and end > s for s, e in spans))
     return trained
 
 

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import sys
 import threading
 from array import array
 from collections import OrderedDict
@@ -244,11 +245,44 @@ class JsonlSource(Source):
             data += b"\n"  # last line without a newline
             cut = len(data) - 1
         data = data[: cut + 1]
-        offset = self._pos
-        offsets, lines, line_no = self._offsets, self._lines, self._line_no
+        self._index_lines(data)
+
+    def _index_lines(self, data: bytes) -> None:
+        """Record the start of every non-blank line of ``data`` (whole lines, from ``self._pos``).
+        The first chunk is done in plain Python (no numpy import before the first rows); the rest
+        vectorised with numpy, so a background index hardly holds the GIL the UI thread needs."""
+        if self._pos == 0 and "numpy" not in sys.modules:
+            return self._index_lines_py(data)
+        import numpy as np
+
+        arr = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(arr == 10)
+        starts = np.empty(len(ends), dtype=np.int64)
+        if len(ends):
+            starts[0] = 0
+            starts[1:] = ends[:-1] + 1
+        first = arr[np.minimum(starts, max(0, len(arr) - 1))] if len(arr) else arr
+        # only short lines or lines starting with a space, tab, CR or BOM byte can be blank
+        maybe_blank = np.flatnonzero(
+            (ends - starts <= 3) | (first == 32) | (first == 9) | (first == 13) | (first == 0xEF)
+        )
+        keep = np.ones(len(ends), dtype=bool)
+        for k in maybe_blank.tolist():
+            line = data[starts[k] : ends[k]].strip()
+            if not line or (self._pos == 0 and k == 0 and line == BOM):
+                keep[k] = False
+        self._offsets.frombytes((starts[keep] + self._pos).astype(np.int64).tobytes())
+        self._lines.frombytes((np.flatnonzero(keep) + (self._line_no + 1)).astype(np.int64).tobytes())
+        self._line_no += len(ends)
+        self._pos = min(self._pos + len(data), self.size)
+
+    def _index_lines_py(self, data: bytes) -> None:
+        offset, line_no = self._pos, self._line_no
+        offsets, lines = self._offsets, self._lines
         for line in data.split(b"\n")[:-1]:
             line_no += 1
-            if line.strip() and (offset or line.strip() != BOM):
+            bare = line.strip()
+            if bare and not (offset == 0 and bare == BOM):
                 offsets.append(offset)
                 lines.append(line_no)
             offset += len(line) + 1

@@ -74,3 +74,20 @@ def test_a_file_without_final_newline_and_a_huge_line(tmp_path):
     src = open_source(str(path))
     src.scan()
     assert [len(src.get(i).record["text"]) for i in range(3)] == [1, 3 * CHUNK, 4]
+
+
+def test_python_and_numpy_indexes_agree(tmp_path):
+    """The first chunk is indexed in plain Python, the rest with numpy: same offsets, same lines."""
+    path = tmp_path / "mixed.jsonl"
+    body = b"\xef\xbb\xbf" + b"".join(
+        (b'{"text": "r%d"}' % i) + (b"\r\n" if i % 3 else b"\n") + (b"   \n" if i % 11 == 0 else b"") + (b"\n" if i % 17 == 0 else b"")
+        for i in range(5000)
+    )
+    path.write_bytes(body)
+    a, b = JsonlSource(path), JsonlSource(path)
+    a._index_lines_py(body)
+    import numpy  # noqa: F401  (once numpy is loaded, the first chunk is indexed with it too)
+
+    b._index_lines(body)
+    assert list(a._offsets) == list(b._offsets) and list(a._lines) == list(b._lines)
+    assert len(a._offsets) == 5000 and a._offsets[0] == 0 and a._lines[1] == 4  # lines 2 and 3 are blank

@@ -27,7 +27,7 @@ from engine.data import formats
 from engine.data.dataset import check, detect_file_format
 from engine.errors import TunedeckError
 
-from ..data_helper import ChildJobs, RenderHelper
+from ..data_helper import ChildJobs, LatestOnly, RenderHelper
 from ..engine_process import EngineProcessError
 from ..widgets.conversation_view import ConversationView
 from ..widgets.length_histogram import LengthHistogram
@@ -95,6 +95,7 @@ class DataScreen(AreaScreen):
         self._token_cache: dict[tuple, dict] = {}
         self._helper: RenderHelper | None = None
         self._jobs = ChildJobs()
+        self._renderer = LatestOnly(self._render_tokens, name="data-render")
         self._timings: dict[str, float] = {}
 
     # --- layout -------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class DataScreen(AreaScreen):
     def on_unmount(self) -> None:
         self._scan_stop.set()
         self._jobs.close()
+        self._renderer.stop()
         if self._helper is not None:
             helper, self._helper = self._helper, None
             threading.Thread(target=helper.close, daemon=True).start()
@@ -175,12 +177,19 @@ class DataScreen(AreaScreen):
         self.query_one(LengthHistogram).set_data(None, self.max_length)
         self._set_problems([])
         self._set_progress("open", "opening", None)
-        self._open(ref, self._gen, self._scan_stop)
+        _thread(self._open, ref, self._gen, self._scan_stop)
 
-    @work(thread=True, exclusive=True, group="data-open")
+    # Long jobs run in their own threads, not the shared worker pool, so quick jobs (the rows on
+    # screen) never wait behind them. Results come back through _ui, tagged with the generation.
+    def _ui(self, fn, *args) -> None:
+        try:
+            self.app.call_from_thread(fn, *args)
+        except RuntimeError:  # the app has gone
+            pass
+
     def _open(self, ref: str, gen: int, stop: threading.Event) -> None:
         if not engine_data.is_local(ref):
-            self.app.call_from_thread(
+            self._ui(
                 self._open_failed, gen, ref,
                 f"{ref} looks like a Hugging Face Hub dataset; the app opens local data: download it where there is "
                 "network and save it with save_to_disk (or export JSON Lines), then open that.",
@@ -190,23 +199,23 @@ class DataScreen(AreaScreen):
             source = engine_data.open_source(ref)
             file_format = detect_file_format(source)  # reads the first rows only
         except TunedeckError as exc:
-            self.app.call_from_thread(self._open_failed, gen, ref, str(exc))
+            self._ui(self._open_failed, gen, ref, str(exc))
             return
-        self.app.call_from_thread(self._opened, gen, ref, source, file_format)
+        self._ui(self._opened, gen, ref, source, file_format)
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
             now = time.perf_counter()
             if now - last[0] > 0.15 or done >= total:
                 last[0] = now
-                self.app.call_from_thread(self._scanned, gen, len(source), done / total if total else 1.0, False)
+                self._ui(self._scanned, gen, len(source), done / total if total else 1.0, False)
 
         try:
             source.scan(progress=progress, stop=stop)
         except TunedeckError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            self._ui(self.notify, str(exc), severity="error")
         if not stop.is_set():
-            self.app.call_from_thread(self._scanned, gen, len(source), 1.0, True)
+            self._ui(self._scanned, gen, len(source), 1.0, True)
 
     def _open_failed(self, gen: int, ref: str, message: str) -> None:
         if gen != self._gen:
@@ -234,7 +243,7 @@ class DataScreen(AreaScreen):
         self._timings["first_rows_known"] = time.perf_counter()
         self._set_progress("open", None)
         self._set_progress("scan", "indexing", 0.0)
-        self._inspect(ref, gen)
+        _thread(self._inspect, ref, gen)
         size = getattr(source, "size", 0) or 0
         if size < AUTO_STATS_BYTES:
             self.action_stats()
@@ -264,7 +273,7 @@ class DataScreen(AreaScreen):
         try:
             raws = source.rows(start, count)
         except (OSError, ValueError) as exc:
-            self.app.call_from_thread(self.notify, f"Cannot read {source.display}: {exc}", severity="error")
+            self._ui(self.notify, f"Cannot read {source.display}: {exc}", severity="error")
             return
         lines = []
         for raw in raws:
@@ -273,7 +282,7 @@ class DataScreen(AreaScreen):
                 lines.append(RowLine(raw.index, raw.where, True, formats.preview(checked.example, width=PREVIEW)))
             else:
                 lines.append(RowLine(raw.index, raw.where, False, checked.problem))
-        self.app.call_from_thread(self._rows_fetched, gen, lines)
+        self._ui(self._rows_fetched, gen, lines)
 
     def _rows_fetched(self, gen: int, lines: list[RowLine]) -> None:
         if gen != self._gen:
@@ -289,35 +298,41 @@ class DataScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="data-row")
     def _show_row(self, gen: int, source, file_format, index: int, max_length: int, model: str) -> None:
-        worker = get_current_worker()
-        time.sleep(0.05)  # holding a key down: only the row it stops on is rendered
-        if worker.is_cancelled:
-            return
         try:
             raw = source.get(index)
         except (IndexError, OSError) as exc:
-            self.app.call_from_thread(self.query_one(ConversationView).show_message, str(exc))
+            self._ui(self.query_one(ConversationView).show_message, str(exc))
+            return
+        if get_current_worker().is_cancelled:
             return
         checked = check(raw, file_format)
         where = f"{'line' if source.unit == 'line' else 'record'} {raw.where} · row {index + 1}"
-        self.app.call_from_thread(self._show_conversation, gen, where, checked, raw.text)
+        self._ui(self._show_conversation, gen, where, checked, raw.text)
         if checked.problem is not None:
-            self.app.call_from_thread(self._show_tokens, gen, index, None, "This row has a problem, so nothing in it is trained: " + checked.problem)
+            self._ui(self._show_tokens, gen, index, None, "This row has a problem, so nothing in it is trained: " + checked.problem)
             return
-        key = (index, max_length, model)
-        rendered = self._token_cache.get(key)
-        if rendered is None:
-            if self._helper is None or self._helper.model != model:
-                self.app.call_from_thread(self._show_tokens, gen, index, None, f"Loading the tokenizer of {model} …")
-            try:
-                helper = self._get_helper(model)
-                rendered = helper.request({"op": "render", "example": checked.example, "max_length": max_length})
-            except EngineProcessError as exc:
-                self.app.call_from_thread(self._show_tokens, gen, index, None, f"Cannot render with {model}: {exc}")
-                return
-            self._token_cache[key] = rendered
-        if not worker.is_cancelled:
-            self.app.call_from_thread(self._show_tokens, gen, index, rendered, None)
+        rendered = self._token_cache.get((index, max_length, model))
+        if rendered is not None:
+            self._ui(self._show_tokens, gen, index, rendered, None)
+        else:
+            self._renderer.submit((gen, index, checked.example, max_length, model))
+
+    def _render_tokens(self, item) -> None:
+        """On the render thread: the token view of one row through the warm helper."""
+        gen, index, example, max_length, model = item
+        if gen != self._gen:
+            return
+        if self._helper is None or self._helper.model != model:
+            self._ui(self._show_tokens, gen, index, None, f"Loading the tokenizer of {model} …")
+        try:
+            rendered = self._get_helper(model).request({"op": "render", "example": example, "max_length": max_length})
+        except EngineProcessError as exc:
+            self._ui(self._show_tokens, gen, index, None, f"Cannot render with {model}: {exc}")
+            return
+        if len(self._token_cache) > 500:
+            self._token_cache.clear()
+        self._token_cache[(index, max_length, model)] = rendered
+        self._ui(self._show_tokens, gen, index, rendered, None)
 
     def _get_helper(self, model: str) -> RenderHelper:
         if self._jobs.closed:
@@ -349,20 +364,18 @@ class DataScreen(AreaScreen):
                 self._timings["first_render"] = time.perf_counter()
 
     # --- checking every row (child process) -----------------------------------------------------
-    @work(thread=True, exclusive=True, group="data-inspect")
     def _inspect(self, ref: str, gen: int) -> None:
-        worker = get_current_worker()
-        self.app.call_from_thread(self._set_progress, "inspect", "checking rows", 0.0)
+        self._ui(self._set_progress, "inspect", "checking rows", 0.0)
         try:
             for event in self._jobs.stream("inspect", ["data", "inspect", ref, "--progress"], ok_codes=(0, 1)):
-                if worker.is_cancelled or gen != self._gen:
+                if gen != self._gen:
                     return
                 if event.get("event") == "progress":
-                    self.app.call_from_thread(self._set_progress, "inspect", "checking rows", event["fraction"])
+                    self._ui(self._set_progress, "inspect", "checking rows", event["fraction"])
                 elif event.get("event") == "report":
-                    self.app.call_from_thread(self._inspected, gen, event)
+                    self._ui(self._inspected, gen, event)
         except EngineProcessError as exc:
-            self.app.call_from_thread(self._inspect_failed, gen, str(exc))
+            self._ui(self._inspect_failed, gen, str(exc))
 
     def _inspected(self, gen: int, report: dict) -> None:
         if gen != self._gen:
@@ -417,28 +430,26 @@ class DataScreen(AreaScreen):
         if self.source is None or self.ref is None:
             return
         self.query_one("#data-stats-text", Static).update(f"Counting tokens with the tokenizer of {self.model} …")
-        self._stats(self.ref, self.model or self.project.model, self.max_length, self._gen)
+        _thread(self._stats, self.ref, self.model or self.project.model, self.max_length, self._gen)
 
-    @work(thread=True, exclusive=True, group="data-stats")
     def _stats(self, ref: str, model: str, max_length: int, gen: int) -> None:
-        worker = get_current_worker()
-        self.app.call_from_thread(self._set_progress, "stats", "loading tokenizer", None)
+        self._ui(self._set_progress, "stats", "loading tokenizer", None)
         args = ["data", "stats", ref, "--model", model, "--max-length", str(max_length), "--progress"]
         try:
             for event in self._jobs.stream("stats", args):
-                if worker.is_cancelled or gen != self._gen:
+                if gen != self._gen:
                     return
                 kind = event.get("event")
                 if kind == "progress" and event.get("phase") == "tokens":
-                    self.app.call_from_thread(self._set_progress, "stats", "counting tokens", event["fraction"])
+                    self._ui(self._set_progress, "stats", "counting tokens", event["fraction"])
                 elif kind == "progress" and event.get("phase") == "model":
-                    self.app.call_from_thread(self._set_progress, "stats", "loading tokenizer", event.get("fraction"))
+                    self._ui(self._set_progress, "stats", "loading tokenizer", event.get("fraction"))
                 elif kind == "partial":
-                    self.app.call_from_thread(self._show_stats, gen, event, False)
+                    self._ui(self._show_stats, gen, event, False)
                 elif kind == "stats":
-                    self.app.call_from_thread(self._show_stats, gen, event, True)
+                    self._ui(self._show_stats, gen, event, True)
         except EngineProcessError as exc:
-            self.app.call_from_thread(self._stats_failed, gen, str(exc))
+            self._ui(self._stats_failed, gen, str(exc))
 
     def _show_stats(self, gen: int, stats: dict, final: bool) -> None:
         if gen != self._gen:
@@ -578,3 +589,6 @@ class DataScreen(AreaScreen):
         target = (later or self.problems)[0]
         self.jump_to_row(target["row"] - 1)
 
+
+def _thread(target, *args) -> None:
+    threading.Thread(target=target, args=args, daemon=True).start()
