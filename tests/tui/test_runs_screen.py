@@ -110,7 +110,9 @@ async def test_monitor_and_chat_hand_the_run_over(tiny_model):
         await pilot.press("enter")
         assert app.current_mode == "train" and app.project.run_id == runs["stopped"].id
 
-        await _open(pilot)
+        app.project.run_id = runs["completed"].id  # e.g. the Train screen moved on to another run
+        screen = await _open(pilot)
+        assert screen.query_one(RunsTable).current.id == runs["completed"].id  # back here, the cursor follows
         await _select(pilot, runs["failed"].id)  # no adapter, no checkpoint: nothing to chat with
         await pilot.press("c")
         assert app.current_mode == "runs"

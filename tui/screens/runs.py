@@ -60,7 +60,7 @@ class RunsScreen(AreaScreen):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.eval_running: str | None = None  # the run being evaluated
-        self._loaded = False
+        self._follow_project = True  # put the cursor on the project's run at the next load
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
@@ -81,10 +81,15 @@ class RunsScreen(AreaScreen):
     def on_mount(self) -> None:
         self.query_one(EvalPanel).show_empty("Select a run and press e to score it against prompting baselines.")
         self.load_runs()
-        self.set_interval(REFRESH_SECONDS, self.load_runs)
+        self.set_interval(REFRESH_SECONDS, self._tick)
         self.query_one(RunsTable).focus()
 
+    def _tick(self) -> None:
+        if self.is_current:  # another area is on screen: read nothing
+            self.load_runs()
+
     def on_screen_resume(self) -> None:
+        self._follow_project = True
         self.load_runs()
 
     def action_refresh(self) -> None:
@@ -101,12 +106,12 @@ class RunsScreen(AreaScreen):
 
     def _show_rows(self, rows: list[RunRow]) -> None:
         table = self.query_one(RunsTable)
-        first = not self._loaded
-        self._loaded = True
         table.set_rows(rows)
         self.query_one("#runs-empty").set_class(not rows, "-shown")
-        if first and self.project.run_id and self.project.run_id in table.order:
-            table.move_cursor(row=table.order.index(self.project.run_id), animate=False)
+        if self._follow_project:
+            self._follow_project = False
+            if self.project.run_id in table.order:
+                table.move_cursor(row=table.order.index(self.project.run_id), animate=False)
         self._show_details(table.current)
         if self.query_one(TabbedContent).active == "tab-compare":
             self.load_curves()
