@@ -28,11 +28,11 @@ FIT_MARGIN = 0.85  # the same margin as engine.estimate: "fits" below 85 % of fr
 CPU_TRAINABLE_PARAMS = 1_500_000_000  # above this, training on a CPU is impractically slow
 
 PROBLEMS = {
-    "knowledge": "It doesn't know facts it needs (our products, documents, recent events)",
-    "format": "Its answers have the wrong format (not valid JSON, wrong fields, wrong structure)",
-    "style": "Its tone or style is wrong (too long, too formal, not our voice)",
-    "task": "It doesn't do the task reliably (ignores instructions, misclassifies, skips steps)",
-    "cost": "It works, but is too slow or costly to run (long prompts, a big model)",
+    "knowledge": "It lacks facts it needs (products, documents, recent events)",
+    "format": "Wrong output format (invalid JSON, wrong fields or structure)",
+    "style": "Wrong tone or style (too long, too formal, not our voice)",
+    "task": "Doesn't do the task reliably (ignores instructions, misclassifies)",
+    "cost": "Works, but too slow or costly to run (long prompts, big model)",
 }
 CHANGES = {
     "often": "Every day or week (prices, stock, tickets, news)",
@@ -308,12 +308,15 @@ def _train(a: Answers) -> Recommendation:
         reasons.append("A LoRA can be merged into the model: no added latency per request, unlike long "
                        "few-shot prompts or a retrieval step.")
     if not gpu:
-        if a.model_params and a.model_params <= CPU_TRAINABLE_PARAMS:
+        if a.model_params is None:
+            warnings.append("No NVIDIA GPU here: training runs on the CPU, which is practical only for small "
+                            "models such as the demo.")
+        elif a.model_params <= CPU_TRAINABLE_PARAMS:
             warnings.append("No NVIDIA GPU here: this trains on the CPU — fine for a small model like this one "
                             "(minutes), far too slow for 7B models.")
         else:
-            warnings.append("No NVIDIA GPU here: a model this size needs a GPU to train; the memory figures "
-                            "are for one.")
+            warnings.append("No NVIDIA GPU here: a model this size needs a GPU to train; pick the GPU you will "
+                            "rent to see whether it fits.")
 
     would = []
     if method != "full":

@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--lora-targets", default="all-linear", metavar="NAMES",
                    help="comma-separated module names such as q_proj,v_proj, or all-linear (default)")
     p.add_argument("--lora-dropout", type=float, default=0.05, metavar="P", help="LoRA dropout (default: 0.05)")
-    p.add_argument("--seq-len", type=int, default=1024, metavar="N", help="tokens per example (default: 1024)")
+    p.add_argument("--seq-len", "--max-length", dest="seq_len", type=int, default=1024, metavar="N",
+                   help="tokens per example, RunConfig's max_length (default: 1024)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B", help="examples per step (default: 4)")
     p.add_argument("--gradient-accumulation-steps", type=int, default=1, metavar="K")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
@@ -96,7 +97,6 @@ def _one(arch, plan, gpus, reason) -> dict:
 
 def run(args) -> int:
     from engine import estimate as E
-    from engine.errors import ConfigError
 
     if args.list:
         rows = E.builtin_models()
@@ -106,8 +106,6 @@ def run(args) -> int:
             for name, info in rows.items():
                 print(f"{name:16s} {info['display']:18s} {info['hub_id']}")
         return 0
-    if not 0 <= args.lora_dropout < 1:
-        raise ConfigError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}.")
     methods = list(E.METHODS) if args.method == "all" else [args.method]
     plans = {m: _plan(args, m).resolved() for m in methods}  # bad values fail before the model is built
     arch = E.architecture_for(args.model)

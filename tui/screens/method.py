@@ -1,8 +1,590 @@
-from .coming import ComingScreen
+"""Method: should you fine-tune, and how? A short wizard (one question at a time, every term in one
+line), then the recommendation with its reasons and what would change it, then the methods side by
+side for the project's model: trainable parameters and a memory bar each against the GPU.
+
+What runs where: the model's shapes come from `tunedeck estimate --json` in a child process (it
+needs transformers to build the model on the meta device); everything after that — the memory of
+each method for any GPU, and the advice — is plain arithmetic in this process (engine.estimate,
+engine.advisor). GPUs are read through engine.gpu (NVML) on a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.message import Message
+from textual.widgets import Button, ContentSwitcher, RadioButton, RadioSet, Static
+
+from engine import advisor, demo
+from engine import estimate as E
+
+from ..widgets.bullets import Bullets
+from ..widgets.memory_bar import MemoryBar
+from .base import AreaScreen
+
+TERMS = {  # one line each, at 80 columns
+    "fine-tuning": "more training on your examples; the model's weights change.",
+    "prompting": "instructions and examples in the prompt; nothing is trained.",
+    "few-shot": "a handful of complete examples shown in the prompt.",
+    "RAG": "fetch relevant documents at question time, put them in the prompt.",
+    "example": "one input with the ideal answer you want the model to give.",
+    "overfitting": "the model memorises the examples instead of the pattern.",
+    "GPU memory": "must hold weights, gradients, optimizer state and activations.",
+    "OOM": "out of memory: a step needs more than the GPU has, and training stops.",
+    "LoRA": "freeze the model; train thin matrices beside its layers (~0.1-1%).",
+    "QLoRA": "LoRA on a base model stored in 4 bits: ~4x less memory for it.",
+    "full": "full fine-tuning: train every weight; ~16 bytes/parameter.",
+    "rank": "the width of LoRA's matrices (r); 16 is a good start.",
+    "latency": "time to an answer; long prompts and retrieval both add to it.",
+    "gradient checkpointing": "recompute activations: less memory, ~30% slower.",
+    "activations": "what a step keeps for the backward pass; grow with batch x length.",
+}
 
 
-class MethodScreen(ComingScreen):
+def terms_text(names) -> str:
+    return "\n".join(f"[b]{name}[/b]: {escape(TERMS[name])}" for name in names)
+
+
+@dataclass
+class Question:
+    key: str
+    title: str
+    help: str
+    options: list[tuple[str, str]]  # (value, label)
+    terms: list[str]
+
+
+GPU_OPTIONS = [
+    ("here", "This machine"),
+    ("gpu16", "A 16 GB GPU (T4, RTX 4080, V100-16GB)"),
+    ("gpu24", "A 24 GB GPU (RTX 3090/4090, A10, L4)"),
+    ("gpu48", "A 48 GB GPU (A6000, L40S)"),
+    ("gpu80", "An 80 GB GPU (A100-80GB, H100)"),
+]
+GPU_SIZES = {"gpu16": 16, "gpu24": 24, "gpu48": 48, "gpu80": 80}
+
+QUESTIONS = [
+    Question("problem", "What is wrong with the model's answers today?",
+             "Pick the main problem: it decides whether training can help at all.",
+             list(advisor.PROBLEMS.items()), ["fine-tuning", "RAG", "prompting"]),
+    Question("examples", "How many good examples do you have?",
+             "Count only inputs paired with the answer you would want.",
+             [(k, label) for k, (label, _) in advisor.EXAMPLE_BUCKETS.items()], ["example", "overfitting"]),
+    Question("knowledge_changes", "How often does the information it needs change?",
+             "Facts trained into a model stay as they were on the day it was trained.",
+             list(advisor.CHANGES.items()), ["RAG", "fine-tuning"]),
+    Question("gpu", "Which GPU will train it?",
+             "Training must fit in the GPU's memory, or it stops with an OOM error.",
+             GPU_OPTIONS, ["GPU memory", "OOM", "QLoRA"]),
+    Question("budget", "How much compute can you spend on training?",
+             "A LoRA on a 7-8B model with a few thousand examples takes about an hour on one GPU.",
+             list(advisor.BUDGETS.items()), ["LoRA", "full"]),
+    Question("latency", "How fast must answers be?",
+             "Long few-shot prompts and retrieval add time to every answer; a trained model does not.",
+             list(advisor.LATENCY.items()), ["latency", "few-shot"]),
+]
+DEFAULTS = {"examples": "hundreds", "knowledge_changes": "rarely", "gpu": "here", "budget": "small",
+            "latency": "relaxed"}
+TRAIN_ROWS = ("lora", "qlora", "full")
+VERDICT_WORDS = {"fits": "fits", "tight": "tight", "no": "no", "no-gpu": "—"}
+
+
+def bucket_for(count: int) -> str:
+    if count <= 0:
+        return "none"
+    if count < advisor.MIN_EXAMPLES:
+        return "few"
+    if count <= 500:
+        return "hundreds"
+    if count <= 10_000:
+        return "thousands"
+    return "many"
+
+
+class Options(RadioSet):
+    """The answers to one question: ↑/↓ move, Enter (or a click) selects, and Enter moves on."""
+
+    BINDINGS = [Binding("enter", "choose", "Select", show=False)]
+
+    class Chosen(Message):
+        def __init__(self, options: "Options", button_id: str) -> None:
+            super().__init__()
+            self.options, self.button_id = options, button_id
+
+    def highlight_pressed(self) -> None:
+        """Put the keyboard highlight on the chosen answer (RadioSet starts it on the first)."""
+        if self.pressed_index >= 0:
+            self._selected = self.pressed_index
+
+    def action_choose(self) -> None:
+        index = self._selected
+        if index is None:
+            return
+        button = self.query(RadioButton)[index]
+        if not button.value:
+            button.value = True
+        self.post_message(self.Chosen(self, button.id or ""))
+
+
+class MethodRow(Horizontal):
+    """One method in the comparison: name, trainable parameters, memory bar, verdict."""
+
+    DEFAULT_CSS = """
+    MethodRow { height: 1; }
+    MethodRow .m-name { width: 11; text-style: bold; }
+    MethodRow .m-trainable { width: 16; color: $text-muted; }
+    MethodRow .m-verdict { width: 6; padding-left: 1; }
+    MethodRow .m-verdict.-fits { color: $success; }
+    MethodRow .m-verdict.-tight { color: $warning; }
+    MethodRow .m-verdict.-no { color: $error; text-style: bold; }
+    MethodRow.-recommended .m-name { color: $accent; }
+    MethodRow .m-note { width: 1fr; color: $text-muted; }
+    MethodRow MemoryBar { max-width: 64; }
+    """
+
+    def __init__(self, method: str, name: str) -> None:
+        super().__init__(id=f"row-{method}")
+        self.method, self.label = method, name
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.label, classes="m-name")
+        yield Static("", classes="m-trainable")
+        if self.method in TRAIN_ROWS:
+            yield MemoryBar(id=f"bar-{self.method}")
+            yield Static("", classes="m-verdict")
+        else:
+            yield Static("", classes="m-note")
+
+    def show(self, trainable: str, need: int | None = None, capacity: int | None = None,
+             verdict: str = "no-gpu", note: str = "") -> None:
+        self.query_one(".m-trainable", Static).update(trainable)
+        if self.method in TRAIN_ROWS:
+            self.query_one(MemoryBar).show(need, capacity, verdict)
+            cell = self.query_one(".m-verdict", Static)
+            cell.update(VERDICT_WORDS.get(verdict, verdict) if need is not None else "")
+            for v in ("fits", "tight", "no"):
+                cell.set_class(v == verdict, f"-{v}")
+        else:
+            self.query_one(".m-note", Static).update(note)
+
+
+class MethodScreen(AreaScreen):
     AREA = "method"
-    TITLE_TEXT = "Method"
-    PLAN = ("  • help decide between prompting, RAG, LoRA, QLoRA and full fine-tuning, with reasons\n"
-            "  • the memory each method needs for the chosen model against the GPUs found")
+    DEFAULT_CSS = """
+    MethodScreen #method-switcher { height: 1fr; }
+    MethodScreen #wizard { padding: 0 1; height: 1fr; }
+    MethodScreen #q-step { color: $text-muted; }
+    MethodScreen #q-title { text-style: bold; color: $accent; }
+    MethodScreen #q-help { color: $text-muted; margin-bottom: 1; }
+    MethodScreen .q-options { height: auto; width: 1fr; }
+    MethodScreen #q-terms { height: auto; color: $text-muted; margin-top: 1; }
+    MethodScreen #q-nav { height: 1; margin-top: 1; }
+    MethodScreen #q-nav Button { margin-right: 2; min-width: 10; width: auto; }
+    MethodScreen #q-hint { width: 1fr; color: $text-muted; }
+    MethodScreen #result { padding: 0 1; }
+    MethodScreen #rec-headline { text-style: bold; color: $accent; }
+    MethodScreen .rec-section { text-style: bold; margin-top: 1; }
+    MethodScreen #rec-warnings { color: $warning; }
+    MethodScreen #rec-change { color: $text-muted; }
+    MethodScreen #rec-reasons, MethodScreen #rec-change { margin-top: 0; }
+    MethodScreen #methods-where { color: $text-muted; }
+    MethodScreen #methods { height: auto; margin-top: 0; }
+    MethodScreen #rec-settings { color: $text-muted; margin-top: 1; }
+    MethodScreen #choose { height: auto; margin-top: 1; }
+    MethodScreen #choose Button { margin-right: 1; min-width: 10; width: auto; }
+    MethodScreen #rec-terms { color: $text-muted; margin-top: 1; }
+    """
+    BINDINGS = [
+        Binding("n", "next", "Next", id="method-next"),
+        Binding("b", "back", "Back", id="method-back"),
+        Binding("u", "use_recommended", "Use it", id="method-use"),
+        Binding("a", "again", "Answers", id="method-again"),
+    ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.step = 0
+        self.answers: dict[str, str] = dict(DEFAULTS)
+        self.example_count: int | None = None
+        self.gpus: list | None = None  # None until detected
+        self.no_gpu_reason: str | None = None
+        self.arch: E.Architecture | None = None
+        self.arch_model: str | None = None
+        self.arch_error: str | None = None
+        self.recommendation: advisor.Recommendation | None = None
+        self.estimates: dict[str, E.Estimate] = {}
+
+    # --- layout ----------------------------------------------------------------------------------
+    def compose_body(self) -> ComposeResult:
+        with ContentSwitcher(initial="wizard", id="method-switcher"):
+            with VerticalScroll(id="wizard"):
+                yield Static(id="q-step")
+                yield Static(id="q-title")
+                yield Static(id="q-help")
+                with ContentSwitcher(initial="q-problem", id="q-switcher"):
+                    for q in QUESTIONS:
+                        buttons = [RadioButton(label, value=self.answers.get(q.key) == value,
+                                               id=f"opt-{q.key}-{value}") for value, label in q.options]
+                        yield Options(*buttons, id=f"q-{q.key}", classes="q-options")
+                yield Static(id="q-terms")
+                with Horizontal(id="q-nav"):
+                    yield Button("← Back", id="q-back", compact=True)
+                    yield Button("Next →", id="q-next", variant="primary", compact=True)
+                    yield Static("↑↓ move · Enter choose and go on · b back", id="q-hint")
+            with VerticalScroll(id="result"):
+                yield Static(id="rec-headline")
+                yield Static("Why", classes="rec-section")
+                yield Bullets(id="rec-reasons")
+                yield Bullets("⚠", id="rec-warnings")
+                yield Static("What would change the answer", classes="rec-section")
+                yield Bullets(id="rec-change")
+                yield Static(id="methods-title", classes="rec-section")
+                yield Static(id="methods-where")
+                with Vertical(id="methods"):
+                    for method in ("prompting", "rag", *TRAIN_ROWS):
+                        yield MethodRow(method, advisor.METHOD_NAMES[method] if method != "full" else "Full")
+                yield Static(id="rec-settings")
+                with Horizontal(id="choose"):
+                    for method in TRAIN_ROWS:
+                        yield Button(f"Use {advisor.METHOD_NAMES[method] if method != 'full' else 'full'}",
+                                     id=f"use-{method}", compact=True)
+                    yield Button("Change answers", id="again", compact=True)
+                yield Static(id="rec-terms")
+
+    def on_mount(self) -> None:
+        self.show_step(0)
+        self.detect_gpus()
+        self.count_examples()
+        self.load_architecture()
+
+    def on_screen_resume(self) -> None:
+        if self.arch_model != self.project.model:
+            self.arch, self.arch_error = None, None
+            self.load_architecture()
+            self.refresh_result()
+
+    # --- the wizard ------------------------------------------------------------------------------
+    def show_step(self, index: int) -> None:
+        self.step = max(0, min(index, len(QUESTIONS) - 1))
+        q = QUESTIONS[self.step]
+        self.query_one("#method-switcher", ContentSwitcher).current = "wizard"
+        self.query_one("#q-step", Static).update(f"Question {self.step + 1} of {len(QUESTIONS)}")
+        self.query_one("#q-title", Static).update(q.title)
+        self.query_one("#q-help", Static).update(self._help_for(q))
+        self.query_one("#q-switcher", ContentSwitcher).current = f"q-{q.key}"
+        self.query_one("#q-terms", Static).update(terms_text(q.terms))
+        self.query_one("#q-back", Button).disabled = self.step == 0
+        self.query_one("#q-next", Button).label = "See advice →" if self.step == len(QUESTIONS) - 1 else "Next →"
+        options = self.query_one(f"#q-{q.key}", Options)
+        options.highlight_pressed()
+        options.focus()
+
+    def _help_for(self, q: Question) -> str:
+        text = q.help
+        if q.key == "examples" and self.example_count is not None:
+            text += f" Your data ({self.project.data}): {self.example_count:,} examples."
+        if q.key == "gpu" and self.gpus is not None and not self.gpus:
+            text += f" Here: {self.no_gpu_reason or 'no NVIDIA GPU found'} — CPU only."
+        return escape(text)
+
+    @on(RadioSet.Changed)
+    def _answered(self, event: RadioSet.Changed) -> None:
+        set_id = event.radio_set.id or ""
+        button_id = event.pressed.id or ""
+        if set_id.startswith("q-") and button_id.startswith("opt-"):
+            key = set_id[2:]
+            self.answers[key] = button_id[len(f"opt-{key}-"):]
+
+    @on(Options.Chosen)
+    def _chosen(self, event: Options.Chosen) -> None:
+        key = (event.options.id or "")[2:]
+        if event.button_id.startswith(f"opt-{key}-"):
+            self.answers[key] = event.button_id[len(f"opt-{key}-"):]
+        self.action_next()
+
+    def action_next(self) -> None:
+        if self.query_one("#method-switcher", ContentSwitcher).current != "wizard":
+            return
+        q = QUESTIONS[self.step]
+        if q.key not in self.answers:
+            self.notify("Pick one answer first: ↑/↓ to move, Enter to select.", severity="warning")
+            return
+        if self.step == len(QUESTIONS) - 1:
+            self.show_result()
+        else:
+            self.show_step(self.step + 1)
+
+    def action_back(self) -> None:
+        if self.query_one("#method-switcher", ContentSwitcher).current != "wizard":
+            self.show_step(len(QUESTIONS) - 1)
+        elif self.step > 0:
+            self.show_step(self.step - 1)
+
+    def action_again(self) -> None:
+        self.show_step(0)
+
+    @on(Button.Pressed, "#q-next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#q-back")
+    def _back_pressed(self) -> None:
+        self.action_back()
+
+    @on(Button.Pressed, "#again")
+    def _again_pressed(self) -> None:
+        self.action_again()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        in_wizard = self.query_one("#method-switcher", ContentSwitcher).current == "wizard"
+        if action in ("next",):
+            return in_wizard
+        if action in ("use_recommended", "again"):
+            return not in_wizard and (action == "again" or bool(self.recommendation and self.recommendation.trains))
+        return True
+
+    # --- background work -------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="method-gpus")
+    def detect_gpus(self) -> None:
+        from engine import gpu
+
+        gpus = gpu.list_gpus()
+        reason = None if gpus else (gpu.no_gpu_reason() or "no NVIDIA GPU found")
+        self.app.call_from_thread(self._gpus_found, gpus, reason)
+
+    def _gpus_found(self, gpus: list, reason: str | None) -> None:
+        self.gpus, self.no_gpu_reason = gpus, reason
+        button = self.query_one("#opt-gpu-here", RadioButton)
+        if gpus:
+            best = max(gpus, key=lambda g: g.memory_total - g.memory_used)
+            free = (best.memory_total - best.memory_used) / E.GIB
+            more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
+            button.label = f"This machine: GPU {best.index} {best.name}, {free:.0f} GiB free{more}"
+        else:
+            button.label = "This machine (no NVIDIA GPU: trains on the CPU)"
+        if QUESTIONS[self.step].key == "gpu":
+            self.query_one("#q-help", Static).update(self._help_for(QUESTIONS[self.step]))
+        self.refresh_result()
+
+    @work(thread=True, exclusive=True, group="method-count")
+    def count_examples(self) -> None:
+        ref = self.project.data
+        count = None
+        try:
+            if ref == demo.DEMO:
+                count = demo.count_lines(demo.train_file())
+            elif ref.lower().endswith(".jsonl"):
+                from pathlib import Path
+
+                path = Path(ref).expanduser()
+                if path.is_file() and path.stat().st_size < 500 << 20:
+                    count = demo.count_lines(path)
+        except OSError:
+            count = None
+        if count is not None:
+            self.app.call_from_thread(self._examples_counted, count)
+
+    def _examples_counted(self, count: int) -> None:
+        self.example_count = count
+        bucket = bucket_for(count)
+        self.answers["examples"] = bucket
+        self.query_one(f"#opt-examples-{bucket}", RadioButton).value = True
+        self.query_one("#q-examples", Options).highlight_pressed()
+        if QUESTIONS[self.step].key == "examples":
+            self.query_one("#q-help", Static).update(self._help_for(QUESTIONS[self.step]))
+
+    def load_architecture(self) -> None:
+        """`tunedeck estimate --json` in a helper process, from a daemon thread: quitting the app never
+        waits for it (it builds the model on the meta device, a few seconds)."""
+        model = self.project.model
+        app = self.app
+
+        def run() -> None:
+            from ..engine_process import EngineProcessError, run_json
+
+            try:
+                result = run_json(["estimate", "--model", model, "--method", "lora", "--json"], timeout=300)
+                arch, error = E.Architecture.from_dict(result["architecture"]), None
+            except EngineProcessError as exc:
+                arch, error = None, str(exc)
+            except Exception as exc:  # noqa: BLE001 - timeout, no helper process: say it plainly
+                arch, error = None, f"the estimate helper failed ({exc})"
+            try:
+                app.call_from_thread(self._architecture_loaded, model, arch, error)
+            except RuntimeError:
+                pass  # the app has gone
+
+        threading.Thread(target=run, daemon=True, name="tunedeck-method-estimate").start()
+
+    def _architecture_loaded(self, model: str, arch, error: str | None) -> None:
+        if model != self.project.model:
+            return
+        self.arch_model, self.arch, self.arch_error = model, arch, error
+        if error:
+            self.notify(f"No memory estimate for {model}: {error}", severity="warning", timeout=8)
+        self.refresh_result()
+
+    # --- the recommendation ----------------------------------------------------------------------
+    def target(self) -> tuple[str, int | None, str, list, str | None]:
+        """(device, capacity bytes, words for it, GPUs to judge against, no-GPU reason)."""
+        choice = self.answers.get("gpu", "here")
+        if choice in GPU_SIZES:
+            size = GPU_SIZES[choice]
+            gpu = E.capacity_gpu(size * E.GIB, f"a {size} GB GPU")
+            return "cuda", gpu["memory_total"], f"a {size} GB GPU (planned)", [gpu], None
+        if self.gpus:
+            best = max(self.gpus, key=lambda g: g.memory_total - g.memory_used)
+            free = best.memory_total - best.memory_used
+            return "cuda", free, f"GPU {best.index} {best.name} ({free / E.GIB:.1f} GiB free)", self.gpus, None
+        if self.gpus is None:
+            return "cpu", None, "this machine (looking for GPUs…)", [], None
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+        reason = self.no_gpu_reason or "no NVIDIA GPU found"
+        ram = {"index": 0, "name": "RAM", "memory_total": available, "memory_used": 0}
+        return "cpu", available, f"{reason} — CPU only; bars show free RAM ({available / E.GIB:.1f} GiB)", [ram], None
+
+    def examples(self) -> int:
+        if self.example_count is not None and self.answers.get("examples") == bucket_for(self.example_count):
+            return self.example_count
+        return advisor.EXAMPLE_BUCKETS[self.answers.get("examples", "hundreds")][1]
+
+    def compute(self) -> None:
+        device, capacity, _, _, _ = self.target()
+        examples = self.examples()
+        gpu = device == "cuda"
+        self.estimates = {}
+        method_memory = trainable = checkpointing = None
+        model_params = self.arch.total_params if self.arch else None
+        if self.arch is not None:
+            shape = advisor.starting_settings("lora", examples=examples, model_params=model_params, gpu=gpu)
+            plan = E.Plan(seq_len=shape["max_length"], batch_size=shape["batch_size"],
+                          gradient_accumulation_steps=shape["gradient_accumulation_steps"], device=device)
+            self.estimates = E.best_estimates(self.arch, plan, capacity)
+            method_memory = {m: e.memory.total for m, e in self.estimates.items()}
+            trainable = {m: e.trainable_params for m, e in self.estimates.items()}
+            checkpointing = {m: bool(e.plan.gradient_checkpointing) for m, e in self.estimates.items()}
+        answers = advisor.Answers(
+            problem=self.answers.get("problem", "format"), examples=examples,
+            knowledge_changes=self.answers.get("knowledge_changes", "rarely"),
+            budget=self.answers.get("budget", "small"), latency=self.answers.get("latency", "relaxed"),
+            gpu_memory=capacity if gpu else None, method_memory=method_memory if gpu else None,
+            model_params=model_params, trainable_params=trainable,
+            model_name=self.arch.name if self.arch else self.project.model, method_checkpointing=checkpointing,
+        )
+        self.recommendation = advisor.recommend(answers)
+
+    def show_result(self) -> None:
+        self.query_one("#method-switcher", ContentSwitcher).current = "result"
+        self.refresh_result()
+        self.query_one("#result", VerticalScroll).scroll_home(animate=False)
+        rec = self.recommendation
+        if rec is not None and rec.trains:
+            self.query_one(f"#use-{rec.method}", Button).focus()
+        else:
+            self.query_one("#again", Button).focus()
+
+    def refresh_result(self) -> None:
+        if not self.is_mounted or self.query_one("#method-switcher", ContentSwitcher).current != "result":
+            return
+        if "problem" not in self.answers:
+            return
+        self.compute()
+        rec = self.recommendation
+        assert rec is not None
+        self.query_one("#rec-headline", Static).update(f"Recommendation: {escape(rec.headline)}")
+        self.query_one("#rec-reasons", Bullets).set_items(rec.reasons)
+        warnings = self.query_one("#rec-warnings", Bullets)
+        warnings.set_items(rec.warnings)
+        warnings.display = bool(rec.warnings)
+        self.query_one("#rec-change", Bullets).set_items(rec.would_change)
+        self._show_table()
+        self._show_settings()
+        self.query_one("#rec-terms", Static).update(
+            terms_text(("LoRA", "rank", "QLoRA", "OOM", "gradient checkpointing")))
+        for method in TRAIN_ROWS:
+            button = self.query_one(f"#use-{method}", Button)
+            button.variant = "primary" if rec.method == method else "default"
+        self.refresh_bindings()
+
+    def _show_table(self) -> None:
+        device, capacity, words, gpus, reason = self.target()
+        model = self.arch.name if self.arch else self.project.model
+        self.query_one("#methods-title", Static).update(f"The methods for {escape(model)}")
+        self.query_one("#methods-where", Static).update(
+            f"Memory of one training step on {escape(words)}"
+            + (" · CPU training in fp32" if device == "cpu" else ""))
+        rec = self.recommendation
+        for row in self.query(MethodRow):
+            row.set_class(rec is not None and rec.method == row.method, "-recommended")
+        self.query_one("#row-prompting", MethodRow).show("0 trained", note="no training; a better prompt")
+        self.query_one("#row-rag", MethodRow).show("0 trained", note="no training; a document index")
+        for method in TRAIN_ROWS:
+            row = self.query_one(f"#row-{method}", MethodRow)
+            est = self.estimates.get(method)
+            if est is None:
+                text = "no estimate" if self.arch_error else "counting…"
+                row.show(text)
+                continue
+            fit = E.judge_fit(est.memory.total, gpus, reason)
+            verdict = fit.verdict if capacity else "no-gpu"
+            pct = 100 * est.trainable_fraction
+            row.show(f"{E.human_count(est.trainable_params)} ({pct:.2g}%)" if pct < 100 else
+                     f"{E.human_count(est.trainable_params)} (all)", est.memory.total, capacity, verdict)
+        if self.arch_error:
+            self.query_one("#methods-where", Static).update(f"No estimate: {escape(self.arch_error)}")
+
+    def settings_for(self, method: str) -> dict:
+        device, _, _, _, _ = self.target()
+        est = self.estimates.get(method)
+        gc = bool(est.plan.gradient_checkpointing) if est is not None else None
+        return advisor.starting_settings(
+            method, examples=self.examples(), model_params=self.arch.total_params if self.arch else None,
+            gpu=device == "cuda", gradient_checkpointing=gc)
+
+    def _show_settings(self) -> None:
+        rec = self.recommendation
+        method = rec.method if rec and rec.trains else "lora"
+        s = self.settings_for(method)
+        parts = [f"learning rate {s['learning_rate']:.0e}".replace("e-0", "e-"), f"{s['epochs']} epochs",
+                 f"batch {s['batch_size']} x {s['gradient_accumulation_steps']} accumulation",
+                 f"max length {s['max_length']}"]
+        if s.get("gradient_checkpointing"):
+            parts.append("gradient checkpointing")
+        if "lora" in s:
+            lora = s["lora"]
+            parts.append(f"rank {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, {lora['targets']}")
+        prefix = "Starting settings" if rec and rec.trains else "If you train anyway (LoRA)"
+        self.query_one("#rec-settings", Static).update(
+            f"{prefix}: " + " · ".join(parts) + "\nEnter on a button carries the method and these settings to Train.")
+
+    # --- choosing ---------------------------------------------------------------------------------
+    @on(Button.Pressed, "#use-lora")
+    def _use_lora(self) -> None:
+        self.choose("lora")
+
+    @on(Button.Pressed, "#use-qlora")
+    def _use_qlora(self) -> None:
+        self.choose("qlora")
+
+    @on(Button.Pressed, "#use-full")
+    def _use_full(self) -> None:
+        self.choose("full")
+
+    def action_use_recommended(self) -> None:
+        if self.recommendation is not None and self.recommendation.trains:
+            self.choose(self.recommendation.method)
+
+    def choose(self, method: str) -> None:
+        self.project.method = method
+        self.project.settings = self.settings_for(method)
+        self.notify(f"{advisor.METHOD_NAMES[method]} and its starting settings are on the Train screen.",
+                    timeout=4)
+        self.app.switch_mode("train")
