@@ -172,12 +172,33 @@ def resume_run(run_ref: str | Run) -> Run:
     return run
 
 
-def stop_run(run_ref: str | Run, grace: float = 60, *, wait: bool = True,
+def step_seconds(run: Run) -> float | None:
+    """Seconds per optimizer step lately, from the event log (None before two steps are logged)."""
+    logs = [e for e in run.events() if e.get("type") in ("log", "start")][-6:]
+    pairs = [(a, b) for a, b in zip(logs, logs[1:]) if b.get("type") == "log" and (b["step"] or 0) > (a.get("step") or 0)]
+    if not pairs:
+        return None
+    a, b = pairs[0][0], pairs[-1][1]
+    steps = (b.get("step") or 0) - (a.get("step") or 0)
+    return (b["time"] - a["time"]) / steps if steps > 0 else None
+
+
+def default_grace(run: Run) -> float:
+    """How long a stop waits for the current step and its checkpoint: at least 60 s, and three
+    steps' time on a slow machine (capped at an hour)."""
+    per_step = step_seconds(run) or 0.0
+    return float(min(3600, max(60, 3 * per_step + 30)))
+
+
+def stop_run(run_ref: str | Run, grace: float | None = None, *, wait: bool = True,
              on_wait: Callable[[float], None] | None = None) -> str:
     """Ask the worker to stop (SIGTERM): it finishes the current step, saves a checkpoint and the
-    adapter, and ends ``stopped``. With ``wait`` (the default) wait up to ``grace`` seconds, calling
-    ``on_wait(seconds_left)`` about 5 times a second, then SIGKILL it. Returns a sentence for people."""
+    adapter, and ends ``stopped``. With ``wait`` (the default) wait up to ``grace`` seconds (None:
+    ``default_grace``, at least 60 s), calling ``on_wait(seconds_left)`` about 5 times a second,
+    then SIGKILL it. Returns a sentence for people."""
     run = _as_run(run_ref)
+    if grace is None:
+        grace = default_grace(run)
     info = run.info()
     if info.state not in ALIVE:
         raise RunStateError(f"Run {run.id} is not running (it is {info.state}); there is nothing to stop.")

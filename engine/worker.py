@@ -13,6 +13,9 @@ Started detached by ``engine.launch`` (its own session, stdin /dev/null, stdout 
 (prompt and completion alike), divided by the time spent in training steps since the previous log
 (evaluation and checkpoint saving are left out).
 
+Checkpoints: every ``save_steps`` steps, and also once ``CHECKPOINT_EVERY_SECONDS`` have passed since
+the last one (slow machines), and at the end of the step in which a stop was asked for.
+
 Signals: SIGHUP is ignored; SIGTERM (or SIGINT) asks for a stop: the current step finishes, a
 checkpoint is saved, the adapter (or model) is written, and the run ends ``stopped``. A NaN/inf loss
 ends the run ``failed`` with a sentence saying what to try; so does running out of memory; any other
@@ -38,6 +41,12 @@ from .errors import DataError, TunedeckError
 from .runs import Run, process_start_time
 
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
+# Besides every ``save_steps`` steps, a checkpoint is saved when this long has passed since the last
+# one, so a crash on a slow machine never loses more than about this much training.
+CHECKPOINT_EVERY_SECONDS = float(os.environ.get("TUNEDECK_CHECKPOINT_SECONDS", "600"))
+# status.json is rewritten at most this often while training (viewers poll about once a second);
+# events.jsonl still gets every log step at once.
+STATUS_EVERY_SECONDS = 0.5
 
 
 def _say(text: str) -> None:
@@ -459,6 +468,21 @@ def _make_callback_class():
             self.t_last_end = None
             self.interrupted = True  # an eval or a save since the last step ended
             self.best_eval = None
+            self.last_save = time.monotonic()
+            self.pending: dict = {}
+            self.next_status = 0.0
+
+        def _status(self, force: bool = False, **fields) -> None:
+            self.pending.update(fields)
+            now = time.monotonic()
+            if force or now >= self.next_status or self.worker.stop_requested:
+                self.worker.status(state="running", **self.pending)
+                self.pending = {}
+                self.next_status = now + STATUS_EVERY_SECONDS
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.pending:
+                self._status(force=True)
 
         def on_train_begin(self, args, state, control, **kw):
             w = self.worker
@@ -495,6 +519,7 @@ def _make_callback_class():
 
         def on_save(self, args, state, control, **kw):
             self.interrupted = True
+            self.last_save = time.monotonic()
             name = f"checkpoint-{state.global_step}"
             self.worker.event(type="checkpoint", step=state.global_step, path=f"checkpoints/{name}")
 
@@ -512,8 +537,10 @@ def _make_callback_class():
                 control.should_save = True
                 control.should_log = True
                 control.should_training_stop = True
+            elif time.monotonic() - self.last_save > CHECKPOINT_EVERY_SECONDS:
+                control.should_save = True
             if not control.should_log:
-                w.status(state="running", step=state.global_step)
+                self._status(step=state.global_step)
             return control
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -541,8 +568,7 @@ def _make_callback_class():
                 if extra in logs:
                     event[extra] = _num(logs[extra])
             w.event(type="log", **event)
-            w.status(state="running", step=state.global_step, last_loss=_num(loss),
-                     tokens_per_second=event["tokens_per_second"])
+            self._status(step=state.global_step, last_loss=_num(loss), tokens_per_second=event["tokens_per_second"])
             bad = None
             if not math.isfinite(loss):
                 bad = ("loss", loss)

@@ -16,6 +16,16 @@ DETACHED = ("Detached; the run goes on. `tunedeck logs {id} -f` follows it again
             "`tunedeck stop {id}` stops it.")
 
 
+def settled_info(run: Run):
+    """The run's info; a run that looks crashed is looked at again a moment later, because whoever
+    stopped or killed its worker records how it ended just after the process is gone."""
+    info = run.info()
+    if info.state == "crashed":
+        time.sleep(1.5)
+        info = run.info()
+    return info
+
+
 def _exit_code(state: str) -> int:
     return 0 if state in ("completed", "stopped") else 1
 
@@ -35,6 +45,7 @@ def follow_json(run: Run, offset: int = 0) -> int:
                 print(json.dumps(event), flush=True)
             info = run.info(with_log=False)
             if info.state not in ALIVE:
+                info = settled_info(run)
                 events, offset = run.read_events(offset)  # anything written as it ended
                 for event in events:
                     print(json.dumps(event), flush=True)
@@ -99,6 +110,7 @@ def follow_progress(run: Run, offset: int = 0) -> int:
                         progress.console.print(f"[red]{e.get('message', '')}[/]")
                 info = run.info()
                 if info.state not in ALIVE:
+                    info = settled_info(run)
                     events, offset = run.read_events(offset)
                     for e in events:
                         if e.get("type") == "log":

@@ -66,6 +66,9 @@ def _log(target, lines: int, follow: bool) -> int:
                     offset += end
             info = target.info(with_log=False)
             if info.state not in ALIVE and not chunk:
+                from ._follow import settled_info
+
+                info = settled_info(target)
                 print(f"[{info.state}] {info.message or ''}")
                 return 0 if info.state in ("completed", "stopped") else 1
             time.sleep(0.3)

@@ -10,17 +10,20 @@ import sys
 def register(subparsers) -> None:
     parser = subparsers.add_parser("stop", help="stop a run (it saves a checkpoint first; resume continues it)")
     parser.add_argument("run", nargs="?", default="latest", help="run id, unique prefix, folder, or latest (default)")
-    parser.add_argument("--grace", type=float, default=60.0,
-                        help="seconds to wait for the current step and the checkpoint before killing (default 60)")
+    parser.add_argument("--grace", type=float, default=None,
+                        help="seconds to wait for the current step and the checkpoint before killing "
+                        "(default: 60, or three steps' time on a slow machine)")
     parser.add_argument("--no-wait", action="store_true", help="send the stop request and return at once")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..launch import stop_run
+    from ..launch import default_grace, stop_run
     from ..runs import get_run
 
     target = get_run(args.run)
+    if args.grace is None:
+        args.grace = default_grace(target)
     if args.no_wait:
         print(stop_run(target, args.grace, wait=False))
         return 0

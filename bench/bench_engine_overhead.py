@@ -1,0 +1,165 @@
+"""Engine overhead: training throughput through `tunedeck train` vs the same TRL SFTTrainer script
+written by hand, same model, data and settings, interleaved (A B, B A, ...) in one run.
+Budget: tunedeck / hand >= 0.97.
+
+Throughput, measured the same way for both: input tokens (TRL's `num_tokens`: every non-padding
+token) between the first and the last logged step, divided by the wall time between those two logs.
+Step 1 (warm-up) is outside the window; so are loading, and saving at the end. The tunedeck side
+includes everything the engine adds inside the loop: its callback, events.jsonl and status.json
+writes, the signal handling, the detached process.
+
+    .venv/bin/python bench/bench_engine_overhead.py [--model demo] [--steps 6] [--pairs 3]
+    .venv/bin/python bench/bench_engine_overhead.py --model tiny --steps 30 --pairs 4   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 0.97
+
+
+# --- B: the hand-written script -----------------------------------------------------------------
+def hand_child(model_dir: str, data_file: str, steps: int, batch_size: int, lr: float, max_length: int,
+               out: str) -> None:
+    """What a user would write with TRL directly: a messages dataset, LoRA through PEFT, SFTTrainer."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    dataset = load_dataset("json", data_files=data_file, split="train")
+    rows: list[dict] = []
+
+    class Timer(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                rows.append({"step": state.global_step, "time": time.time(), "num_tokens": logs.get("num_tokens"),
+                             "loss": logs["loss"]})
+
+    args = SFTConfig(
+        output_dir=tempfile.mkdtemp(prefix="hand-sft-"), max_steps=steps, learning_rate=lr,
+        per_device_train_batch_size=batch_size, gradient_accumulation_steps=1, max_length=max_length,
+        logging_steps=1, logging_first_step=True, save_strategy="no", eval_strategy="no", seed=42, data_seed=42,
+        bf16=False, fp16=False, use_cpu=True, activation_checkpointing=False, report_to="none",
+        disable_tqdm=True, dataloader_num_workers=0, assistant_only_loss=False, completion_only_loss=None,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=[Timer()])
+    trainer.train()
+    Path(out).write_text(json.dumps(rows))
+
+
+# --- A: tunedeck ----------------------------------------------------------------------------------
+def run_tunedeck(model: str, steps: int, batch_size: int, lr: float, max_length: int, home: Path) -> list[dict]:
+    env = dict(os.environ, TUNEDECK_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "engine", "train", "--model", model, "--data", "demo", "--max-steps", str(steps),
+           "--batch-size", str(batch_size), "--learning-rate", str(lr), "--max-length", str(max_length),
+           "--eval-steps", "0", "--save-steps", "100000", "--logging-steps", "1", "--json", "--follow"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    end = [e for e in events if e.get("type") == "end"]
+    if out.returncode != 0 or not end or end[-1]["state"] != "completed":
+        raise SystemExit(f"tunedeck run failed: {out.stderr.strip()[-500:]} {end}")
+    return [{"step": e["step"], "time": e["time"], "num_tokens": e.get("num_tokens"), "loss": e["loss"]}
+            for e in events if e.get("type") == "log"]
+
+
+def run_hand(model_dir: str, steps: int, batch_size: int, lr: float, max_length: int) -> list[dict]:
+    from engine import demo
+
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [sys.executable, __file__, "--hand-child", out, "--model-dir", model_dir, "--data-file",
+           str(demo.train_file()), "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
+           "--max-length", str(max_length)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"hand-written script failed:\n{proc.stderr[-2000:]}")
+    rows = json.loads(Path(out).read_text())
+    os.unlink(out)
+    return rows
+
+
+def throughput(rows: list[dict]) -> tuple[float, int]:
+    first, last = rows[0], rows[-1]  # step 1 is the first log: its time marks the window's start
+    tokens = last["num_tokens"] - first["num_tokens"]
+    return tokens / (last["time"] - first["time"]), int(last["num_tokens"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo", help="demo, tiny (the test model), or a model folder")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--hand-child", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--data-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hand_child:
+        hand_child(args.model_dir, args.data_file, args.steps, args.batch_size, args.lr, args.max_length,
+                   args.hand_child)
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    from engine import models
+
+    with tempfile.TemporaryDirectory(prefix="tunedeck-bench-overhead-") as tmp:
+        model = args.model
+        if model == "tiny":
+            sys.path.insert(0, str(ROOT / "tests"))
+            from tiny_model import build_tiny_model
+
+            model = str(build_tiny_model(Path(tmp) / "tiny"))
+        model_dir = models.materialize(model)
+        ratios, a_all, b_all = [], [], []
+        for pair in range(args.pairs):
+            order = ("A", "B") if pair % 2 == 0 else ("B", "A")
+            got = {}
+            for which in order:
+                if which == "A":
+                    rows = run_tunedeck(model, args.steps, args.batch_size, args.lr, args.max_length,
+                                        Path(tmp) / f"home{pair}")
+                else:
+                    rows = run_hand(model_dir, args.steps, args.batch_size, args.lr, args.max_length)
+                got[which] = throughput(rows)
+                print(f"pair {pair + 1} {which} ({'tunedeck' if which == 'A' else 'hand'}): "
+                      f"{got[which][0]:.1f} tokens/s over steps 2-{args.steps} ({got[which][1]} tokens in all)",
+                      flush=True)
+            a_all.append(got["A"][0])
+            b_all.append(got["B"][0])
+            ratios.append(got["A"][0] / got["B"][0])
+            if got["A"][1] != got["B"][1]:
+                print(f"  note: token totals differ ({got['A'][1]} vs {got['B'][1]}): not the same batches")
+    ratio = statistics.median(ratios)
+    print(f"\nengine overhead ({args.model}, batch {args.batch_size}, {args.steps} steps, {args.pairs} interleaved pairs)")
+    print(f"  tunedeck  median {statistics.median(a_all):.1f} tokens/s")
+    print(f"  hand TRL  median {statistics.median(b_all):.1f} tokens/s")
+    print(f"  ratio tunedeck/hand: per pair {', '.join(f'{r:.3f}' for r in ratios)}; median {ratio:.3f}; "
+          f"budget >= {BUDGET}: {'OK' if ratio >= BUDGET else 'UNDER'}")
+    print(f"  cores {os.cpu_count()}, load average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
