@@ -65,5 +65,10 @@ def main(runs: int = 7) -> list[tuple[str, str, str]]:
 
 
 if __name__ == "__main__":
-    for name, figure, budget in main():
-        print(f"{name:45} {figure:55} budget {budget}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import report
+
+    methods = ["tmux new-session, poll capture-pane every 5 ms until the home screen is drawn",
+               "fresh process: models.load_model('demo') timed around the call"]
+    for (name, figure, budget), method in zip(main(), methods):
+        report(name, figure, budget, method)
