@@ -22,6 +22,7 @@ from pathlib import Path
 from .runs import ALIVE, Run, get_run, pid_alive
 
 Point = tuple[int, float]
+CRASH_SETTLE = 1.5  # seconds a dead worker's status may still say "running" before we call it crashed
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ class RunFollower:
         self._log_key: tuple | None = None
         self._log: tuple[str, ...] = ()
         self._view: RunView | None = None
+        self._dead_since: float | None = None
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
 
@@ -293,14 +295,21 @@ class RunFollower:
         state = status.get("state") or ("created" if not h.attempts else "unknown")
         message = status.get("message")
         if state in ALIVE:
-            if not pid_alive(status.get("pid"), status.get("pid_started")):
-                last = next((line for line in reversed(self._log) if line.strip()), "")
-                state = "crashed"
-                message = "The worker process ended without saying why" + (
-                    f"; last log line: {last}" if last else ""
-                )
-            elif not message and h.status_message and h.ended is None:
-                message = h.status_message
+            if pid_alive(status.get("pid"), status.get("pid_started")):
+                self._dead_since = None
+                if not message and h.status_message and h.ended is None:
+                    message = h.status_message
+            else:
+                # Whoever stopped or killed the worker records how it ended just after the process is
+                # gone: only call it crashed when status.json still says alive a moment later.
+                now = time.monotonic()
+                self._dead_since = self._dead_since or now
+                if now - self._dead_since >= CRASH_SETTLE:
+                    last = next((line for line in reversed(self._log) if line.strip()), "")
+                    state = "crashed"
+                    message = "The worker process ended without saying why" + (
+                        f"; last log line: {last}" if last else ""
+                    )
         elif not message:
             message = h.error or h.end_message
         max_steps = h.max_steps or _int(status.get("max_steps"))

@@ -12,7 +12,7 @@ import pytest
 
 from engine import launch
 from engine.config import RunConfig
-from engine.follow import RunFollower, follow
+from engine.follow import CRASH_SETTLE, RunFollower, follow
 from engine.runs import create_run, get_run
 
 pytestmark = pytest.mark.timeout(300)
@@ -78,17 +78,36 @@ def test_a_resume_drops_what_the_previous_attempt_logged_after_the_checkpoint():
     assert view.elapsed() == pytest.approx(7.0 + 6.0)  # both attempts, not the gap between them
 
 
-def test_a_dead_worker_shows_as_crashed_with_its_last_log_line():
-    run = _run()
+def _dead_pid() -> int:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    run.write_status(state="running", pid=dead.pid, step=2)
+    return dead.pid
+
+
+def test_a_dead_worker_shows_as_crashed_with_its_last_log_line():
+    run = _run()
+    run.write_status(state="running", pid=_dead_pid(), step=2)
     run.log_path.write_text("loading\nRuntimeError: something broke\n")
     _write_attempt(run, 0, [1, 2], 1000.0)
-    view = RunFollower(run).poll()
+    follower = RunFollower(run)
+    assert follower.poll().state == "running"  # not at once: whoever killed it may be writing why
+    time.sleep(CRASH_SETTLE + 0.1)
+    view = follower.poll()
     assert view.state == "crashed" and not view.alive
     assert "something broke" in view.message
     assert view.log_lines[-1] == "RuntimeError: something broke"
+
+
+def test_a_stopper_that_records_the_end_just_after_the_kill_is_not_a_crash():
+    run = _run()
+    run.write_status(state="stopping", pid=_dead_pid(), step=2)
+    _write_attempt(run, 0, [1, 2], 1000.0)
+    follower = RunFollower(run)
+    states = [follower.poll().state]
+    run.write_status(state="stopped", message="Stopped at step 2: killed after the grace period.")
+    time.sleep(CRASH_SETTLE + 0.1)
+    states.append(follower.poll().state)
+    assert states == ["stopping", "stopped"]
 
 
 def test_live_pace_gives_an_eta():

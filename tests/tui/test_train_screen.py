@@ -366,7 +366,8 @@ def _snapshot_app(monkeypatch):
 async def _monitor_ready(pilot):
     app = pilot.app
     await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.view is not None
-                and app.screen.view.state == "completed" and app.screen.query_one(GpuPanel).samples, 20,
+                and app.screen.view.state == "completed" and app.screen.query_one(GpuPanel).samples
+                and app.screen.query_one(LossPlot).ready, 20,
                 "the monitor to settle")
     await pilot.pause(0.3)
 
@@ -377,3 +378,11 @@ def test_monitor_snapshot_80x24(snap_compare, monkeypatch):
 
 def test_monitor_snapshot_160x48(snap_compare, monkeypatch):
     assert snap_compare(_snapshot_app(monkeypatch), terminal_size=(160, 48), run_before=_monitor_ready)
+
+
+def test_attach_to_an_unknown_run_says_so_in_one_sentence():
+    out = subprocess.run([sys.executable, "-m", "engine", "attach", "no-such-run"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("tunedeck: No run 'no-such-run' in ")
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

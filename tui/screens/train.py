@@ -377,17 +377,22 @@ class TrainScreen(AreaScreen):
             panel.update(Text("Estimate not available yet (no `tunedeck estimate`).", style="dim"))
             return
         panel.update(Text("estimating…", style="dim"))
+        lora = config.lora
         args = ["estimate", "--model", config.model, "--method", config.method,
-                "--batch-size", str(config.batch_size), "--max-length", str(config.max_length)]
-        if config.uses_adapter:
-            args += ["--lora-r", str(config.lora.r)]
-        args.append("--json")
+                "--batch-size", str(config.batch_size), "--max-length", str(config.max_length),
+                "--gradient-accumulation-steps", str(config.gradient_accumulation_steps),
+                "--lora-r", str(lora.r), "--lora-dropout", str(lora.dropout),
+                "--lora-targets", lora.targets if isinstance(lora.targets, str) else ",".join(lora.targets),
+                "--gradient-checkpointing" if config.gradient_checkpointing else "--no-gradient-checkpointing",
+                "--json"]
 
         def work() -> None:
             from ..engine_process import EngineProcessError, run_json
 
+            # No NVIDIA GPU: the worker trains on the CPU, so judge the memory against this machine's RAM.
+            device = ["--device", "cpu"] if gpu.no_gpu_reason() else []
             try:
-                result, error = run_json(args, timeout=180), None
+                result, error = run_json(args[:-1] + device + ["--json"], timeout=180), None
             except EngineProcessError as exc:
                 result, error = None, str(exc)
             except Exception as exc:  # timeout, the helper could not start
@@ -421,13 +426,18 @@ class TrainScreen(AreaScreen):
         if "total" in memory:
             text.append(f"  {'total':<14} {gib(memory['total']):>7} GiB\n", style="bold")
         fit = result.get("fit") or {}
-        fits = fit.get("fits")
-        message = fit.get("message") or fit.get("reason")
-        if fits is False:
+        verdict, reason = fit.get("verdict"), fit.get("message") or fit.get("reason") or ""
+        if verdict == "no":
             panel.add_class("-warn")
-            text.append(f"⚠ Will not fit: {message or 'more memory than the device has'}", style="bold")
-        elif message:
-            text.append(message, style="dim")
+            text.append(f"⚠ Will not fit: {reason}\n", style="bold")
+            for suggestion in (result.get("suggestions") or [])[:3]:
+                text.append(f"  to fit: {suggestion.get('change')} → {gib(suggestion.get('total'))} GiB\n")
+        elif verdict == "tight":
+            panel.add_class("-warn")
+            text.append(f"⚠ {reason}\n")
+        elif reason:
+            text.append(f"{'✔ ' if verdict == 'fits' else ''}{reason}\n", style="" if verdict == "fits" else "dim")
+        text.rstrip()
         panel.update(text)
 
     # --- the monitor ---------------------------------------------------------------------------------
@@ -491,7 +501,7 @@ class TrainScreen(AreaScreen):
         self.view = view
         self.query_one(RunHeader).show(view)
         self.query_one(RunMetrics).show(view)
-        self.query_one(LossChart).set_data(view.losses, view.eval_losses, view.max_steps)
+        self.query_one(LossChart).set_data(view.losses, view.eval_losses, view.max_steps, waiting=view.alive)
         self.query_one(LogTail).show(view.log_lines)
         if self.sampler is not None:
             self.sampler.pid = view.pid

@@ -16,6 +16,8 @@ from textual.widgets import Static
 
 from engine.gpu import GpuSample, HostSample
 
+from .run_header import put
+
 HISTORY = 120  # samples kept per sparkline (two minutes at 1 Hz)
 GIB = 1024**3
 
@@ -90,7 +92,7 @@ class MetricRow(Horizontal):
         yield self.spark
 
     def show(self, text: Text | str, value: float | None, ceiling: float | None = None) -> None:
-        self.text.update(text)
+        put(self.text, text)
         if value is not None:
             self.spark.add(value, ceiling)
 
@@ -133,7 +135,7 @@ class GpuPanel(Vertical):
             self.border_title = "CPU / RAM (no GPU)"
             line.display = True
             reason = reason or "no NVIDIA GPU found"
-            line.update(Text(reason[0].upper() + reason[1:] + "."))
+            put(line, Text(reason[0].upper() + reason[1:] + "."))
             if host is not None:
                 self._show_host(host, watching)
 

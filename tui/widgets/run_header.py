@@ -43,6 +43,17 @@ def number(value: float | None, fmt: str = ".4g") -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def put(static: Static, content, *, layout: bool = False, key=None) -> None:
+    """Update ``static`` only when its content changed, and without a layout pass unless asked (a
+    layout pass re-renders the whole screen; a fixed-size line needs none)."""
+    if key is None:
+        key = (content.plain, tuple(content.spans)) if isinstance(content, Text) else content
+    if getattr(static, "_last_put", None) == key:
+        return
+    static._last_put = key
+    static.update(content, layout=layout)
+
+
 def theme_colour(app, name: str) -> str:
     """A theme variable as a Rich colour ("" when the theme says "auto" or has none)."""
     value = app.theme_variables.get(name, "")
@@ -89,10 +100,10 @@ class RunHeader(Vertical):
         facts_line = self.query_one("#run-facts", Static)
         reason = self.query_one("#run-reason", Static)
         if view is None:
-            title.update("No run yet: set up a run and press [b]Start[/b] (n).")
-            bar_line.update("")
-            facts_line.update("")
-            reason.update("")
+            put(title, "No run yet: set up a run and press [b]Start[/b] (n).")
+            put(bar_line, "")
+            put(facts_line, "", layout=True)
+            put(reason, "", layout=True)
             return
         now = time.time()
         symbol, colour = STATE_STYLE.get(view.state, ("?", "dim"))
@@ -106,7 +117,7 @@ class RunHeader(Vertical):
             head.append(f" on {view.device}", style="dim")
         if view.attempts > 1:
             head.append(f"  attempt {view.attempts}", style="dim")
-        title.update(head)
+        put(title, head)
 
         total = view.max_steps or 0
         bar = ProgressBar(
@@ -123,11 +134,11 @@ class RunHeader(Vertical):
         eta = view.eta(now)
         if view.alive:
             facts.append(f"  ETA {duration(eta)}")
-        bar_line.update(bar)
-        facts_line.update(facts)
+        put(bar_line, bar, key=(bar.total, bar.completed, bar.complete_style))
+        put(facts_line, facts, layout=len(facts.plain) != len(str(getattr(facts_line, "_last_put", ("",))[0])))
 
         note, style = self._reason(view, now)
-        reason.update(note)
+        put(reason, Text(note), layout=True)
         reason.set_class(style == "bad", "-bad")
         reason.set_class(style == "note", "-note")
 
@@ -165,7 +176,9 @@ class RunMetrics(Widget):
 
     def show(self, view: RunView | None) -> None:
         self.view = view
-        self.refresh(layout=True)
+        lines = self._text(self.content_size.width).plain.count("\n")
+        self.refresh(layout=lines != getattr(self, "_lines", None))
+        self._lines = lines
 
     def pairs(self) -> list[tuple[str, str]]:
         v = self.view
