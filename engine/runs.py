@@ -237,7 +237,8 @@ class Run:
             state = "crashed"
             log = self.log_tail(10)
             last = next((line for line in reversed(log) if line.strip()), "")
-            message = "The worker process ended without saying why" + (f"; last log line: {last}" if last else "")
+            message = ("The worker process ended without saying why (killed, or out of memory?)"
+                       + (f"; last log line: {last}" if last else ""))
         elif state in ("failed", "crashed") and with_log:
             log = self.log_tail(10)
         return RunInfo(

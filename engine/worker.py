@@ -366,6 +366,8 @@ class Worker:
         checkpoint = run.latest_checkpoint() if self.resume else None
         if checkpoint is not None:
             self.step = int(checkpoint.name.rsplit("-", 1)[1])
+        if self.resume:  # where training picks up, not where the previous attempt got to
+            self.status(step=self.step)
         self.progress("Loading libraries…")
         import torch  # noqa: F401 - the slow import, timed in the log
         import transformers

@@ -9,11 +9,20 @@ import json
 import sys
 import time
 
-from ..runs import ALIVE, Run
+from ..runs import ALIVE, Run, pid_alive
 
-POLL = 0.25
+POLL = 0.5
 DETACHED = ("Detached; the run goes on. `tunedeck logs {id} -f` follows it again, "
             "`tunedeck stop {id}` stops it.")
+
+
+def state_of(run: Run) -> str:
+    """The run's state with liveness, cheaply (no config or log reading): for polling loops."""
+    status = run.read_status()
+    state = status.get("state", "unknown")
+    if state in ALIVE and not pid_alive(status.get("pid"), status.get("pid_started")):
+        return "crashed"
+    return state
 
 
 def settled_info(run: Run):
@@ -43,8 +52,7 @@ def follow_json(run: Run, offset: int = 0) -> int:
             events, offset = run.read_events(offset)
             for event in events:
                 print(json.dumps(event), flush=True)
-            info = run.info(with_log=False)
-            if info.state not in ALIVE:
+            if state_of(run) not in ALIVE:
                 info = settled_info(run)
                 events, offset = run.read_events(offset)  # anything written as it ended
                 for event in events:
@@ -62,18 +70,28 @@ def follow_json(run: Run, offset: int = 0) -> int:
 def follow_progress(run: Run, offset: int = 0) -> int:
     """A progress bar (step of max_steps, loss, tokens/s) until the run ends; Ctrl-C detaches."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=False)
     progress = Progress(
         SpinnerColumn(), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
+        TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[detail]}"),
         console=console, transient=False,
     )
     status = run.read_status()
     task = progress.add_task(run.id, total=status.get("max_steps"), completed=status.get("step") or 0,
-                             detail=status.get("message") or "")
+                             detail=status.get("message") or "", eta="")
     last = {"loss": None, "eval": None, "tps": None}
+    pace: list[tuple[float, int]] = []  # (time, step) of recent logs, for the time left
+
+    def eta(step: int, total) -> str:
+        if len(pace) < 2 or not total:
+            return ""
+        (t0, s0), (t1, s1) = pace[0], pace[-1]
+        if s1 <= s0:
+            return ""
+        left = (total - step) * (t1 - t0) / (s1 - s0)
+        return "left " + (f"{left / 3600:.1f}h" if left >= 5400 else f"{left / 60:.0f}m" if left >= 90 else f"{left:.0f}s")
 
     def detail() -> str:
         parts = []
@@ -94,13 +112,19 @@ def follow_progress(run: Run, offset: int = 0) -> int:
                     if kind == "status":
                         progress.update(task, detail=e.get("message", ""))
                     elif kind == "start":
+                        pace.clear()
+                        pace.append((e.get("time") or time.time(), e.get("step") or 0))
                         progress.update(task, total=e.get("max_steps"), completed=e.get("step") or 0,
                                         detail=detail() or "training…")
                         progress.console.print(f"[dim]{e.get('message', '')}[/]")
                     elif kind == "log":
                         last["loss"] = e.get("loss")
                         last["tps"] = e.get("tokens_per_second") or last["tps"]
-                        progress.update(task, completed=e.get("step") or 0, detail=detail())
+                        pace.append((e.get("time") or time.time(), e.get("step") or 0))
+                        del pace[:-20]
+                        total = progress.tasks[0].total
+                        progress.update(task, completed=e.get("step") or 0, detail=detail(),
+                                        eta=eta(e.get("step") or 0, total))
                     elif kind == "eval":
                         last["eval"] = e.get("eval_loss")
                         progress.update(task, detail=detail())
@@ -108,15 +132,15 @@ def follow_progress(run: Run, offset: int = 0) -> int:
                         progress.console.print(f"[dim]step {e.get('step')}: saved {e.get('path')}[/]")
                     elif kind == "error":
                         progress.console.print(f"[red]{e.get('message', '')}[/]")
-                info = run.info()
-                if info.state not in ALIVE:
+                state = state_of(run)
+                if state not in ALIVE:
                     info = settled_info(run)
                     events, offset = run.read_events(offset)
                     for e in events:
                         if e.get("type") == "log":
                             progress.update(task, completed=e.get("step") or 0)
                     break
-                if info.state == "stopping":
+                if state == "stopping":
                     progress.update(task, detail="stopping: saving a checkpoint at the end of this step…")
                 time.sleep(POLL)
     except KeyboardInterrupt:

@@ -34,6 +34,7 @@ def run(args) -> int:
 
 def _log(target, lines: int, follow: bool) -> int:
     from ..runs import ALIVE
+    from ._follow import settled_info, state_of
 
     path = target.log_path
     try:
@@ -64,13 +65,10 @@ def _log(target, lines: int, follow: bool) -> int:
                     sys.stdout.write(chunk[:end].decode("utf-8", "replace"))
                     sys.stdout.flush()
                     offset += end
-            info = target.info(with_log=False)
-            if info.state not in ALIVE and not chunk:
-                from ._follow import settled_info
-
+            if not chunk and state_of(target) not in ALIVE:
                 info = settled_info(target)
                 print(f"[{info.state}] {info.message or ''}")
                 return 0 if info.state in ("completed", "stopped") else 1
-            time.sleep(0.3)
+            time.sleep(0.5)
     except KeyboardInterrupt:
         return 0

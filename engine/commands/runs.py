@@ -49,6 +49,7 @@ def run(args) -> int:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     colours = {"running": "cyan", "starting": "cyan", "stopping": "yellow", "completed": "green",
                "stopped": "yellow", "failed": "red", "crashed": "red"}
@@ -67,5 +68,7 @@ def run(args) -> int:
     console.print(table)
     for i in runs:
         if i.state in ("failed", "crashed") and i.message:
-            console.print(f"[red]{i.id}[/]: {i.message}", highlight=False)
+            console.print(Text.assemble((i.id, "red"), f": {i.message}"), highlight=False)
+            if i.state == "crashed":
+                console.print(f"  `tunedeck resume {i.id}` continues from its newest checkpoint.", highlight=False)
     return 0

@@ -247,3 +247,16 @@ def test_cli_train_json_follow_and_logs(tiny_model, toy_data):
     logs = subprocess.run([sys.executable, "-m", "engine", "logs", run_dir.name], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=60)
     assert logs.returncode == 0 and "completed: Completed 3 steps" in logs.stdout
+
+
+def test_cli_train_follow_shows_progress_until_the_end(tiny_model, toy_data):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="100")
+    cmd = [sys.executable, "-m", "engine", "train", "--model", str(tiny_model), "--data", str(toy_data),
+           "--max-steps", "2", "--batch-size", "4", "--eval-steps", "0", "--max-length", "64", "--follow"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("Started run ") and "Training LoRA on 64 examples, 2 steps, on cpu" in out
+    assert "2/2" in out and "completed: Completed 2 steps" in out
+    run_id = out.split()[2]
+    assert get_run(run_id).info().state == "completed"
