@@ -135,6 +135,7 @@ class TrainScreen(AreaScreen):
         self._estimate_timer: Timer | None = None
         self._estimate_key: tuple | None = None
         self._valid = False
+        self._launching = False
         self.pane = "setup"
 
     # --- layout --------------------------------------------------------------------------------
@@ -320,6 +321,8 @@ class TrainScreen(AreaScreen):
 
     @on(Button.Pressed, "#start")
     def start_training(self) -> None:
+        if self._launching:
+            return  # one start at a time (ctrl+s pressed twice)
         config = self.validate_form()
         if config is None:
             self.notify(str(self.query_one("#config-error", Static).render()), severity="error")
@@ -331,6 +334,7 @@ class TrainScreen(AreaScreen):
         self.project.settings = settings
         self._settings_seen = self._project_key()
         self.query_one("#start", Button).disabled = True
+        self._launching = True
         self._launch(config)
 
     @work(thread=True, exclusive=True, group="train-launch")
@@ -342,13 +346,18 @@ class TrainScreen(AreaScreen):
         except TunedeckError as exc:
             self.app.call_from_thread(self._launch_failed, str(exc))
             return
+        except OSError as exc:  # e.g. the run store is not writable
+            self.app.call_from_thread(self._launch_failed, f"Could not start the worker: {exc}.")
+            return
         self.app.call_from_thread(self._launched, run)
 
     def _launch_failed(self, message: str) -> None:
+        self._launching = False
         self.query_one("#start", Button).disabled = not self._valid
         self.notify(message, title="Could not start the run", severity="error", timeout=10)
 
     def _launched(self, run) -> None:
+        self._launching = False
         self.query_one("#start", Button).disabled = not self._valid
         self.notify(f"Training started: {run.id}. It keeps going if you close the terminal.", timeout=6)
         self.project.run_id = run.id
