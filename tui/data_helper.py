@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ class RenderHelper:
             [sys.executable, "-m", "engine", "data", "serve", "--model", self.model],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1,
         )
+        _lower_priority(self._proc.pid)  # its start (importing transformers) must not stall the app
         while True:
             line = self._proc.stdout.readline()
             if not line:
@@ -104,6 +106,7 @@ class ChildJobs:
                 [sys.executable, "-m", "engine", *args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True,
             )
+            _lower_priority(proc.pid)
             old = self._procs.get(key)
             self._procs[key] = proc
         if old is not None:
@@ -138,6 +141,14 @@ class ChildJobs:
         for proc in procs:
             if proc is not None:
                 _stop(proc)
+
+
+def _lower_priority(pid: int) -> None:
+    """Background scans yield the CPU to the app (and to training): the UI is what people wait on."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def _stop(proc: subprocess.Popen) -> None:

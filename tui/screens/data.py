@@ -50,7 +50,7 @@ class DataScreen(AreaScreen):
     DataScreen #data-max-length { width: 8; }
     DataScreen #data-status { height: 1; margin: 0 1; }
     DataScreen #data-summary { width: 1fr; height: 1; }
-    DataScreen #data-progress-label { width: auto; color: $text-muted; padding: 0 1; }
+    DataScreen #data-progress-label { width: 19; color: $text-muted; padding: 0 1; text-align: right; }
     DataScreen #data-progress { width: 30; }
     DataScreen #data-progress Bar { width: 1fr; }
     DataScreen .-idle #data-progress, DataScreen .-idle #data-progress-label { display: none; }
@@ -65,6 +65,7 @@ class DataScreen(AreaScreen):
     DataScreen #data-tabs TabPane { padding: 0; }
     DataScreen .data-scroll { height: 1fr; }
     DataScreen #data-stats-text { padding: 0 1; height: auto; }
+    DataScreen #data-histogram { height: 1fr; min-height: 4; max-height: 16; }
     DataScreen #data-problems { height: 1fr; border: none; }
     """
     BINDINGS = [
@@ -122,7 +123,7 @@ class DataScreen(AreaScreen):
                     with VerticalScroll(classes="data-scroll"):
                         yield TokenView(id="data-tokens")
                 with TabPane("Lengths", id="lengths"):
-                    with VerticalScroll(classes="data-scroll"):
+                    with Vertical(classes="data-scroll"):
                         yield Static("", id="data-stats-text")
                         yield LengthHistogram(id="data-histogram")
                 with TabPane("Problems", id="problems"):
@@ -181,9 +182,9 @@ class DataScreen(AreaScreen):
 
     # Long jobs run in their own threads, not the shared worker pool, so quick jobs (the rows on
     # screen) never wait behind them. Results come back through _ui, tagged with the generation.
-    def _ui(self, fn, *args) -> None:
+    def _ui(self, fn, *args, **kwargs) -> None:
         try:
-            self.app.call_from_thread(fn, *args)
+            self.app.call_from_thread(fn, *args, **kwargs)
         except RuntimeError:  # the app has gone
             pass
 
@@ -205,16 +206,19 @@ class DataScreen(AreaScreen):
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
+            time.sleep(0.002)  # let the UI thread have the GIL between chunks
             now = time.perf_counter()
-            if now - last[0] > 0.15 or done >= total:
+            if now - last[0] > 0.4 or done >= total:
                 last[0] = now
                 self._ui(self._scanned, gen, len(source), done / total if total else 1.0, False)
 
         try:
             source.scan(progress=progress, stop=stop)
-        except TunedeckError as exc:
-            self._ui(self.notify, str(exc), severity="error")
-        if not stop.is_set():
+        except (TunedeckError, OSError, ValueError) as exc:
+            self._ui(self.notify, f"Reading {ref} stopped: {exc}", severity="error")
+        if stop.is_set():
+            source.close()  # another file was opened
+        else:
             self._ui(self._scanned, gen, len(source), 1.0, True)
 
     def _open_failed(self, gen: int, ref: str, message: str) -> None:
@@ -236,7 +240,7 @@ class DataScreen(AreaScreen):
         self.project.data = ref
         self.model = self.project.model
         unit = "line" if source.unit == "line" else "rec"
-        self.query_one("#data-rows-header", Static).update(f" {unit:>4}   {'preview' if source.unit else ''}")
+        self.query_one("#data-rows-header", Static).update(f"{unit:>5}   first user turn, or the row's problem")
         self._summary()
         table = self.query_one(RowTable)
         table.set_row_count(len(source))
@@ -300,7 +304,7 @@ class DataScreen(AreaScreen):
     def _show_row(self, gen: int, source, file_format, index: int, max_length: int, model: str) -> None:
         try:
             raw = source.get(index)
-        except (IndexError, OSError) as exc:
+        except (IndexError, OSError, ValueError) as exc:
             self._ui(self.query_one(ConversationView).show_message, str(exc))
             return
         if get_current_worker().is_cancelled:
@@ -532,7 +536,10 @@ class DataScreen(AreaScreen):
             if name in self._progress:
                 label, fraction = self._progress[name]
                 status.remove_class("-idle")
-                self.query_one("#data-progress-label", Label).update(label)
+                label_widget = self.query_one("#data-progress-label", Label)
+                if getattr(label_widget, "_shown", None) != label:
+                    label_widget._shown = label
+                    label_widget.update(label, layout=False)  # fixed width: no relayout while scanning
                 bar = self.query_one("#data-progress", ProgressBar)
                 bar.update(total=None if fraction is None else 1.0, progress=fraction or 0.0)
                 return
@@ -565,7 +572,7 @@ class DataScreen(AreaScreen):
             if self.stats["over_max_length"]:
                 parts.append(f"[$warning]{self.stats['over_max_length']:,} over {self.stats['max_length']}[/]")
         parts.append(f"[dim]model {self.model or self.project.model}[/]")
-        self.query_one("#data-summary", Static).update(" · ".join(parts))
+        self.query_one("#data-summary", Static).update(" · ".join(parts), layout=False)
 
     # --- actions ----------------------------------------------------------------------------------
     def action_focus_path(self) -> None:
@@ -591,4 +598,14 @@ class DataScreen(AreaScreen):
 
 
 def _thread(target, *args) -> None:
-    threading.Thread(target=target, args=args, daemon=True).start()
+    """Run a long job in its own daemon thread; an unexpected error becomes a notification, never a
+    traceback written over the screen."""
+    screen = target.__self__
+
+    def run() -> None:
+        try:
+            target(*args)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for a background job
+            screen._ui(screen.notify, f"{type(exc).__name__}: {exc}", severity="error", title="Data")
+
+    threading.Thread(target=run, daemon=True).start()
