@@ -245,19 +245,25 @@ class ChatEngine:
             self.base, self.base_tokenizer = base, tokenizer
             self.model_ref, self.model_display = model, src.display
         self._detach()
-        if kind == "adapter":
-            say(f"Attaching {label} of run {run_obj.id}…", None)
-            self._attach_adapter(path)
-        elif kind == "full":
-            say(f"Loading the fine-tuned model {label} of run {run_obj.id}…", None)
-            from transformers import AutoModelForCausalLM
+        self.run_id = self.label = None
+        try:
+            if kind == "adapter":
+                say(f"Attaching {label} of run {run_obj.id}…", None)
+                self._attach_adapter(path)
+            elif kind == "full":
+                say(f"Loading the fine-tuned model {label} of run {run_obj.id}…", None)
+                from transformers import AutoModelForCausalLM
 
-            self.full = AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=self._dtype(), trust_remote_code=False
-            ).to(self.device).eval()
+                self.full = AutoModelForCausalLM.from_pretrained(
+                    str(path), dtype=self._dtype(), trust_remote_code=False
+                ).to(self.device).eval()
+            self._choose_tokenizer(path)
+        except BaseException:
+            self._detach()  # what stays loaded is the base model alone, with its own template
+            self._choose_tokenizer(None)
+            raise
         self.run_id = run_obj.id if run_obj else None
         self.label = label
-        self._choose_tokenizer(path)
         if warmup:
             say("Warming up…", None)
             self._warmup()
@@ -619,6 +625,7 @@ class ChatProcess:
         self.requests: queue.Queue = queue.Queue()
         self.current_id = None
         self.cancel = _Cancel()
+        self.cancelled: set = set()
         self._lock = threading.Lock()
 
     def read_stdin(self) -> None:
@@ -639,6 +646,8 @@ class ChatProcess:
                 with self._lock:
                     if target is None or target == self.current_id:
                         self.cancel.set()
+                    else:  # not started yet: it will start cancelled
+                        self.cancelled.add(target)
                 continue
             if op == "shutdown":
                 self.cancel.set()
@@ -658,6 +667,9 @@ class ChatProcess:
             with self._lock:
                 self.current_id = rid
                 self.cancel = _Cancel()
+                if rid in self.cancelled:
+                    self.cancelled.discard(rid)
+                    self.cancel.set()
             try:
                 self.handle(rid, op, req)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes one error event

@@ -122,6 +122,22 @@ def test_load_errors_come_back_as_one_sentence_and_the_process_stays_usable(clie
     assert client.alive
 
 
+def test_an_adapter_that_does_not_fit_the_base_is_refused_and_the_base_stays_usable(client, tiny_trained):
+    run = make_run(tiny_trained)
+    config = json.loads((run.adapter_dir / "adapter_config.json").read_text())
+    config["target_modules"] = ["no_such_layer"]
+    (run.adapter_dir / "adapter_config.json").write_text(json.dumps(config))
+    refused = list(client.load(run=run.id, timeout=120))[-1]
+    assert refused["type"] == "error"
+    assert refused["message"].startswith(f"Could not attach the adapter in {run.adapter_dir}")
+    assert refused["message"].endswith("was it trained on this base model?")
+    rendered = client.request("render", messages=TICKET, timeout=60)["text"]
+    assert "#trained" not in rendered  # the base model's own template again, not the refused run's
+    assert _generate(client, TICKET, mode="base", max_new_tokens=3)[-1]["type"] == "done"
+    refused_tuned = list(client.generate(TICKET, mode="tuned", timeout=60))[-1]
+    assert refused_tuned["type"] == "error" and "No fine-tuned adapter is loaded" in refused_tuned["message"]
+
+
 def test_a_killed_process_ends_pending_requests_and_restarts(client, tiny_run):
     _load(client, run=tiny_run.id)
     first_pid = client.pid
@@ -283,3 +299,62 @@ def test_a_conversation_longer_than_the_context_drops_its_oldest_exchanges(clien
     assert done["sides"]["tuned"]["dropped_turns"] >= 1 and done["sides"]["tuned"]["tokens"] == 64
     too_long = list(client.generate([{"role": "user", "content": long_answer * 3}], mode="tuned", timeout=60))
     assert too_long[-1]["type"] == "error" and "too long for the model's context of 512" in too_long[-1]["message"]
+
+
+# --- end to end on the demo model (slow) ---------------------------------------------------------
+
+KEYS = {"category", "priority", "product", "order_id", "sentiment", "needs_human"}
+
+
+def follows_format(answer: str) -> bool:
+    """The trained format: the whole answer is one JSON object with exactly the six keys."""
+    from engine.evaluate import parse_strict
+
+    value = parse_strict(answer)
+    return isinstance(value, dict) and set(value) == KEYS
+
+
+def format_scores(client, prompts: list[list[dict]], max_new_tokens: int = 80) -> dict:
+    """Ask base and fine-tuned each prompt (compare mode, greedy); count answers in the format."""
+    counts = {"base": 0, "tuned": 0, "tuned_eos": 0, "n": len(prompts), "examples": {}}
+    for messages in prompts:
+        done = _generate(client, messages, mode="compare", max_new_tokens=max_new_tokens)[-1]
+        for side in ("base", "tuned"):
+            answer = done["sides"][side]["text"]
+            counts[side] += follows_format(answer)
+            counts["examples"].setdefault(side, answer)
+        counts["tuned_eos"] += done["sides"]["tuned"]["stop"] == "eos"
+    return counts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_demo_lora_run_answers_in_the_trained_format_more_often_than_the_base(client, demo_model_dir):
+    """A short LoRA run of the worker on the demo data; then, on held-back validation prompts, the
+    fine-tuned model's answers are the trained JSON more often than the base model's."""
+    import time
+
+    from engine.config import RunConfig
+    from engine.demo import validation_file
+    from engine.launch import start_run
+    from engine.runs import ALIVE
+
+    cfg = RunConfig.from_dict({"model": "demo", "data": "demo", "method": "lora", "max_steps": 10,
+                               "learning_rate": 1e-3, "batch_size": 8, "max_length": 256,
+                               "save_steps": 10, "eval_steps": 0})
+    run = start_run(cfg)
+    deadline = time.time() + 3000
+    while run.info().state in ALIVE + ("created",) and time.time() < deadline:
+        time.sleep(2)
+    assert run.info().state == "completed", (run.info().message, run.log_tail(20))
+
+    rows = [json.loads(line) for line in validation_file().read_text().splitlines() if line.strip()]
+    prompts = [row["messages"][:-1] for row in rows[:12]]  # validation rows: never trained on
+    loaded = _load(client, run=run.id)
+    assert loaded["template"] == "run" and loaded["sides"] == ["base", "tuned"]
+    scores = format_scores(client, prompts)
+    print(f"\ntrained format on {scores['n']} held-back prompts: base {scores['base']}, "
+          f"fine-tuned {scores['tuned']} (fine-tuned ended its turn itself {scores['tuned_eos']} times)\n"
+          f"base e.g. {scores['examples']['base'][:100]!r}\ntuned e.g. {scores['examples']['tuned'][:100]!r}")
+    assert scores["tuned"] > scores["base"]
+    assert scores["tuned"] >= scores["n"] // 2 and scores["tuned_eos"] >= scores["n"] // 2

@@ -146,6 +146,8 @@ class ChatScreen(AreaScreen):
         if first and current != BASE_ONLY:
             self._fill_checkpoints(current)
             self._load_selection()
+        elif current != BASE_ONLY:
+            self._fill_checkpoints(current, keep=True)  # new checkpoints since, same choice
 
     def _base_display(self) -> str:
         try:
@@ -174,8 +176,9 @@ class ChatScreen(AreaScreen):
     def _target(self, run_id) -> ChatTarget | None:
         return next((t for t in self.targets if t.run_id == run_id), None)
 
-    def _fill_checkpoints(self, run_id) -> None:
+    def _fill_checkpoints(self, run_id, *, keep: bool = False) -> None:
         select = self.query_one("#chat-checkpoint", Select)
+        before = select.value
         target = self._target(run_id)
         with self.prevent(Select.Changed):
             if target is None:
@@ -188,7 +191,8 @@ class ChatScreen(AreaScreen):
                 options.append(("final " + ("adapter" if target.final == "adapter" else "model"), FINAL))
             options += [(f"checkpoint-{n}", str(n)) for n in reversed(target.checkpoints)]
             select.set_options(options)
-            select.value = options[0][1]
+            values = [v for _, v in options]
+            select.value = before if keep and before in values else values[0]
             select.disabled = False
 
     @on(Select.Changed, "#chat-run")
