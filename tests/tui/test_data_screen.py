@@ -153,3 +153,26 @@ def test_snapshot_of_the_demo(snap_compare, demo_model_dir, size):
         await pilot.pause(0.3)
 
     assert snap_compare(TunedeckApp(), terminal_size=size, run_before=settle)
+
+
+def test_histogram_rebins_to_its_width_and_places_the_cut():
+    hist = LengthHistogram()
+    hist.set_data({"edges": [0, 100, 200, 300, 400], "counts": [1, 2, 3, 4]}, 200)
+    assert hist.columns(2) == [3, 7]  # merged
+    assert hist.columns(8) == [1, 1, 2, 2, 3, 3, 4, 4]  # spread
+    assert hist.cut_column(8) == 4 and hist.cut_column(40) == 20
+
+
+def test_a_new_job_under_the_same_key_stops_the_old_one(tmp_path):
+    from tui.data_helper import ChildJobs
+
+    path = tmp_path / "long.jsonl"
+    with open(path, "w") as f:
+        for i in range(300_000):
+            f.write(json.dumps({"text": f"row {i}"}) + "\n")
+    jobs = ChildJobs()
+    first = jobs.stream("inspect", ["data", "inspect", str(path), "--progress"])
+    assert next(first)["event"] == "progress"  # running
+    second = list(jobs.stream("inspect", ["data", "inspect", str(FIX / "text.jsonl"), "--progress"]))
+    assert second[-1]["event"] == "report" and second[-1]["rows"] == 3
+    assert [e for e in first if e.get("event") == "report"] == []  # stopped, no error, no report
