@@ -148,6 +148,13 @@ def test_split_example_and_shots():
     assert len(set(ev.fixed_shots(shots * 5, 3))) == 3 and ev.fixed_shots(shots, 0) == []
 
 
+def test_cpu_threads_leave_busy_cores_alone():
+    assert ev.cpu_threads(2, 0.0) == 2
+    assert ev.cpu_threads(2, 0.8) == 1
+    assert ev.cpu_threads(2, 14.0) == 1
+    assert ev.cpu_threads(16, 3.2) == 13
+
+
 def test_table_rows_and_text():
     result = {
         "run": "r1", "weights": "adapter", "scored": 2, "split": "validation split", "k": 3,
