@@ -193,8 +193,14 @@ def verdict(rows: dict[str, dict], structured: bool, n: int) -> str:
         text = (f"Prompting is enough here: {best} reaches {best_v:.0%} {name} against {ft:.0%} "
                 f"fine-tuned ({diff:+.0f} points); train longer or on more data, or keep the prompt.")
     else:
-        text = (f"Fine-tuning and {best} are within 5 points ({ft:.0%} against {best_v:.0%} {name}); "
-                f"the cheaper option, {best}, may be enough.")
+        text = f"Fine-tuning and {best} are within 5 points ({ft:.0%} against {best_v:.0%} {name})"
+        ft_tokens, best_tokens = rows["fine-tuned"].get("prompt_tokens"), rows[best].get("prompt_tokens")
+        if ft_tokens and best_tokens and best_tokens > 1.2 * ft_tokens:
+            text += (f": {best} needs no training but sends {best_tokens / ft_tokens:.1f}x longer prompts "
+                     f"({best_tokens:.0f} against {ft_tokens:.0f} tokens a question), so fine-tuning pays off "
+                     "when there are many requests.")
+        else:
+            text += f"; {best} needs no training and may be enough."
     if n < 30:
         text += f" Only {n} examples were scored, so differences under ~15 points may be noise."
     return text
@@ -414,6 +420,15 @@ def _stop_ids(tokenizer) -> list[int]:
     return ids
 
 
+def mean_prompt_tokens(tokenizer, prompts: list[list[dict]]) -> float:
+    """Average tokens of the rendered prompts: what each question costs the model to read."""
+    if not prompts:
+        return 0.0
+    total = sum(len(tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                              add_special_tokens=False)["input_ids"]) for p in prompts)
+    return round(total / len(prompts), 1)
+
+
 def generate(models: _Models, which: str, prompts: list[list[dict]], *, max_new_tokens: int,
              batch_size: int, tick: Callable[[int], None]) -> list[str]:
     """Greedy answers to chat prompts (left-padded batches, shortest prompts first)."""
@@ -546,7 +561,8 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
                                       batch_size=batch_size, tick=ticker(condition))
         timings[condition] = round(time.time() - mark, 2)
         rows[condition] = {"label": LABELS[condition],
-                           **score_answers(answers[condition], references, structured=structured).to_dict()}
+                           **score_answers(answers[condition], references, structured=structured).to_dict(),
+                           "prompt_tokens": mean_prompt_tokens(tok, prompts[condition])}
     for condition, which in (("zero-shot", "base"), ("fine-tuned", "fine-tuned")):
         rows.setdefault(condition, {"label": LABELS[condition], "n": 0})
         rows[condition].update(eval_loss=losses[which]["eval_loss"], perplexity=losses[which]["perplexity"])
@@ -614,7 +630,7 @@ def _num(v, fmt="{:.3f}") -> str:
 
 
 SHORT = {"exact match": "exact", "valid JSON": "JSON ok", "field accuracy": "fields", "eval loss": "loss",
-         "perplexity": "ppl"}
+         "perplexity": "ppl", "prompt tokens": "prompt"}
 
 
 def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -623,7 +639,7 @@ def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[li
     header = ["approach", "exact match"]
     if structured:
         header += ["valid JSON", "field accuracy"]
-    header += ["eval loss", "perplexity"]
+    header += ["eval loss", "perplexity", "prompt tokens"]
     if short:
         header = [SHORT.get(h, h) for h in header]
     rows = []
@@ -631,7 +647,8 @@ def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[li
         cells = [row.get("label", "?"), _pct(row.get("exact_match"))]
         if structured:
             cells += [_pct(row.get("json_valid")), _pct(row.get("field_accuracy"))]
-        cells += [_num(row.get("eval_loss")), _num(row.get("perplexity"), "{:.2f}")]
+        cells += [_num(row.get("eval_loss")), _num(row.get("perplexity"), "{:.2f}"),
+                  _num(row.get("prompt_tokens"), "{:.0f}")]
         rows.append(cells)
     return header, rows
 

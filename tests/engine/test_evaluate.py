@@ -98,6 +98,11 @@ def test_verdict_says_who_won_and_by_how_much():
     assert ev.verdict(rows, True, 60).startswith("Prompting is enough here: retrieval few-shot")
     rows["fine-tuned"]["field_accuracy"] = 0.63
     assert "within 5 points" in ev.verdict(rows, True, 10) and "noise" in ev.verdict(rows, True, 10)
+    assert "needs no training and may be enough" in ev.verdict(rows, True, 60)
+    rows["fine-tuned"]["prompt_tokens"], rows["retrieval few-shot"]["prompt_tokens"] = 120.0, 510.0
+    assert "sends 4.2x longer prompts (510 against 120 tokens a question)" in ev.verdict(rows, True, 60)
+    rows = {c: {"field_accuracy": 0.0} for c in ev.CONDITIONS}
+    assert ev.verdict(rows, True, 60).startswith("No approach gets the answers right yet")
     exact_rows = {c: {"exact_match": 0.5} for c in ev.CONDITIONS}
     assert "exact match" in ev.verdict(exact_rows, False, 50)
 
@@ -167,9 +172,10 @@ def test_table_rows_and_text():
         ],
     }
     header, rows = ev.table_rows(result)
-    assert header == ["approach", "exact match", "valid JSON", "field accuracy", "eval loss", "perplexity"]
-    assert ev.table_rows(result, short=True)[0] == ["approach", "exact", "JSON ok", "fields", "loss", "ppl"]
-    assert rows[0] == ["base, zero-shot", "0%", "50%", "25%", "2.000", "7.39"]
+    assert header == ["approach", "exact match", "valid JSON", "field accuracy", "eval loss", "perplexity",
+                      "prompt tokens"]
+    assert ev.table_rows(result, short=True)[0] == ["approach", "exact", "JSON ok", "fields", "loss", "ppl", "prompt"]
+    assert rows[0] == ["base, zero-shot", "0%", "50%", "25%", "2.000", "7.39", "—"]
     assert rows[1][1:4] == ["100%", "100%", "100%"]
     text = ev.format_table(result)
     assert "Fine-tuning was worth it." in text and "Per-field accuracy" in text
@@ -284,6 +290,7 @@ def test_eval_of_a_trained_run_matches_an_independent_computation(trained, tiny_
         # exact match and valid JSON counted by hand from the answers the run recorded
         assert rows[label]["exact_match"] == sum(a.strip() == r for a, r in zip(answers, refs)) / n
         assert rows[label]["json_valid"] == sum(_is_json_object(a) for a in answers) / n
+    assert rows["base, few-shot"]["prompt_tokens"] > rows["fine-tuned"]["prompt_tokens"] > 0
     saved = json.loads((trained.dir / "eval.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(result["rows"]))
 

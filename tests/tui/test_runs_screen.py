@@ -218,11 +218,13 @@ EVAL = {
     "for the best prompting alternative (retrieval few-shot), +32 points.",
     "rows": [
         {"label": "base, zero-shot", "exact_match": 0.0, "json_valid": 0.35, "field_accuracy": 0.22,
-         "eval_loss": 1.912, "perplexity": 6.77},
-        {"label": "base, few-shot", "exact_match": 0.1, "json_valid": 0.9, "field_accuracy": 0.55},
-        {"label": "base, retrieval few-shot", "exact_match": 0.15, "json_valid": 0.95, "field_accuracy": 0.61},
+         "eval_loss": 1.912, "perplexity": 6.77, "prompt_tokens": 92.0},
+        {"label": "base, few-shot", "exact_match": 0.1, "json_valid": 0.9, "field_accuracy": 0.55,
+         "prompt_tokens": 388.5},
+        {"label": "base, retrieval few-shot", "exact_match": 0.15, "json_valid": 0.95, "field_accuracy": 0.61,
+         "prompt_tokens": 391.2},
         {"label": "fine-tuned", "exact_match": 0.6, "json_valid": 1.0, "field_accuracy": 0.93,
-         "eval_loss": 0.211, "perplexity": 1.23},
+         "eval_loss": 0.211, "perplexity": 1.23, "prompt_tokens": 92.0},
     ],
 }
 
