@@ -23,6 +23,8 @@ Events ``{"id": "...", "type": ...}``; every request ends with exactly one of lo
     {"type": "loaded", "model", "model_ref", "run", "checkpoint", "adapter", "sides", "template",
      "device", "seconds"}
     {"type": "token", "side": "base"|"tuned", "text"}         text to append to that side's answer
+    {"type": "end", "side", "text", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stop"}
+        that side's answer is over (the other side of a comparison may still be answering)
     {"type": "done", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stopped",
      "sides": {side: {"text", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stop"}}}
         ``stop`` is "eos" (end of turn), "length" (max_new_tokens) or "cancelled".
@@ -102,6 +104,7 @@ class SideResult:
     seconds: float = 0.0
     first_token_seconds: float | None = None
     stop: str = "length"
+    dropped_turns: int = 0  # oldest exchanges left out to fit the context
     ids: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -113,6 +116,7 @@ class SideResult:
             "tokens_per_second": round(tps, 2),
             "first_token_seconds": None if self.first_token_seconds is None else round(self.first_token_seconds, 3),
             "stop": self.stop,
+            "dropped_turns": self.dropped_turns,
         }
 
 
@@ -433,8 +437,11 @@ class ChatEngine:
 
     # --- generation ----------------------------------------------------------------------------
     def generate(self, messages, *, mode: str = "tuned", settings: Settings | None = None,
-                 on_token: Callable[[str, str], None] | None = None, cancel: _Cancel | None = None) -> dict:
-        """Answer ``messages`` (a list, or {side: list}) with the sides of ``mode``; stream via on_token."""
+                 on_token: Callable[[str, str], None] | None = None, cancel: _Cancel | None = None,
+                 on_end: Callable[[str, dict], None] | None = None) -> dict:
+        """Answer ``messages`` (a list, or {side: list}) with the sides of ``mode``; stream via on_token;
+        ``on_end(side, figures)`` as soon as a side's answer is over (in compare mode one side often
+        ends its turn well before the other)."""
         self._need_loaded()
         settings = settings or Settings()
         if mode not in ("tuned", "base", "compare"):
@@ -457,14 +464,15 @@ class ChatEngine:
                                                min_new_tokens=min(settings.min_new_tokens, room))
         cancel = cancel or _Cancel()
         emit = on_token or (lambda side, text: None)
-        results = {s: SideResult() for s in sides}
+        ended = on_end or (lambda side, figures: None)
+        results = {s: SideResult(dropped_turns=dropped[s]) for s in sides}
         started = time.perf_counter()
         if self.full is not None and len(sides) == 2:
             # Two different models cannot share a batch: answer one after the other.
             for side in sides:
-                self._run([side], prompts, settings, results, emit, cancel, started)
+                self._run([side], prompts, settings, results, emit, ended, cancel)
         else:
-            self._run(sides, prompts, settings, results, emit, cancel, started)
+            self._run(sides, prompts, settings, results, emit, ended, cancel)
         total_tokens = sum(r.tokens for r in results.values())
         threads = self.threads
         seconds = time.perf_counter() - started
@@ -476,7 +484,7 @@ class ChatEngine:
             "first_token_seconds": round(min(firsts), 3) if firsts else None,
             "stopped": "cancelled" if any(r.stop == "cancelled" for r in results.values()) else
             ("length" if any(r.stop == "length" for r in results.values()) else "eos"),
-            "sides": {s: {**r.to_dict(), "dropped_turns": dropped[s]} for s, r in results.items()},
+            "sides": {s: r.to_dict() for s, r in results.items()},
             "threads": threads,
         }
 
@@ -527,7 +535,7 @@ class ChatEngine:
             )
         return ids, dropped
 
-    def _run(self, sides, prompts, settings, results, emit, cancel, started) -> None:
+    def _run(self, sides, prompts, settings, results, emit, ended, cancel) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
@@ -543,6 +551,18 @@ class ChatEngine:
         finished = [False] * len(sides)
         side_start = time.perf_counter()
 
+        def close(i: int, stop: str, now: float) -> None:
+            finished[i] = True
+            r = results[sides[i]]
+            r.stop = stop
+            r.seconds = now - side_start
+            # the final text, even if the last token left an incomplete character pending
+            final = tok.decode(r.ids, skip_special_tokens=True)
+            if final != r.text and final.startswith(r.text):
+                emit(sides[i], final[len(r.text):])
+            r.text = final
+            ended(sides[i], r.to_dict())
+
         class Streamer(BaseStreamer):
             prompt_seen = False
 
@@ -557,9 +577,7 @@ class ChatEngine:
                         continue
                     r = results[sides[i]]
                     if token in eos_ids:
-                        finished[i] = True
-                        r.stop = "eos"
-                        r.seconds = now - side_start
+                        close(i, "eos", now)
                         continue
                     r.ids.append(int(token))
                     r.tokens += 1
@@ -610,16 +628,9 @@ class ChatEngine:
             else:  # both sides, one batch, each row with its own adapter
                 self.peft.generate(**kwargs, adapter_names=["__base__" if s == "base" else self.adapter_name
                                                             for s in sides])
-        for i, side in enumerate(sides):
-            r = results[side]
+        for i in range(len(sides)):
             if not finished[i]:
-                r.stop = "cancelled" if cancel.is_set() else "length"
-                r.seconds = time.perf_counter() - side_start
-            # the final text, even if the last token left an incomplete character pending
-            final = tok.decode(r.ids, skip_special_tokens=True)
-            if final != r.text and final.startswith(r.text):
-                emit(side, final[len(r.text):])
-            r.text = final
+                close(i, "cancelled" if cancel.is_set() else "length", time.perf_counter())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -734,6 +745,7 @@ class ChatProcess:
             result = self.engine.generate(
                 req.get("messages") or [], mode=req.get("mode", "tuned"), settings=settings,
                 on_token=lambda side, text: emit({"id": rid, "type": "token", "side": side, "text": text}),
+                on_end=lambda side, figures: emit({"id": rid, "type": "end", "side": side, **figures}),
                 cancel=cancel,
             )
             emit({"id": rid, "type": "done", **result})

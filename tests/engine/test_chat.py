@@ -53,10 +53,11 @@ def test_streams_tokens_in_order_then_done(client, tiny_run):
     assert loaded["run"] == tiny_run.id and loaded["checkpoint"] == "adapter" and loaded["adapter"] == "adapter"
     assert loaded["sides"] == ["base", "tuned"]
     events = _generate(client, TICKET, mode="tuned", max_new_tokens=12, min_new_tokens=12)
-    *tokens, done = events
+    *tokens, end, done = events
     assert tokens and all(e["type"] == "token" and e["side"] == "tuned" for e in tokens)
+    assert end["type"] == "end" and end["side"] == "tuned"
     answer = done["sides"]["tuned"]
-    assert "".join(e["text"] for e in tokens) == answer["text"]
+    assert "".join(e["text"] for e in tokens) == answer["text"] == end["text"]
     assert answer["tokens"] == 12 and answer["stop"] == "length"
     assert done["tokens"] == 12 and done["tokens_per_second"] > 0 and done["seconds"] > 0
     # The trained adapter has learned to open the JSON answer.
@@ -84,7 +85,9 @@ def test_cancel_stops_a_generation_midstream_and_the_process_stays_usable(client
 def test_compare_streams_both_sides_interleaved_with_the_same_answers_as_alone(client, tiny_run):
     _load(client, run=tiny_run.id)
     events = _generate(client, TICKET, mode="compare", max_new_tokens=10, min_new_tokens=10)
-    *tokens, done = events
+    *streamed, done = events
+    tokens = [e for e in streamed if e["type"] == "token"]
+    assert [e["side"] for e in streamed if e["type"] == "end"] == ["base", "tuned"]
     sides = [e["side"] for e in tokens]
     assert set(sides) == {"base", "tuned"}
     # Both panes grow together: the first few tokens alternate rather than one side finishing first.
@@ -316,9 +319,13 @@ def follows_format(answer: str) -> bool:
 
 def format_scores(client, prompts: list[list[dict]], max_new_tokens: int = 80) -> dict:
     """Ask base and fine-tuned each prompt (compare mode, greedy); count answers in the format."""
-    counts = {"base": 0, "tuned": 0, "tuned_eos": 0, "n": len(prompts), "examples": {}}
+    counts = {"base": 0, "tuned": 0, "tuned_eos": 0, "tuned_ended_first": 0, "n": len(prompts), "examples": {}}
     for messages in prompts:
-        done = _generate(client, messages, mode="compare", max_new_tokens=max_new_tokens)[-1]
+        events = _generate(client, messages, mode="compare", max_new_tokens=max_new_tokens)
+        done = events[-1]
+        ends = {e["side"]: i for i, e in enumerate(events) if e["type"] == "end"}
+        last_base_token = max(i for i, e in enumerate(events) if e["type"] == "token" and e["side"] == "base")
+        counts["tuned_ended_first"] += ends["tuned"] < last_base_token  # its pane closed while base went on
         for side in ("base", "tuned"):
             answer = done["sides"][side]["text"]
             counts[side] += follows_format(answer)
@@ -358,3 +365,4 @@ def test_demo_lora_run_answers_in_the_trained_format_more_often_than_the_base(cl
           f"base e.g. {scores['examples']['base'][:100]!r}\ntuned e.g. {scores['examples']['tuned'][:100]!r}")
     assert scores["tuned"] > scores["base"]
     assert scores["tuned"] >= scores["n"] // 2 and scores["tuned_eos"] >= scores["n"] // 2
+    assert scores["tuned_ended_first"] >= scores["n"] // 2

@@ -36,10 +36,13 @@ async def _open_chat(pilot) -> ChatScreen:
 
 
 async def _ask(pilot, screen: ChatScreen, text: str):
+    before = sum(len(_answers(p)) for p in screen.panes.values())
     screen.query_one("#chat-input").focus()
     await pilot.press(*text, "enter")
-    await _until(pilot, lambda: screen.generating, 10, "the answer to start")
-    await _until(pilot, lambda: not screen.generating, what="the answer to end")
+    await _until(pilot, lambda: sum(len(_answers(p)) for p in screen.panes.values()) > before, 10,
+                 "the answer to start")
+    await _until(pilot, lambda: not screen.generating and all(a.finished for p in screen.panes.values()
+                                                              for a in _answers(p)), what="the answer to end")
     await pilot.pause(0.2)
 
 

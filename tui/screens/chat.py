@@ -291,9 +291,12 @@ class ChatScreen(AreaScreen):
             return  # the end of an answer already given up (e.g. after a restart)
         if kind == "token":
             await self.panes[event["side"]].append(event["text"])
+        elif kind == "end":
+            await self.panes[event["side"]].finish(event)
         elif kind == "done":
             for side in self._gen_sides:
-                await self.panes[side].finish(event["sides"].get(side, {}))
+                if self.panes[side].busy:
+                    await self.panes[side].finish(event["sides"].get(side, {}))
             self.generating = False
             self._last_figures = self._figures(event)
             self._status_loaded()
