@@ -3,14 +3,20 @@ written by hand, same model, data and settings, interleaved (A B, B A, ...) in o
 Budget: tunedeck / hand >= 0.97.
 
 Throughput, measured the same way for both: input tokens (TRL's `num_tokens`: every non-padding
-token) between the first and the last logged step, divided by the wall time between those two logs.
+token) between the first and the last logged step, divided by the wall time between those two logs;
+and the same tokens divided by the training process's CPU time over that window (on a shared, busy
+machine wall time swings with other people's jobs; CPU time much less, above all with --threads 1).
 Step 1 (warm-up) is outside the window; so are loading, and saving at the end. The tunedeck side
 includes everything the engine adds inside the loop: its callback, events.jsonl and status.json
 writes, the signal handling, the detached process. (`--follow`'s viewer is not part of the engine:
-the bench waits on the events file once a second instead.)
+the bench watches the events file from outside instead.) By default the hand script gets the one
+environment setting the engine gives its worker (OMP_WAIT_POLICY=PASSIVE, see
+engine.worker.quiet_cpu_threads), so the ratio measures overhead, not that setting;
+`--hand-env default` measures it against a plain environment.
 
     .venv/bin/python bench/bench_engine_overhead.py [--model demo] [--steps 6] [--pairs 3]
     .venv/bin/python bench/bench_engine_overhead.py --model tiny --steps 30 --pairs 4   # quick
+    ... --concurrent   # each pair's two runs at the same time: both meet the same load on a busy machine
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 0.97
+HAND_LIKE_WORKER = True  # --hand-env default turns this off
 
 
 # --- B: the hand-written script -----------------------------------------------------------------
@@ -52,7 +59,7 @@ def hand_child(model_dir: str, data_file: str, steps: int, batch_size: int, lr: 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 rows.append({"step": state.global_step, "time": time.time(), "num_tokens": logs.get("num_tokens"),
-                             "loss": logs["loss"]})
+                             "loss": logs["loss"], "cpu": time.process_time()})
 
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="hand-sft-"), max_steps=steps, learning_rate=lr,
@@ -68,31 +75,52 @@ def hand_child(model_dir: str, data_file: str, steps: int, batch_size: int, lr: 
 
 
 # --- A: tunedeck ----------------------------------------------------------------------------------
-def run_tunedeck(model: str, steps: int, batch_size: int, lr: float, max_length: int, home: Path) -> list[dict]:
-    env = dict(os.environ, TUNEDECK_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+def _cpu(pid: int) -> float | None:
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except Exception:
+        return None
+
+
+def run_tunedeck(model: str, steps: int, batch_size: int, lr: float, max_length: int, home: Path,
+                 env_extra: dict) -> list[dict]:
+    env = dict(os.environ, TUNEDECK_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", **env_extra)
     cmd = [sys.executable, "-m", "engine", "train", "--model", model, "--data", "demo", "--max-steps", str(steps),
            "--batch-size", str(batch_size), "--learning-rate", str(lr), "--max-length", str(max_length),
            "--eval-steps", "0", "--save-steps", "100000", "--logging-steps", "1", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"tunedeck train failed: {out.stderr.strip()[-500:]}")
-    # `tunedeck train` has returned; the detached worker trains. Wait for its end event, reading
-    # the file once a second (like the hand side's parent, this costs next to nothing).
-    events_path = Path(json.loads(out.stdout.splitlines()[0])["run_dir"]) / "events.jsonl"
+    # `tunedeck train` has returned and the detached worker trains. Watch its events file (a
+    # separate process: this costs the worker nothing) and note the worker's CPU time as each step
+    # is logged, to compare CPU seconds per token as well as wall time.
+    run_dir = Path(json.loads(out.stdout.splitlines()[0])["run_dir"])
+    events_path = run_dir / "events.jsonl"
+    pid = None
+    cpu_at: dict[int, float | None] = {}
     deadline = time.time() + 3600
+    end: list = []
     while time.time() < deadline:
+        if pid is None:
+            pid = json.loads((run_dir / "status.json").read_text()).get("pid")
         events = [json.loads(line) for line in events_path.read_text().splitlines()] if events_path.exists() else []
+        for e in events:
+            if e.get("type") == "log" and e["step"] not in cpu_at:
+                cpu_at[e["step"]] = _cpu(pid) if pid else None
         end = [e for e in events if e.get("type") == "end"]
         if end:
             break
-        time.sleep(1.0)
+        time.sleep(0.02)
     if not end or end[-1]["state"] != "completed":
         raise SystemExit(f"tunedeck run did not complete: {end}")
-    return [{"step": e["step"], "time": e["time"], "num_tokens": e.get("num_tokens"), "loss": e["loss"]}
-            for e in events if e.get("type") == "log"]
+    return [{"step": e["step"], "time": e["time"], "num_tokens": e.get("num_tokens"), "loss": e["loss"],
+             "cpu": cpu_at.get(e["step"])} for e in events if e.get("type") == "log"]
 
 
-def run_hand(model_dir: str, steps: int, batch_size: int, lr: float, max_length: int) -> list[dict]:
+def run_hand(model_dir: str, steps: int, batch_size: int, lr: float, max_length: int, env_extra: dict) -> list[dict]:
     from engine import demo
 
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -100,7 +128,9 @@ def run_hand(model_dir: str, steps: int, batch_size: int, lr: float, max_length:
     cmd = [sys.executable, __file__, "--hand-child", out, "--model-dir", model_dir, "--data-file",
            str(demo.train_file()), "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
            "--max-length", str(max_length)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", **env_extra)
+    if HAND_LIKE_WORKER:  # the environment the engine gives its worker (engine.worker.quiet_cpu_threads)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"hand-written script failed:\n{proc.stderr[-2000:]}")
@@ -109,10 +139,15 @@ def run_hand(model_dir: str, steps: int, batch_size: int, lr: float, max_length:
     return rows
 
 
-def throughput(rows: list[dict]) -> tuple[float, int]:
-    first, last = rows[0], rows[-1]  # step 1 is the first log: its time marks the window's start
+def throughput(rows: list[dict]) -> tuple[float, int, float | None]:
+    """(tokens per wall second, tokens in all, tokens per CPU second) between the first and the last
+    logged step (step 1, the warm-up, is before the window)."""
+    first, last = rows[0], rows[-1]
     tokens = last["num_tokens"] - first["num_tokens"]
-    return tokens / (last["time"] - first["time"]), int(last["num_tokens"])
+    per_cpu = None
+    if first.get("cpu") is not None and last.get("cpu") is not None and last["cpu"] > first["cpu"]:
+        per_cpu = tokens / (last["cpu"] - first["cpu"])
+    return tokens / (last["time"] - first["time"]), int(last["num_tokens"]), per_cpu
 
 
 def main() -> int:
@@ -123,6 +158,14 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both sides (OMP_NUM_THREADS); default: torch's own choice")
+    parser.add_argument("--hand-env", choices=("worker", "default"), default="worker",
+                        help="worker (default): the hand script runs with the OpenMP setting the engine gives its "
+                        "worker (OMP_WAIT_POLICY=PASSIVE), so the ratio is the engine's own overhead; default: "
+                        "plain environment, which shows what that setting is worth on a busy CPU")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="run each pair at the same time instead of one after the other (for busy machines)")
     parser.add_argument("--hand-child", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--data-file", help=argparse.SUPPRESS)
@@ -132,6 +175,8 @@ def main() -> int:
                    args.hand_child)
         return 0
 
+    global HAND_LIKE_WORKER
+    HAND_LIKE_WORKER = args.hand_env == "worker"
     sys.path.insert(0, str(ROOT))
     from engine import models
 
@@ -143,32 +188,53 @@ def main() -> int:
 
             model = str(build_tiny_model(Path(tmp) / "tiny"))
         model_dir = models.materialize(model)
-        ratios, a_all, b_all = [], [], []
+        env_extra = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)} if args.threads else {}
+        ratios, a_all, b_all, cpu_ratios = [], [], [], []
         for pair in range(args.pairs):
             order = ("A", "B") if pair % 2 == 0 else ("B", "A")
             got = {}
-            for which in order:
+
+            def one(which: str):
                 if which == "A":
-                    rows = run_tunedeck(model, args.steps, args.batch_size, args.lr, args.max_length,
-                                        Path(tmp) / f"home{pair}")
-                else:
-                    rows = run_hand(model_dir, args.steps, args.batch_size, args.lr, args.max_length)
-                got[which] = throughput(rows)
+                    return run_tunedeck(model, args.steps, args.batch_size, args.lr, args.max_length,
+                                        Path(tmp) / f"home{pair}", env_extra)
+                return run_hand(model_dir, args.steps, args.batch_size, args.lr, args.max_length, env_extra)
+
+            if args.concurrent:  # both at once: on a shared machine they then meet the same load
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(2) as pool:
+                    futures = {w: pool.submit(one, w) for w in order}
+                    results = {w: f.result() for w, f in futures.items()}
+            else:
+                results = {}
+                for which in order:
+                    results[which] = one(which)
+            for which in order:
+                got[which] = throughput(results[which])
+                cpu = f", {got[which][2]:.1f} tokens per CPU second" if got[which][2] else ""
                 print(f"pair {pair + 1} {which} ({'tunedeck' if which == 'A' else 'hand'}): "
-                      f"{got[which][0]:.1f} tokens/s over steps 2-{args.steps} ({got[which][1]} tokens in all)",
+                      f"{got[which][0]:.1f} tokens/s over steps 2-{args.steps}{cpu} ({got[which][1]} tokens in all)",
                       flush=True)
             a_all.append(got["A"][0])
             b_all.append(got["B"][0])
             ratios.append(got["A"][0] / got["B"][0])
+            if got["A"][2] and got["B"][2]:
+                cpu_ratios.append(got["A"][2] / got["B"][2])
             if got["A"][1] != got["B"][1]:
                 print(f"  note: token totals differ ({got['A'][1]} vs {got['B'][1]}): not the same batches")
     ratio = statistics.median(ratios)
-    print(f"\nengine overhead ({args.model}, batch {args.batch_size}, {args.steps} steps, {args.pairs} interleaved pairs)")
+    how = "concurrent" if args.concurrent else "interleaved"
+    print(f"\nengine overhead ({args.model}, batch {args.batch_size}, {args.steps} steps, {args.pairs} {how} pairs)")
     print(f"  tunedeck  median {statistics.median(a_all):.1f} tokens/s")
     print(f"  hand TRL  median {statistics.median(b_all):.1f} tokens/s")
     print(f"  ratio tunedeck/hand: per pair {', '.join(f'{r:.3f}' for r in ratios)}; median {ratio:.3f}; "
           f"budget >= {BUDGET}: {'OK' if ratio >= BUDGET else 'UNDER'}")
-    print(f"  cores {os.cpu_count()}, load average at the end {os.getloadavg()[0]:.1f}")
+    if cpu_ratios:
+        print(f"  CPU-time ratio (tokens per CPU second, tunedeck/hand): per pair "
+              f"{', '.join(f'{r:.3f}' for r in cpu_ratios)}; median {statistics.median(cpu_ratios):.3f}")
+    print(f"  hand environment {args.hand_env}, threads {args.threads or 'default'}, cores {os.cpu_count()}, "
+          f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 
