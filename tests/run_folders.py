@@ -4,7 +4,6 @@ recorded worker pid is really gone) and running (the recorded pid is a live proc
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -29,15 +28,18 @@ def make_run(run_id: str, state: str, *, step: int, max_steps: int, created: flo
                   message=message)
     write_json_atomic(folder / "status.json", {k: v for k, v in status.items() if v is not None})
     run = Run(folder)
-    run.append_event({"type": "start", "step": 0, "max_steps": max_steps, "device": "cpu"})
-    for s, loss in losses:
-        run.append_event({"type": "log", "step": s, "loss": loss})
-    for s, loss in evals:
-        run.append_event({"type": "eval", "step": s, "eval_loss": loss})
+    begin = started or created
+    last = ended or begin + 60  # a crashed run's last event comes a minute in
+    run.append_event({"time": begin, "type": "start", "step": 0, "max_steps": max_steps, "device": "cpu"})
+    timed = sorted([(s, "log", v) for s, v in losses] + [(s, "eval", v) for s, v in evals])
+    for s, kind, value in timed:
+        at = begin + (last - begin) * s / max(step, 1)
+        key = "loss" if kind == "log" else "eval_loss"
+        run.append_event({"time": round(at, 3), "type": kind, "step": s, key: value})
+    if ended and state in ("completed", "stopped", "failed"):
+        run.append_event({"time": ended, "type": "end", "step": step, "state": state, "message": message})
     if log:
         (folder / "worker.log").write_text(log)
-    last = ended or (started or created) + 60
-    os.utime(folder / "events.jsonl", (last, last))
     return run
 
 

@@ -271,3 +271,22 @@ def test_snapshot_compare_160x48(snap_compare, fixed_home):
         await pilot.pause()
 
     assert snap_compare(TunedeckApp(), terminal_size=(160, 48), run_before=compare)
+
+
+def test_duration_adds_up_the_training_segments_of_a_resumed_run():
+    from tui.widgets.runs_table import TrainingTime
+
+    run = make_run("20260101-160000-demo-lora", "completed", step=20, max_steps=20, created=T0, started=T0,
+                   ended=None, losses=[(5, 1.0), (10, 0.9)])  # first segment: crashed a minute in
+    run.events_path.write_text("")  # write the log by hand, as a crash and a resume leave it
+    for event in ({"time": T0, "type": "start", "step": 0}, {"time": T0 + 100, "type": "log", "step": 10},
+                  {"time": T0 + 500, "type": "start", "step": 10}, {"time": T0 + 560, "type": "log", "step": 20}):
+        run.append_event(event)
+    clock = TrainingTime()
+    assert clock.seconds(run, now=T0 + 600) == pytest.approx(100 + 100)  # alive: the open segment runs to now
+    run.append_event({"time": T0 + 580, "type": "end", "step": 20, "state": "completed"})
+    assert clock.seconds(run, now=None) == pytest.approx(100 + 80)  # read incrementally: only the new line
+    run.events_path.write_text("")  # a replaced log starts over
+    run.append_event({"time": T0, "type": "start", "step": 0})
+    run.append_event({"time": T0 + 30, "type": "end", "step": 3, "state": "stopped"})
+    assert clock.seconds(run, now=None) == pytest.approx(30)

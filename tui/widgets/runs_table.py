@@ -43,11 +43,47 @@ def short_ref(ref: str | None) -> str:
     return (Path(ref).name or ref) if Path(ref).is_absolute() else ref
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+class TrainingTime:
+    """Seconds a run spent training, from its events: each ``start`` to the next ``end`` (a segment
+    left open by a crash ends at its last event). Resumed runs add up their segments. Reads each
+    events.jsonl incrementally, so refreshing a long run costs only its new lines."""
+
+    def __init__(self) -> None:
+        self._state: dict[str, dict] = {}
+
+    def seconds(self, run, now: float | None) -> float | None:
+        try:
+            stat = run.events_path.stat()
+            identity = (stat.st_dev, stat.st_ino)
+        except OSError:
+            return None
+        st = self._state.get(str(run.dir))
+        if st is None or st["identity"] != identity or stat.st_size < st["offset"]:  # new or replaced file
+            st = self._state[str(run.dir)] = {"identity": identity, "offset": 0, "done": 0.0, "open": None,
+                                              "last": None, "seen": False}
+        events, st["offset"] = run.read_events(st["offset"])
+        for event in events:
+            t = event.get("time")
+            if not isinstance(t, (int, float)):
+                continue
+            if event.get("type") == "start":
+                st["seen"] = True
+                if st["open"] is not None and st["last"] is not None:  # crashed segment
+                    st["done"] += max(0.0, st["last"] - st["open"])
+                st["open"] = t
+            elif event.get("type") == "end" and st["open"] is not None:
+                st["done"] += max(0.0, t - st["open"])
+                st["open"] = None
+            st["last"] = t
+        if not st["seen"]:
+            return None
+        total = st["done"]
+        if st["open"] is not None:
+            total += max(0.0, (now if now is not None else st["last"]) - st["open"])
+        return total
+
+
+_TRAINING_TIME = TrainingTime()
 
 
 def format_duration(seconds: float | None) -> str:
@@ -84,13 +120,13 @@ class RunRow:
         now = time.time()
         rows = []
         for info in list_runs():
-            status = Run(info.dir).read_status()
-            started = status.get("started") or info.created
-            if info.state in ("running", "starting", "stopping"):
-                end = now
-            else:  # a crashed run never wrote "ended": its last sign of life is its last event
-                end = status.get("ended") or max(info.updated or 0, _mtime(Path(info.dir) / "events.jsonl")) or None
-            duration = (end - started) if (started and end) else None
+            alive = info.state in ("running", "starting", "stopping")
+            duration = _TRAINING_TIME.seconds(Run(info.dir), now if alive else None)
+            if duration is None:  # no start event (it never got going): the status' own times
+                status = Run(info.dir).read_status()
+                started = status.get("started") or info.created
+                end = now if alive else (status.get("ended") or info.updated)
+                duration = (end - started) if (started and end) else None
             rows.append(cls(
                 id=info.id, dir=str(info.dir), created=info.created, model=info.model, data=info.data,
                 method=info.method, state=info.state, step=info.step, max_steps=info.max_steps,
