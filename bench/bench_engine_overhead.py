@@ -144,9 +144,12 @@ def throughput(rows: list[dict]) -> tuple[float, int, float | None]:
     logged step (step 1, the warm-up, is before the window)."""
     first, last = rows[0], rows[-1]
     tokens = last["num_tokens"] - first["num_tokens"]
+    # The worker's CPU time is sampled from outside a moment after each log, while it trains on; after
+    # the last step it saves instead, so the CPU window ends one step earlier (for both sides alike).
+    end = rows[-2] if len(rows) > 2 else last
     per_cpu = None
-    if first.get("cpu") is not None and last.get("cpu") is not None and last["cpu"] > first["cpu"]:
-        per_cpu = tokens / (last["cpu"] - first["cpu"])
+    if first.get("cpu") is not None and end.get("cpu") is not None and end["cpu"] > first["cpu"]:
+        per_cpu = (end["num_tokens"] - first["num_tokens"]) / (end["cpu"] - first["cpu"])
     return tokens / (last["time"] - first["time"]), int(last["num_tokens"]), per_cpu
 
 

@@ -23,7 +23,7 @@ def test_qlora_base_is_4bit_nf4_and_every_adapter_learns(tiny_model, tmp_path):
     import torch
 
     cfg = RunConfig.from_dict({"model": str(tiny_model), "method": "qlora", "max_steps": 3, "batch_size": 4,
-                               "eval_steps": 0, "learning_rate": 1e-2, "max_length": 256})
+                               "eval_steps": 1000, "learning_rate": 1e-2, "max_length": 256})
     assert cfg.gradient_checkpointing  # the QLoRA default, exercised here
     model, tokenizer = load_model_for(cfg, device_plan())
     four_bit = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
