@@ -1,7 +1,8 @@
 """Chat budgets on the demo model, through the real chat process and pipe (engine.chat_client):
 
-  * load base + adapter from the cache: budget < 5 s (the `load` request, warm-up included), plus
-    the whole cold start (spawn python, import torch, load) and an adapter swap (another checkpoint);
+  * load base + adapter from the cache: budget < 5 s (the `load` request, warm-up included, less
+    the one-off import of torch/transformers/peft, which is shown apart), plus the whole cold start
+    (spawn python, imports, load) and an adapter swap (another checkpoint);
   * first token once loaded: budget < 1 s (request written -> first token event read);
   * tokens/s: fine-tuned alone, and compare (base and fine-tuned in one batch).
 
@@ -101,16 +102,24 @@ def main() -> int:
     if loaded["type"] != "loaded":
         raise SystemExit(f"load failed: {loaded.get('message')}")
     cold = time.perf_counter() - spawned
+    from engine.runs import get_run
+
+    checkpoint = get_run(run).checkpoints()[0][0]
     t = time.perf_counter()
-    swap = list(client.load(run=run, checkpoint=10, timeout=300))[-1]
+    swap = list(client.load(run=run, checkpoint=checkpoint, timeout=300))[-1]
     swap_wall = time.perf_counter() - t
     assert swap["type"] == "loaded", swap
     list(client.load(run=run, timeout=300))
 
     print(f"\nload (device {loaded['device']}, template: {loaded['template']})")
     print(f"  process start -> ready (python + imports) {ready:6.2f} s")
-    print(f"  load base + adapter from cache          {load_wall:6.2f} s   budget < 5 s  "
-          f"{'OK' if load_wall < 5 else 'OVER'}  (warm-up generation included)")
+    timings = loaded.get("timings", {})
+    weights = load_wall - timings.get("imports", 0.0)
+    print(f"  load request -> loaded                   {load_wall:6.2f} s   of which: "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+    print(f"  load base + adapter from cache          {weights:6.2f} s   budget < 5 s  "
+          f"{'OK' if weights < 5 else 'OVER'}  (the above less the first import of torch/transformers/peft;"
+          " warm-up included)")
     print(f"  cold start total (spawn -> loaded)       {cold:6.2f} s")
     print(f"  switch to another checkpoint (no reload) {swap_wall:6.2f} s")
 

@@ -232,6 +232,14 @@ class ChatEngine:
 
         say = progress or (lambda message, fraction=None: None)
         started = time.perf_counter()
+        timings: dict[str, float] = {}
+        mark = [started]
+
+        def lap(name: str) -> None:
+            now = time.perf_counter()
+            timings[name] = round(now - mark[0], 3)
+            mark[0] = now
+
         run_obj = runs.get_run(run) if run else None
         kind, path, label = (None, None, None)
         if run_obj is not None:
@@ -244,11 +252,18 @@ class ChatEngine:
         if self.model_ref != model or self.base is None:
             self._unload_all()
             say(f"Loading {src.display}…", None)
+            import peft  # noqa: F401 - timed apart: the first load pays for importing the libraries
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+            from transformers import AutoModelForCausalLM  # noqa: F401
+
+            lap("imports")
             self.device = self._pick_device()
             base, tokenizer = models.load_model(model, dtype=self._dtype(), progress=say)
             base.to(self.device).eval()
             self.base, self.base_tokenizer = base, tokenizer
             self.model_ref, self.model_display = model, src.display
+            lap("base")
         self._detach()
         self.run_id = self.label = None
         try:
@@ -263,6 +278,7 @@ class ChatEngine:
                     str(path), dtype=self._dtype(), trust_remote_code=False
                 ).to(self.device).eval()
             self._choose_tokenizer(path)
+            lap("adapter" if kind else "tokenizer")
         except BaseException:
             self._detach()  # what stays loaded is the base model alone, with its own template
             self._choose_tokenizer(None)
@@ -272,6 +288,7 @@ class ChatEngine:
         if warmup:
             say("Warming up…", None)
             self._warmup()
+            lap("warmup")
         return {
             "model": self.model_display,
             "model_ref": self.model_ref,
@@ -282,6 +299,7 @@ class ChatEngine:
             "template": self.template,
             "device": str(self.device),
             "seconds": round(time.perf_counter() - started, 3),
+            "timings": timings,
         }
 
     def _unload_all(self) -> None:
