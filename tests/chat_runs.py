@@ -9,6 +9,7 @@ with the run (the one training rendered with), so tests can tell the two apart.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ TRAIN_TEMPLATE = (
     "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant #trained\n' }}{% endif %}"
 )
 STEPS = 12
+CONTEXT = 2048
 
 
 def _set_template(model_dir: Path, template: str) -> None:
@@ -40,6 +42,11 @@ def train_tiny_run(tiny_model: Path, workdir: Path, *, timeout: float = 300) -> 
     model_dir = workdir / "tiny-base"
     shutil.copytree(tiny_model, model_dir)
     _set_template(model_dir, TRAIN_TEMPLATE)
+    # A longer context than the shared tiny model's 512 (rotary positions: no weights change), so
+    # answers can run long enough for tests to stop them midway.
+    config = json.loads((model_dir / "config.json").read_text())
+    config["max_position_embeddings"] = CONTEXT
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     old_home = os.environ.get("TUNEDECK_HOME")
     os.environ["TUNEDECK_HOME"] = str(workdir / "home")
     try:

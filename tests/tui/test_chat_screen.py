@@ -103,7 +103,7 @@ async def test_escape_stops_an_answer_and_ctrl_r_restarts_a_killed_process(tiny_
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _open_chat(pilot)
         await _until(pilot, lambda: screen.loaded is not None, what="the run to load")
-        screen.settings.update(max_new_tokens=400, min_new_tokens=400)
+        screen.settings.update(max_new_tokens=1500, min_new_tokens=1500)
         screen.query_one("#chat-input").focus()
         await pilot.press(*PROMPT, "enter")
         await _until(pilot, lambda: _answers(screen.panes["tuned"]) and _answers(screen.panes["tuned"])[0].text,
