@@ -82,10 +82,17 @@ async def test_chat_with_the_latest_run_compare_copy_and_clear(tiny_trained):
         assert len(_answers(tuned)) == 2 and len(_answers(base)) == 1
         assert [m["role"] for m in tuned.history] == ["user", "assistant"] * 2
         assert [m["role"] for m in base.history] == ["user", "assistant"]
-        assert _answers(base)[0].text and _answers(base)[0].text != _answers(tuned)[1].text
+        assert _answers(base)[0].text and _answers(tuned)[1].text
+
+        await pilot.press("ctrl+l")  # a fresh start in both panes
+        await pilot.pause()
+        assert _answers(tuned) == [] and _answers(base) == [] and tuned.history == [] == base.history
+        await _ask(pilot, screen, PROMPT)
+        # two models side by side: the adapter answers the ticket in its JSON, the base model does not
+        assert _answers(tuned)[0].text.startswith("{") and not _answers(base)[0].text.startswith("{")
 
         await pilot.press("ctrl+y")
-        assert app.clipboard == _answers(tuned)[1].text
+        assert app.clipboard == _answers(tuned)[0].text
         link = _answers(base)[0].query_one(CopyLink)
         assert not link.has_class("-hidden")
         link.on_click()

@@ -28,6 +28,7 @@ from tui.screens.train import TrainScreen
 from tui.widgets.config_form import ConfigForm, FieldRow
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.loss_chart import LossChart, LossPlot
+from tui.widgets.run_header import RunHeader
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(400)
@@ -241,7 +242,8 @@ async def test_reattach_to_a_finished_run_shows_the_full_curve(finished_run, mon
 
 
 async def test_keys_stop_with_a_checkpoint_and_resume(tiny_model):
-    run = start_tiny(tiny_model, max_steps=16, save_steps=50, eval_steps=0)
+    # long enough that a quiet machine (30 tiny steps a second) is still training when x is pressed
+    run = start_tiny(tiny_model, max_steps=300, save_steps=1000, eval_steps=0)
     app = TunedeckApp(attach_run=run.id)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.view is not None, 20,
@@ -252,18 +254,17 @@ async def test_keys_stop_with_a_checkpoint_and_resume(tiny_model):
         await until(pilot, lambda: isinstance(app.screen, StopRunScreen), 5, "the stop question")
         await pilot.press("y")
         await pilot.pause()
-        countdown = []
+        stopping = []  # for each frame seen while stopping: did it show the forced-stop countdown?
 
         def stopped():
-            reason = text(screen, "#run-reason")
-            if "forced stop in" in reason:
-                countdown.append(reason)
+            if screen.view.state == "stopping":
+                stopping.append("forced stop in" in text(screen, "#run-reason"))
             return screen.view.state == "stopped"
 
         await until(pilot, stopped, 90, "the run to stop")
-        assert countdown, "the grace period was never shown while stopping"
+        assert all(stopping), "a stopping frame without the forced-stop countdown"
         view = screen.view
-        assert view.step < 16 and view.checkpoints and view.checkpoints[-1] == view.step
+        assert view.step < 300 and view.checkpoints and view.checkpoints[-1] == view.step
         assert (run.dir / "checkpoints" / f"checkpoint-{view.step}" / "trainer_state.json").is_file()
         assert "Press r to resume" in text(screen, "#run-reason")
         stopped_at = view.step
@@ -272,7 +273,7 @@ async def test_keys_stop_with_a_checkpoint_and_resume(tiny_model):
         await until(pilot, lambda: screen.view.attempts == 2, 120, "the resumed attempt")
         await until(pilot, lambda: screen.view.state == "completed", 240, "the resumed run to complete")
         assert screen.view.resumed_from == f"checkpoint-{stopped_at}"
-        assert [s for s, _ in screen.query_one(LossPlot).losses] == list(range(1, 17))
+        assert [s for s, _ in screen.query_one(LossPlot).losses] == list(range(1, 301))
 
 
 def test_the_run_outlives_a_tui_killed_by_sighup(tiny_model, tmp_path):
@@ -280,7 +281,7 @@ def test_the_run_outlives_a_tui_killed_by_sighup(tiny_model, tmp_path):
     and the training run carries on to the end."""
     if shutil.which("tmux") is None:
         pytest.skip("tmux is needed to give the TUI a real terminal")
-    run = start_tiny(tiny_model, max_steps=10, eval_steps=0, save_steps=50)
+    run = start_tiny(tiny_model, max_steps=300, eval_steps=0, save_steps=1000)
     socket = f"tunedeck-test-{os.getpid()}"
     tmux = ["tmux", "-L", socket]
     command = (f"exec env TUNEDECK_HOME={os.environ['TUNEDECK_HOME']} TUNEDECK_CONFIG={tmp_path / 'cfg'} "
@@ -307,7 +308,7 @@ def test_the_run_outlives_a_tui_killed_by_sighup(tiny_model, tmp_path):
         worker_pid = run.read_status()["pid"]
         last = list(follow(run.id, interval=0.2))[-1]
         assert last.state == "completed", run.log_tail(20)
-        assert (last.step, last.attempts) == (10, 1)  # the same worker ran on to the end, no resume
+        assert (last.step, last.attempts) == (300, 1)  # the same worker ran on to the end, no resume
         assert run.read_status()["pid"] == worker_pid
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
