@@ -101,19 +101,32 @@ def run_tunedeck(model: str, steps: int, batch_size: int, lr: float, max_length:
     events_path = run_dir / "events.jsonl"
     pid = None
     cpu_at: dict[int, float | None] = {}
-    deadline = time.time() + 3600
+    events: list[dict] = []
     end: list = []
-    while time.time() < deadline:
-        if pid is None:
-            pid = json.loads((run_dir / "status.json").read_text()).get("pid")
-        events = [json.loads(line) for line in events_path.read_text().splitlines()] if events_path.exists() else []
-        for e in events:
-            if e.get("type") == "log" and e["step"] not in cpu_at:
-                cpu_at[e["step"]] = _cpu(pid) if pid else None
-        end = [e for e in events if e.get("type") == "end"]
-        if end:
-            break
+    size, buf = 0, b""
+    deadline = time.time() + 3600
+    while time.time() < deadline and not end:
         time.sleep(0.02)
+        try:
+            now = os.stat(events_path).st_size  # a stat a tick: the watcher must not compete for the CPU
+        except FileNotFoundError:
+            continue
+        if now == size:
+            continue
+        with open(events_path, "rb") as f:
+            f.seek(size)
+            buf += f.read(now - size)
+        size = now
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            e = json.loads(line)
+            events.append(e)
+            if e.get("type") == "log":
+                if pid is None:
+                    pid = json.loads((run_dir / "status.json").read_text()).get("pid")
+                cpu_at[e["step"]] = _cpu(pid) if pid else None
+            elif e.get("type") == "end":
+                end = [e]
     if not end or end[-1]["state"] != "completed":
         raise SystemExit(f"tunedeck run did not complete: {end}")
     return [{"step": e["step"], "time": e["time"], "num_tokens": e.get("num_tokens"), "loss": e["loss"],
