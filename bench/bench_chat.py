@@ -122,6 +122,11 @@ def main() -> int:
           " warm-up included)")
     print(f"  cold start total (spawn -> loaded)       {cold:6.2f} s")
     print(f"  switch to another checkpoint (no reload) {swap_wall:6.2f} s")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import report
+
+    report("chat: load base + adapter from cache", f"{weights:.1f} s", "< 5 s",
+           "load request -> loaded, less the one-off import of torch/transformers/peft")
 
     ps = prompts(args.prompts)
     for mode in ("tuned", "compare", "base"):
@@ -136,6 +141,9 @@ def main() -> int:
         print(f"  first token: median {statistics.median(firsts) * 1000:5.0f} ms, p90 {p90 * 1000:5.0f} ms, "
               f"max {firsts[-1] * 1000:5.0f} ms   budget < 1 s  {budget}")
         print(f"  tokens/s per answer {per_side:6.1f}   all answers together {total:6.1f}")
+        report(f"chat: first token / tokens per s ({mode})",
+               f"{statistics.median(firsts) * 1000:.0f} ms / {per_side:.1f}", "first token < 1 s",
+               f"median of {len(ps)} prompts x {args.tokens} tokens, demo model + adapter, CPU")
     client.close()
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     return 0

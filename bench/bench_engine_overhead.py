@@ -251,6 +251,12 @@ def main() -> int:
               f"{', '.join(f'{r:.3f}' for r in cpu_ratios)}; median {statistics.median(cpu_ratios):.3f}")
     print(f"  hand environment {args.hand_env}, threads {args.threads or 'default'}, cores {os.cpu_count()}, "
           f"load average at the end {os.getloadavg()[0]:.1f}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import report
+
+    report("train: engine overhead, tokens/s tunedeck / hand-written TRL", f"{ratio:.3f}", f">= {BUDGET}",
+           f"{args.model}, {args.pairs} {how} pairs of {args.steps} steps, batch {args.batch_size}; median ratio"
+           + (f"; per CPU second {statistics.median(cpu_ratios):.3f}" if cpu_ratios else ""))
     return 0
 
 

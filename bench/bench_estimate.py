@@ -83,6 +83,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from _report import report  # noqa: E402
 
 SEQ_LEN, BATCH, STEPS = 256, 4, 2
 CASES = [
@@ -205,6 +207,8 @@ def measured(cases) -> None:
         name = f"{method} gc={'on' if gc else 'off'}"
         print(f"{name:18s} {_mib(est.memory.total)} {_mib(got['peak'])} {est.memory.total / got['peak']:8.2f}",
               flush=True)
+        report(f"estimate: memory estimate / measured peak ({name})", f"{est.memory.total / got['peak']:.2f}",
+               "about 1", f"demo model, batch {BATCH}, length {SEQ_LEN}, peak RSS growth of a real worker run")
     print("\nActivations alone (autograd saved tensors of one forward, no gradient checkpointing):")
     for method in ("lora", "full"):
         plan = E.Plan(method=method, seq_len=SEQ_LEN, batch_size=BATCH, gradient_checkpointing=False,

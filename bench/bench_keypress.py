@@ -30,6 +30,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def tmux(socket: str, *args: str, capture: bool = False) -> str:
@@ -150,6 +151,12 @@ def main() -> None:
     print(f"  tmux capture-pane alone: {capture_ms:.1f} ms per call (part of every figure above)")
     print(f"  machine CPU during the presses: mean {statistics.mean(cpu_samples):.0f}% of {cores} cores "
           f"(min {min(cpu_samples):.0f}%); training reached step {view.step}")
+    from _report import report
+
+    how = (f"`s` on the Train monitor in tmux {args.size}, {len(latencies)} presses, a {args.model} run training; "
+           f"CPU {statistics.mean(cpu_samples):.0f}%")
+    report(f"tui: key press -> frame under training load, p50 / p95 ({args.size})",
+           f"{percentile(latencies, 0.5):.0f} / {percentile(latencies, 0.95):.0f} ms", "p95 < 100 ms", how)
 
 
 if __name__ == "__main__":
