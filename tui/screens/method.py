@@ -267,7 +267,7 @@ class MethodScreen(AreaScreen):
         if self.arch_model != self.project.model:
             self.arch, self.arch_error = None, None
             self.load_architecture()
-            self.refresh_result()
+        self.refresh_result()  # the max length may have changed on Data
 
     # --- the wizard ------------------------------------------------------------------------------
     def show_step(self, index: int) -> None:
@@ -464,7 +464,10 @@ class MethodScreen(AreaScreen):
         method_memory = trainable = checkpointing = None
         model_params = self.arch.total_params if self.arch else None
         if self.arch is not None:
-            shape = advisor.starting_settings("lora", examples=examples, model_params=model_params, gpu=gpu)
+            shape = advisor.starting_settings("lora", examples=examples, model_params=model_params, gpu=gpu,
+                                              max_length=self.chosen_max_length())
+            if self.chosen_max_length():
+                shape["max_length"] = self.chosen_max_length()
             plan = E.Plan(seq_len=shape["max_length"], batch_size=shape["batch_size"],
                           gradient_accumulation_steps=shape["gradient_accumulation_steps"], device=device)
             self.estimates = E.best_estimates(self.arch, plan, capacity)
@@ -541,13 +544,21 @@ class MethodScreen(AreaScreen):
         if self.arch_error:
             self.query_one("#methods-where", Static).update(f"No estimate: {escape(self.arch_error)}")
 
+    def chosen_max_length(self) -> int | None:
+        """The max length set on the Data screen (or carried before), kept as the user chose it."""
+        value = self.project.settings.get("max_length")
+        return int(value) if isinstance(value, int) and value > 0 else None
+
     def settings_for(self, method: str) -> dict:
         device, _, _, _, _ = self.target()
         est = self.estimates.get(method)
         gc = bool(est.plan.gradient_checkpointing) if est is not None else None
-        return advisor.starting_settings(
+        settings = advisor.starting_settings(
             method, examples=self.examples(), model_params=self.arch.total_params if self.arch else None,
-            gpu=device == "cuda", gradient_checkpointing=gc)
+            gpu=device == "cuda", max_length=self.chosen_max_length(), gradient_checkpointing=gc)
+        if self.chosen_max_length():
+            settings["max_length"] = self.chosen_max_length()
+        return settings
 
     def _show_settings(self) -> None:
         rec = self.recommendation
