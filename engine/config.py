@@ -20,6 +20,7 @@ from typing import Any
 from .errors import ConfigError
 
 METHODS = ("lora", "qlora", "full")
+DISTRIBUTED = ("ddp", "fsdp", "deepspeed")  # how several processes share the work (processes > 1)
 ALL_LINEAR = "all-linear"
 
 _DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
@@ -58,7 +59,9 @@ class RunConfig:
     seed: int = 42
     gradient_checkpointing: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
-    processes: int = 1
+    processes: int = 1  # > 1: the worker runs under `accelerate launch`, one process per GPU (CPU: gloo)
+    distributed: str = "ddp"  # ddp | fsdp | deepspeed (an accelerate config is written into the run folder)
+    accelerate_config: str | None = None  # an accelerate config YAML of your own; wins over `distributed`
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -108,6 +111,15 @@ class RunConfig:
                               "(remove one of them).")
         if cfg.max_steps is None and cfg.epochs is None:
             cfg.epochs = 1.0
+        if cfg.distributed != "ddp" and cfg.accelerate_config is None:
+            if cfg.processes < 2:
+                raise ConfigError(f"{where('distributed')}: distributed: {cfg.distributed} shares the work of "
+                                  f"several processes, but processes is {cfg.processes}; set processes: 2 or more "
+                                  "(one per GPU), or remove distributed.")
+            if cfg.method == "qlora":
+                raise ConfigError(f"{where('distributed')}: distributed: {cfg.distributed} with method: qlora is "
+                                  "not supported by Tunedeck; use distributed: ddp (each process holds the 4-bit "
+                                  "model) or method: lora.")
         return cfg
 
     @classmethod
@@ -177,7 +189,7 @@ _INT_MIN = {
     "max_steps": 1, "batch_size": 1, "gradient_accumulation_steps": 1, "max_length": 8, "save_steps": 1,
     "logging_steps": 1, "eval_steps": 0, "seed": 0, "processes": 1,
 }
-_OPTIONAL = {"max_steps", "epochs", "eval_data"}
+_OPTIONAL = {"max_steps", "epochs", "eval_data", "accelerate_config"}
 
 
 def _suggest(word: str, options, prefix: str = "") -> str:
@@ -216,7 +228,11 @@ def _as_int(value) -> int | None:
 def _check(key: str, value, where: str):
     if value is None and key in _OPTIONAL:
         return None
-    if key in ("model", "data", "method", "eval_data"):
+    if key == "distributed":
+        if not isinstance(value, str) or value.strip().lower() not in DISTRIBUTED:
+            raise ConfigError(f"{where}: distributed must be one of {', '.join(DISTRIBUTED)}, got {value!r}.")
+        return value.strip().lower()
+    if key in ("model", "data", "method", "eval_data", "accelerate_config"):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}.")
         return value.strip()
@@ -227,7 +243,8 @@ def _check(key: str, value, where: str):
             kind = "a positive integer" if lo >= 1 else "an integer >= 0"
             if key == "max_length":
                 kind = "an integer >= 8"
-            hint = " (0 turns evaluation off)" if key == "eval_steps" else ""
+            hint = {"eval_steps": " (0 turns evaluation off)",
+                    "processes": " (1 trains in one process; 2 or more run under accelerate launch)"}.get(key, "")
             raise ConfigError(f"{where}: {key} must be {kind}{hint}, got {value!r}.")
         return n
     if key == "epochs":

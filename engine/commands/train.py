@@ -32,6 +32,9 @@ OPTIONS = [
     ("--lora-alpha", "lora.alpha", "LoRA alpha (scale = alpha / r)"),
     ("--lora-dropout", "lora.dropout", "LoRA dropout"),
     ("--lora-targets", "lora.targets", "all-linear, or module names separated by commas (q_proj,v_proj)"),
+    ("--processes", "processes", "processes to train with, one per GPU (2 or more: accelerate launch; no GPU: CPU gloo)"),
+    ("--distributed", "distributed", "with several processes: ddp, fsdp or deepspeed"),
+    ("--accelerate-config", "accelerate_config", "an accelerate config YAML of your own (wins over --distributed)"),
 ]
 
 
@@ -80,7 +83,7 @@ def build_config(args):
         RunConfig.load(args.config)  # validates with line numbers in the messages
         path = Path(args.config).expanduser()
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for key in ("model", "data", "eval_data"):
+        for key in ("model", "data", "eval_data", "accelerate_config"):
             if key in raw:
                 raw[key] = _resolve_relative(raw[key], path.parent)
     flags: dict = {}
