@@ -6,6 +6,20 @@ starts ``python -m engine.worker RUN_DIR`` in its own session (``start_new_sessi
 terminal, so closing the terminal or losing SSH never reaches it), stdin from /dev/null and output
 appended to ``worker.log`` — never a pipe nobody drains. It returns at once.
 
+Several processes (``processes: N`` > 1, or an ``accelerate_config``): the run folder gets an
+``accelerate.yaml`` (DDP, FSDP or DeepSpeed, or a copy of the user's file) and the detached process
+is ``python -m engine.launch …``: ``accelerate launch`` (torchrun's elastic agent) with SIGHUP
+ignored, which starts the N workers. Its pid is the one recorded, it leads its own session and
+process group, and what torchrun does with signals was read in its source (torch 2.13,
+torch/distributed/elastic): the agent forwards the signals in ``TORCHELASTIC_SIGNALS_TO_HANDLE``
+(we pass SIGTERM and SIGINT; the default also has SIGHUP, which would end the run when a terminal
+goes) to each worker, waits ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` seconds (default 30; we allow an hour
+so ``stop_run``'s own grace decides), then SIGKILLs them. Each worker runs in a session of its own
+(torchrun starts them with ``start_new_session``), so killing the launcher's process group does not
+reach them: ``stop_run`` kills the launcher's whole process tree, and the workers end themselves
+when their launcher disappears (see ``engine.worker``). If one worker fails, torchrun SIGTERMs the
+others and exits non-zero.
+
 No ML imports here: the TUI starts and stops runs through this module.
 """
 
@@ -27,6 +41,10 @@ from .errors import ConfigError, TunedeckError
 from .runs import ALIVE, Run, create_run, get_run, pid_alive, process_start_time
 
 QLORA_CPU_BNB = (0, 49)  # bitsandbytes trains 4-bit adapters on the CPU from here on
+ACCELERATE_FILE = "accelerate.yaml"  # in the run folder, for runs of several processes
+# How long torchrun lets the workers finish their step and checkpoint after a stop before it kills
+# them; stop_run's grace (at most an hour) is what actually decides.
+SHUTDOWN_TIMEOUT = 3600
 
 
 class RunStateError(TunedeckError):
@@ -86,9 +104,6 @@ def preflight(config: RunConfig) -> RunConfig:
     from . import models
     from .data import is_local, open_source
 
-    if config.processes != 1:
-        raise ConfigError(f"processes: {config.processes} (multi-GPU training) is not available yet; "
-                          "set processes: 1.")
     problem = method_problem(config.method)
     if problem:
         raise ConfigError(problem)
@@ -100,7 +115,175 @@ def preflight(config: RunConfig) -> RunConfig:
     d["model"] = _absolute_if_local(config.model)
     d["data"] = _absolute_if_local(config.data)
     d["eval_data"] = _absolute_if_local(config.eval_data)
-    return RunConfig.from_dict(d, source="config")
+    if config.accelerate_config:
+        d["accelerate_config"] = str(Path(config.accelerate_config).expanduser().resolve())
+    config = RunConfig.from_dict(d, source="config")
+    if uses_launcher(config):
+        scale_out_plan(config)  # ConfigError with one sentence
+    return config
+
+
+# --- several processes -------------------------------------------------------------------------
+def uses_launcher(config: RunConfig) -> bool:
+    """True when the worker runs under ``accelerate launch`` (several processes)."""
+    return config.processes > 1 or bool(config.accelerate_config)
+
+
+def _visible_gpus() -> int:
+    """NVIDIA GPUs this machine offers the worker (CUDA_VISIBLE_DEVICES narrows NVML's count)."""
+    try:
+        from . import gpu
+
+        count = len(gpu.list_gpus())
+    except Exception:
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([v for v in visible.split(",") if v.strip() and not v.strip().startswith("-")]))
+    return count
+
+
+def _read_accelerate_file(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"accelerate_config: {path} does not exist; give the path of an accelerate config "
+                          "YAML (`accelerate config` writes one) or remove the key.") from None
+    except OSError as exc:
+        raise ConfigError(f"accelerate_config: cannot read {path} ({exc.strerror or exc}).") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"accelerate_config: {path} is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+                          "fix it or let Tunedeck write one (remove the key, set distributed).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"accelerate_config: {path} holds no settings (expected `key: value` lines such as "
+                          "`distributed_type: MULTI_GPU`).")
+    return data
+
+
+_STRATEGY_OF_TYPE = {"MULTI_GPU": "ddp", "FSDP": "fsdp", "DEEPSPEED": "deepspeed"}
+
+
+def scale_out_plan(config: RunConfig) -> dict:
+    """How a run of several processes will start on this machine: {processes, strategy, gpus, user_file}.
+    Raises ConfigError (one sentence) for what cannot work here: too many processes for the GPUs,
+    FSDP/DeepSpeed without a GPU, DeepSpeed not installed, an accelerate config that is unusable."""
+    gpus = _visible_gpus()
+    processes = config.processes
+    strategy = config.distributed
+    user_file = None
+    if config.accelerate_config:
+        user_file = Path(config.accelerate_config).expanduser()
+        user = _read_accelerate_file(user_file)
+        kind = user.get("distributed_type", "NO")
+        kind = "NO" if kind is False else str(kind).upper()  # YAML reads an unquoted NO as false
+        if kind not in _STRATEGY_OF_TYPE:
+            raise ConfigError(f"accelerate_config: {user_file} has distributed_type: {kind}, which does not start "
+                              "one worker per GPU through torchrun; use MULTI_GPU, FSDP or DEEPSPEED.")
+        strategy = _STRATEGY_OF_TYPE[kind]
+        try:
+            machines = int(user.get("num_machines") or 1)
+            in_file = int(user["num_processes"]) if user.get("num_processes") not in (None, -1) else None
+        except (TypeError, ValueError):
+            raise ConfigError(f"accelerate_config: {user_file} has a num_processes or num_machines that is not a "
+                              "whole number.") from None
+        if machines > 1:
+            raise ConfigError(f"accelerate_config: {user_file} has num_machines: {machines}; Tunedeck starts runs "
+                              "on this machine only; for several machines use `tunedeck export RUN --launch-script "
+                              "FILE`.")
+        if in_file is not None and processes > 1 and in_file != processes:
+            raise ConfigError(f"processes: {processes} disagrees with num_processes: {in_file} in {user_file}; "
+                              "remove one of them.")
+        processes = processes if processes > 1 else (in_file or 1)
+        if processes < 2:
+            raise ConfigError(f"accelerate_config: {user_file} sets no num_processes of 2 or more; set processes: N "
+                              "(one per GPU) or num_processes in that file.")
+        if config.method == "qlora" and strategy != "ddp":
+            raise ConfigError(f"accelerate_config: {user_file} uses {kind} with method: qlora, which Tunedeck does "
+                              "not support; use DDP (distributed_type: MULTI_GPU) or method: lora.")
+    if strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("distributed: deepspeed needs the deepspeed package, which is not installed: "
+                          "`pip install deepspeed`, or use distributed: ddp or fsdp.")
+    if importlib.util.find_spec("accelerate") is None:  # pragma: no cover - a dependency of tunedeck
+        raise ConfigError(f"processes: {processes} needs the accelerate package: `pip install accelerate`.")
+    if strategy != "ddp" and not gpus:
+        raise ConfigError(f"distributed: {strategy} needs NVIDIA GPUs and none is visible here; on the CPU use "
+                          "distributed: ddp (gloo), or processes: 1.")
+    if gpus and processes > gpus:
+        raise ConfigError(f"processes: {processes} but this machine shows {gpus} NVIDIA GPU{'s' if gpus > 1 else ''}; "
+                          f"set processes: {gpus} or fewer (one process per GPU).")
+    return {"processes": processes, "strategy": strategy, "gpus": gpus, "user_file": user_file}
+
+
+def accelerate_settings(config: RunConfig, *, gpu: bool, processes: int | None = None,
+                        num_machines: int = 1) -> dict:
+    """An accelerate config (what `accelerate config` would write) for ``config.distributed``.
+
+    ``processes`` is the total over all machines (accelerate's ``num_processes``). DDP on a machine
+    without a GPU is still ``MULTI_GPU`` to accelerate: that is what makes it start the workers
+    through torchrun; each worker then trains on the CPU (``use_cpu``) and talks over gloo.
+    Mixed precision is left to the worker (bf16/fp16 where the GPU has it), as in one process."""
+    strategy = config.distributed
+    out: dict = {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed": "DEEPSPEED"}[strategy],
+        "num_processes": int(processes or config.processes),
+        "num_machines": num_machines,
+        "machine_rank": 0,
+        "mixed_precision": "no",
+        "use_cpu": not gpu,
+        "gpu_ids": "all",
+        "rdzv_backend": "static",
+        "same_network": True,
+        "main_training_function": "main",
+        "downcast_bf16": "no",
+    }
+    if strategy == "fsdp":
+        out["fsdp_config"] = {
+            "fsdp_version": 2,
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",  # one shard unit per decoder layer
+            "fsdp_reshard_after_forward": True,  # ZeRO-3-like: parameters are sharded between uses
+            "fsdp_offload_params": False,
+            "fsdp_cpu_ram_efficient_loading": False,  # every process loads the model, then it is sharded
+            "fsdp_state_dict_type": "FULL_STATE_DICT",  # the adapter/model saved as one plain file
+            "fsdp_activation_checkpointing": False,  # gradient_checkpointing in the run config does this
+        }
+    elif strategy == "deepspeed":
+        out["deepspeed_config"] = {
+            "zero_stage": 2,  # optimizer state and gradients sharded; ZeRO-3 via your own accelerate_config
+            "offload_optimizer_device": "none",
+            "offload_param_device": "none",
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,  # must match the trainer's
+            "gradient_clipping": 1.0,  # the trainer's max_grad_norm
+            "zero3_init_flag": False,
+        }
+    return out
+
+
+def accelerate_yaml(settings: dict, header: str = "") -> str:
+    import yaml
+
+    return header + yaml.safe_dump(settings, sort_keys=False, default_flow_style=False)
+
+
+def write_accelerate_file(run: Run, config: RunConfig, plan: dict) -> Path:
+    """The accelerate config the run's workers start with, in the run folder: a copy of the user's
+    file, or one written for ``distributed``. A resumed run keeps the file it started with."""
+    path = run.dir / ACCELERATE_FILE
+    if path.is_file():
+        return path
+    if plan["user_file"] is not None:
+        text = plan["user_file"].read_text(encoding="utf-8")
+        header = f"# Copied from {plan['user_file']} when run {run.id} started.\n"
+    else:
+        text = accelerate_yaml(accelerate_settings(config, gpu=bool(plan["gpus"]), processes=plan["processes"]))
+        header = (f"# Written by Tunedeck for run {run.id}: distributed: {config.distributed}, "
+                  f"{plan['processes']} processes{' on the CPU (gloo)' if not plan['gpus'] else ''}.\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(header + text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -108,22 +291,36 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
-def worker_command(run: Run, *, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "engine.worker", str(run.dir)]
-    return cmd + (["--resume"] if resume else [])
+def worker_command(run: Run, *, resume: bool = False, processes: int = 1,
+                   accelerate_file: Path | None = None) -> list[str]:
+    worker = ["-m", "engine.worker", str(run.dir)] + (["--resume"] if resume else [])
+    if accelerate_file is None:
+        return [sys.executable, *worker]
+    # `accelerate launch` through our wrapper (SIGHUP ignored); port 0: accelerate picks a free port,
+    # so two runs on one machine never collide on torchrun's default 29500.
+    return [sys.executable, "-m", "engine.launch", "--config_file", str(accelerate_file),
+            "--num_processes", str(processes), "--main_process_port", "0", *worker]
 
 
-def _spawn(run: Run, *, resume: bool, message: str) -> int:
+def _spawn(run: Run, *, resume: bool, message: str, config: RunConfig | None = None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    env["TUNEDECK_SPAWNED"] = "1"  # the worker waits for our status.json write before writing its own
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    command = worker_command(run, resume=resume)
+    if config is not None and uses_launcher(config):
+        plan = scale_out_plan(config)
+        accelerate_file = write_accelerate_file(run, config, plan)
+        command = worker_command(run, resume=resume, processes=plan["processes"], accelerate_file=accelerate_file)
+        env["PET_SIGNALS_TO_HANDLE"] = "SIGTERM,SIGINT"  # torchrun's --signals-to-handle: not SIGHUP
+        env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT))
     with open(run.log_path, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"==== {stamp} {'resume' if resume else 'start'}: {message} ====\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            worker_command(run, resume=resume),
+            command,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=run.dir, env=env, start_new_session=True, close_fds=True,
         )
@@ -142,7 +339,7 @@ def start_run(config: RunConfig) -> Run:
     run = create_run(config.to_yaml(), model=config.model, method=config.method)
     if config.max_steps:
         run.write_status(max_steps=config.max_steps)
-    _spawn(run, resume=False, message="Starting the worker…")
+    _spawn(run, resume=False, message="Starting the worker…", config=config)
     return run
 
 
@@ -168,7 +365,7 @@ def resume_run(run_ref: str | Run) -> Run:
     message = (f"Resuming from {checkpoint.name}…" if checkpoint is not None
                else "No checkpoint was saved, so training restarts from step 0 in the same folder…")
     run.write_status(message=message, max_steps=config.max_steps or run.read_status().get("max_steps"))
-    _spawn(run, resume=True, message=message)
+    _spawn(run, resume=True, message=message, config=config)
     return run
 
 
@@ -188,6 +385,46 @@ def default_grace(run: Run) -> float:
     steps' time on a slow machine (capped at an hour)."""
     per_step = step_seconds(run) or 0.0
     return float(min(3600, max(60, 3 * per_step + 30)))
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its process group, and every process below it. The launcher of a run of several
+    processes is frozen first (SIGSTOP) so that it starts nothing new while its tree is read: torchrun
+    starts each worker in a session of its own, outside the launcher's process group."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    try:
+        import psutil
+
+        below = psutil.Process(pid).children(recursive=True)
+    except Exception:
+        below = []
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the worker (or launcher) leads its own process group
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for proc in below:
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)  # a torchrun worker and anything it started
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if below:
+        try:
+            import psutil
+
+            psutil.wait_procs(below, timeout=10)
+        except Exception:
+            pass
 
 
 def stop_run(run_ref: str | Run, grace: float | None = None, *, wait: bool = True,
@@ -219,13 +456,7 @@ def stop_run(run_ref: str | Run, grace: float | None = None, *, wait: bool = Tru
     killed = False
     if pid_alive(pid, started):
         killed = True
-        try:
-            os.killpg(pid, signal.SIGKILL)  # the worker leads its own process group
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_tree(pid)
         end = time.monotonic() + 10
         while pid_alive(pid, started) and time.monotonic() < end:
             time.sleep(0.05)
@@ -240,3 +471,27 @@ def stop_run(run_ref: str | Run, grace: float | None = None, *, wait: bool = Tru
         run.write_status(state="stopped", message=message, ended=round(time.time(), 3))
         return message
     return status.get("message") or f"Run {run.id} is {status.get('state')}."
+
+
+# --- the launcher process ------------------------------------------------------------------------
+def _launcher_main(argv: list[str]) -> int:
+    """``python -m engine.launch ACCELERATE-LAUNCH-ARGUMENTS``: ``accelerate launch`` in this process
+    with SIGHUP ignored (a lost terminal must not stop a run; ignoring it here is inherited by the
+    workers too). A stop (SIGTERM) ends with one line instead of torchrun's traceback."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(argv)
+    try:
+        launch_command(args)
+    except Exception as exc:
+        if type(exc).__name__ != "SignalException":
+            raise
+        sig = getattr(exc, "sigval", None)
+        name = getattr(sig, "name", None) or str(sig)
+        print(f"[tunedeck launcher] {name}: the workers were asked to stop and have ended.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_launcher_main(sys.argv[1:]))

@@ -20,6 +20,17 @@ Signals: SIGHUP is ignored; SIGTERM (or SIGINT) asks for a stop: the current ste
 checkpoint is saved, the adapter (or model) is written, and the run ends ``stopped``. A NaN/inf loss
 ends the run ``failed`` with a sentence saying what to try; so does running out of memory; any other
 exception ends it ``failed`` with the exception's one-line message, the traceback only in worker.log.
+
+Several processes (started by ``accelerate launch``/torchrun, which set ``RANK`` and ``WORLD_SIZE``):
+every process trains; only the main one (global rank 0) writes events.jsonl, status.json, the
+``[tunedeck …]`` lines of worker.log and the final adapter (the trainer itself saves checkpoints from
+the main process only). The recorded pid stays the launcher's. Decisions that end or interrupt
+training are agreed at the end of every step with one small all-reduce, so all processes stop at the
+same step and none is left waiting in a collective: a stop request (torchrun forwards SIGTERM to
+every worker, but not necessarily within the same step) and the time-based checkpoint (each process
+has its own clock); the NaN check at log steps too (its inputs are already all-gathered, the
+all-reduce makes the agreement explicit). One process trains with none of these collectives. A
+worker whose launcher disappears (killed) ends itself, so no orphan trains on.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -51,6 +63,16 @@ STATUS_EVERY_SECONDS = 0.5
 
 def _say(text: str) -> None:
     print(f"[tunedeck {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def world() -> tuple[int, int, int]:
+    """(global rank, world size, local rank) as torchrun sets them; (0, 1, 0) for one process."""
+    env = os.environ
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0"))
+
+
+def several_processes(cfg: RunConfig) -> bool:
+    return cfg.processes > 1 or bool(cfg.accelerate_config) or world()[1] > 1
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -100,7 +122,8 @@ def device_plan() -> dict:
 
     if torch.cuda.is_available():
         bf16 = torch.cuda.is_bf16_supported()
-        return {"device": "cuda", "name": f"cuda:0 ({torch.cuda.get_device_name(0)})", "bf16": bf16,
+        index = world()[2]  # this process's GPU under torchrun; 0 alone
+        return {"device": "cuda", "name": f"cuda:{index} ({torch.cuda.get_device_name(index)})", "bf16": bf16,
                 "fp16": not bf16, "dtype": torch.bfloat16 if bf16 else torch.float16}
     return {"device": "cpu", "name": "cpu", "bf16": False, "fp16": False, "dtype": torch.float32}
 
@@ -121,7 +144,7 @@ def load_model_for(cfg: RunConfig, plan: dict, progress=None):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
         )
-        kwargs["device_map"] = {"": 0 if plan["device"] == "cuda" else "cpu"}
+        kwargs["device_map"] = {"": world()[2] if plan["device"] == "cuda" else "cpu"}
         dtype = compute
     elif cfg.method == "lora" and plan["device"] == "cuda":
         dtype = plan["dtype"]  # frozen base in half precision; adapters stay float32
@@ -194,6 +217,9 @@ def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool):
         use_cpu=plan["device"] == "cpu",
         dataloader_num_workers=0,
         dataloader_pin_memory=plan["device"] == "cuda",
+        # DDP: LoRA uses every trainable weight at every step; looking for unused ones costs a graph walk
+        # per step and breaks with gradient checkpointing (the default for a PEFT model is to look).
+        ddp_find_unused_parameters=False if several_processes(cfg) else None,
         report_to="none",
         disable_tqdm=True,
     )
@@ -276,9 +302,14 @@ class Worker:
         self._writing = False
         self._pending_stop = False
         self.training = False
+        self.rank, self.world, self.local_rank = world()
+        self._parent = os.getppid()  # with several processes: the torchrun agent that started us
+        self.main_process = self.rank == 0  # writes events, status and the adapter; every process trains
 
     # status and events -------------------------------------------------------------------------
     def status(self, **fields) -> None:
+        if not self.main_process:
+            return
         if self.stop_requested and fields.get("state") == "running":
             fields["state"] = "stopping"
         self._writing = True
@@ -291,10 +322,15 @@ class Worker:
             self._write_stopping()
 
     def event(self, **event) -> None:
-        self.run.append_event(event)
+        if self.main_process:
+            self.run.append_event(event)
+
+    def say(self, text: str) -> None:
+        if self.main_process:
+            _say(text)
 
     def progress(self, message: str, fraction: float | None = None) -> None:
-        _say(message)
+        self.say(message)
         self.event(type="status", message=message)
         self.status(message=message)
 
@@ -308,7 +344,7 @@ class Worker:
         if self.stop_requested:
             return
         self.stop_requested = True
-        _say(f"Received {signal.Signals(signum).name}: stopping after the current step.")
+        self.say(f"Received {signal.Signals(signum).name}: stopping after the current step.")
         if self._writing:
             self._pending_stop = True
         else:
@@ -319,18 +355,73 @@ class Worker:
                    if self.training else "Stopping before training begins.")
         self.status(state="stopping", message=message)
 
+    @property
+    def launcher_pid(self) -> int:
+        """The pid a viewer watches: this process, or with several the torchrun agent that started them."""
+        return os.getpid() if self.world == 1 else os.getppid()
+
     def _wait_for_launcher(self, timeout: float = 10.0) -> None:
-        """The launcher records our pid in status.json right after starting us; wait for that write
-        so the two processes never write status.json at the same time."""
+        """The launcher records the pid (ours, or our torchrun parent's) in status.json right after
+        starting it; wait for that write so two processes never write status.json at the same time.
+        Started by hand (not by engine.launch) there is nobody to wait for."""
+        if not self.main_process or not os.environ.get("TUNEDECK_SPAWNED"):
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.run.read_status().get("pid") == os.getpid():
+            if self.run.read_status().get("pid") == self.launcher_pid:
                 return
             time.sleep(0.02)
+
+    def _watch_launcher(self) -> None:
+        """With several processes: end this one when its launcher is gone (killed), like a process that
+        was itself killed; otherwise it would train on as an orphan no viewer can see or stop."""
+        parent = self._parent
+
+        def watch() -> None:
+            while True:
+                time.sleep(1.0)
+                if os.getppid() != parent:
+                    print(f"[tunedeck rank {self.rank}] the launcher (pid {parent}) is gone; ending.", flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+    def agree(self, flags: list[bool], device) -> list[bool]:
+        """Each flag set if any process has it set (one all-reduce). Only with several processes."""
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def _check_same_start(self, trainer, checkpoint: Path | None) -> None:
+        """Every process must resume from the same checkpoint (on several machines each reads its own
+        copy of the run folder); otherwise they would train different steps and wait on each other."""
+        import torch
+        import torch.distributed as dist
+
+        step = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
+        t = torch.tensor([step, -step], dtype=torch.int64, device=trainer.args.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        high, low = int(t[0]), -int(t[1])
+        if high != low:
+            raise TunedeckError(
+                f"The processes would resume from different checkpoints (steps {low} to {high}): with several "
+                f"machines every one needs the main machine's {self.run.checkpoints_dir.name}/ folder (a shared "
+                f"folder, or a copy of checkpoint-{high}) before resuming.")
+
+    def stop_agreed(self) -> None:
+        """Another process was asked to stop: so are we."""
+        if not self.stop_requested:
+            self.stop_requested = True
+            self._write_stopping()
 
     # the run ----------------------------------------------------------------------------------
     def main(self) -> int:
         self.install_signals()
+        if self.world > 1:
+            self._watch_launcher()
         self._wait_for_launcher()
         try:
             self._train()
@@ -339,19 +430,31 @@ class Worker:
         return 0
 
     def _fail_from(self, exc: BaseException) -> int:
+        if self.world > 1 and os.getppid() != self._parent:
+            # The launcher was killed and a peer that noticed first is gone: end as they did (the run
+            # shows crashed), rather than report the broken connection as the run's failure.
+            print(f"[tunedeck rank {self.rank}] the launcher (pid {self._parent}) is gone; ending.", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
         if isinstance(exc, TunedeckError):
             message = str(exc)
         elif is_oom(exc):
             plan = getattr(self, "plan", None) or {"name": "this device"}
             message = oom_message(self.cfg or RunConfig(), self.step, plan["name"])
+        elif self.world > 1 and (type(exc).__name__ == "DistBackendError" or "closed by peer" in str(exc)):
+            message = (f"Another of the {self.world} training processes ended unexpectedly at step {self.step} "
+                       "(killed, or out of memory?); worker.log has each process's last lines.")
+        elif self.world > 1:
+            message = f"{one_line(exc)} (process {self.rank} of {self.world}; the traceback is in worker.log)."
         else:
             message = f"{one_line(exc)} (the traceback is in worker.log)."
+        if not self.main_process:  # its own failure is news: say which process it was
+            print(f"[tunedeck rank {self.rank}] failed: {message}", flush=True)
         traceback.print_exc()
         self._finish("failed", message, error=True)
         return 1
 
     def _finish(self, state: str, message: str, *, error: bool = False) -> None:
-        _say(f"{state}: {message}")
+        self.say(f"{state}: {message}")
         if error:
             self.event(type="error", step=self.step, message=message)
         self.event(type="end", step=self.step, state=state, message=message)
@@ -359,9 +462,10 @@ class Worker:
 
     def _train(self) -> None:
         run = self.run
-        pid = os.getpid()
+        pid = self.launcher_pid
+        extra = {"processes": self.world} if self.world > 1 else {}
         self.status(state="starting", pid=pid, pid_started=process_start_time(pid),
-                    started=round(time.time(), 3), ended=None, message="Loading libraries…")
+                    started=round(time.time(), 3), ended=None, message="Loading libraries…", **extra)
         self.cfg = cfg = RunConfig.load(run.config_path)
         checkpoint = run.latest_checkpoint() if self.resume else None
         if checkpoint is not None:
@@ -372,7 +476,8 @@ class Worker:
         import torch  # noqa: F401 - the slow import, timed in the log
         import transformers
 
-        transformers.logging.set_verbosity_warning()
+        # the other processes' warnings would only repeat the main one's
+        (transformers.logging.set_verbosity_warning if self.main_process else transformers.logging.set_verbosity_error)()
         self.plan = plan = device_plan()
         self.progress(f"Loading model {cfg.model} for {METHOD_NAMES[cfg.method]} on {plan['name']}…")
         model, tokenizer = load_model_for(cfg, plan, progress=self.progress)
@@ -391,13 +496,22 @@ class Worker:
         if counts["skipped"]:
             notes.append(f"{counts['skipped']} examples had no token to train and were skipped")
         trainable, total = count_params(model)
-        callback = events_callback(self, info={
+        info = {
             "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
             "trainable_params": trainable, "total_params": total, "device": plan["name"],
             "resumed_from": checkpoint.name if checkpoint is not None else None, "notes": notes,
-        })
+        }
+        if self.world > 1:
+            info["device"] = f"{plan['device']} × {self.world} processes"
+            info["processes"] = self.world
+        callback = events_callback(self, info=info)
         trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback])
         self.trainer = trainer
+        if self.world > 1:
+            info["backend"] = trainer.accelerator.state.backend
+            self._check_same_start(trainer, checkpoint)
+            if self.agree([self.stop_requested], trainer.args.device)[0]:  # all start training, or none
+                self.stop_agreed()
         if self.stop_requested:
             self._finish("stopped", "Stopped before training began; nothing new to save"
                          + (f" ({checkpoint.name} is still there to resume from)." if checkpoint else "."))
@@ -412,7 +526,10 @@ class Worker:
             return
         out_dir = run.adapter_dir if cfg.uses_adapter else run.model_dir
         self.progress(f"Saving the {'adapter' if cfg.uses_adapter else 'model'} to {out_dir.name}/…")
-        save_output(trainer, tokenizer, out_dir)
+        if self.world > 1:
+            save_output_distributed(trainer, tokenizer, out_dir, main=self.main_process)
+        else:
+            save_output(trainer, tokenizer, out_dir)
         if self.stop_requested and self.step < (self.max_steps or 0):
             cp = run.latest_checkpoint()
             self._finish("stopped", f"Stopped at step {self.step} of {self.max_steps}; "
@@ -430,6 +547,35 @@ def save_output(trainer, tokenizer, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}-old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_output_distributed(trainer, tokenizer, target: Path, *, main: bool) -> None:
+    """``save_output`` with several processes: every process takes part in ``save_model`` (FSDP and
+    DeepSpeed gather the sharded weights; the trainer writes from the main process only), into a
+    folder with a fixed name so they all use the same one; the main process then renames it."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}-saving")
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    trainer.accelerator.wait_for_everyone()
+    tmp.mkdir(exist_ok=True)  # another machine's processes write nothing here, but may look for it
+    trainer.save_model(str(tmp))
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return
+    try:
         tokenizer.save_pretrained(str(tmp))
         old = None
         if target.exists():
@@ -503,7 +649,7 @@ def _make_callback_class():
             event = {k: v for k, v in self.info.items() if k != "notes"}
             w.event(type="start", step=state.global_step, max_steps=state.max_steps, message=message, **event)
             w.status(state="running", step=state.global_step, max_steps=state.max_steps, message=message)
-            _say(message)
+            w.say(message)
 
         def on_step_begin(self, args, state, control, **kw):
             self.t_begin = time.perf_counter()
@@ -535,11 +681,17 @@ def _make_callback_class():
             self.interrupted = False
             w = self.worker
             w.step = state.global_step
-            if w.stop_requested and state.global_step < state.max_steps:
+            stop = w.stop_requested
+            save_for_time = time.monotonic() - self.last_save > CHECKPOINT_EVERY_SECONDS
+            if w.world > 1:  # the same decisions in every process (see the module docstring)
+                stop, save_for_time = w.agree([stop, save_for_time], args.device)
+                if stop:
+                    w.stop_agreed()
+            if stop and state.global_step < state.max_steps:
                 control.should_save = True
                 control.should_log = True
                 control.should_training_stop = True
-            elif time.monotonic() - self.last_save > CHECKPOINT_EVERY_SECONDS:
+            elif save_for_time:
                 control.should_save = True
             if not control.should_log:
                 self._status(step=state.global_step)
@@ -552,6 +704,8 @@ def _make_callback_class():
             w = self.worker
             loss = float(logs["loss"])
             grad_norm = logs.get("grad_norm")
+            # TRL's num_tokens is gathered over all processes, so with several this counts every
+            # process's input tokens (divided by the main process's training time).
             tokens = logs.get("num_tokens")
             tps = None
             if tokens is not None:
@@ -576,6 +730,10 @@ def _make_callback_class():
                 bad = ("loss", loss)
             elif grad_norm is not None and not math.isfinite(float(grad_norm)) and not args.fp16:
                 bad = ("gradient norm", float(grad_norm))
+            if w.world > 1 and not w.agree([bad is not None], args.device)[0]:
+                bad = None
+            elif w.world > 1 and bad is None:  # another process saw what this one did not
+                bad = ("loss", float("nan"))
             if bad:
                 w.failure = nan_message(w.cfg, state.global_step, bad[0], bad[1])
                 control.should_training_stop = True
