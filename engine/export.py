@@ -8,6 +8,8 @@
 * ``export_run(run, to, merged=True)``: the adapter merged into the base weights
   (``merge_and_unload``), saved as safetensors with tokenizer, chat template and generation
   config: a plain transformers model folder.
+* ``write_launch_script(run, file)``: a bash script (and the config files beside it) that runs the
+  run's training on several machines with ``accelerate launch`` or ``torchrun``.
 * ``write_trl_config(run, file)``: a YAML that ``trl sft --config FILE`` accepts, plus the run's
   data in TRL's conversational prompt/completion form next to it, so TRL trains the same tokens.
 
@@ -309,3 +311,151 @@ def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) 
         raise
     return {"run": run.id, "config": str(path), "data": str(data_dir), "train_rows": len(train_rows),
             "eval_rows": len(eval_rows), "settings": settings}
+
+
+# --------------------------------------------------------------------------------------------
+# Launch script for several machines
+# --------------------------------------------------------------------------------------------
+
+_SCRIPT = r'''#!/usr/bin/env bash
+# Tunedeck run {run_id} on several machines: the same training, one process per GPU on each.
+# Written by `tunedeck export {run_id} --launch-script {script_name}`.
+#
+# 1. Copy this script and the two files beside it to the same folder on every machine:
+#      {config_name}      the run's settings (model, data, method, hyper-parameters)
+#      {accelerate_name}  how the processes share the work ({strategy})
+#    The model ({model}) and the data ({data})
+#    must be readable at those paths on every machine: edit {config_name} if they live elsewhere.
+#    Tunedeck must be installed for $PYTHON on every machine (`pip install tunedeck`).
+# 2. Set the values below (edit them, or set them in the environment), then start the script on
+#    every machine, each with its own MACHINE_RANK: 0 on the main machine, 1 .. NUM_MACHINES-1 on
+#    the others. Keep it running when you log out: tmux, screen, or `nohup ./{script_name} >train.log 2>&1 &`.
+# 3. The main machine's RUN_DIR gets the events, checkpoints and the adapter; there,
+#    `tunedeck attach "$RUN_DIR"` shows the run and `tunedeck stop "$RUN_DIR"` stops every machine at
+#    the same step with a checkpoint. RESUME=1 continues from the newest checkpoint: every machine needs
+#    the main machine's checkpoints/ for that (a shared folder for RUN_DIR, or a copy).
+#
+# batch_size ({batch_size}) is per process: one optimizer step sees
+# batch_size x gradient_accumulation_steps ({accumulation}) x PROCS_PER_MACHINE x NUM_MACHINES examples.
+set -euo pipefail
+
+NUM_MACHINES="${{NUM_MACHINES:-2}}"              # how many machines take part
+MACHINE_RANK="${{MACHINE_RANK:-0}}"              # 0 on the main machine, 1, 2, ... on the others
+MAIN_IP="${{MAIN_IP:-10.0.0.1}}"                 # the main machine's address, reachable from all the others
+MAIN_PORT="${{MAIN_PORT:-29500}}"                # a free TCP port on the main machine
+PROCS_PER_MACHINE="${{PROCS_PER_MACHINE:-{processes}}}"  # processes on each machine: its number of GPUs
+LAUNCHER="${{LAUNCHER:-accelerate}}"             # accelerate (any strategy) or torchrun (DDP only)
+PYTHON="${{PYTHON:-python3}}"                    # the Python that has Tunedeck installed
+HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+RUN_DIR="${{RUN_DIR:-$HERE/{run_id}-run}}"       # this machine's run folder
+RESUME="${{RESUME:-}}"                           # RESUME=1: continue from the newest checkpoint in RUN_DIR
+
+mkdir -p -m 700 "$RUN_DIR"
+[ -f "$RUN_DIR/config.yaml" ] || cp "$HERE/{config_name}" "$RUN_DIR/config.yaml"
+[ -f "$RUN_DIR/status.json" ] || printf '{{"state": "created", "created": %s, "step": 0}}\n' "$(date +%s)" >"$RUN_DIR/status.json"
+WORKER=(-m engine.worker "$RUN_DIR")
+if [ -n "$RESUME" ]; then WORKER+=(--resume); fi
+
+# A stop (SIGTERM) gives the workers this long to finish their step and save before they are killed,
+# and SIGHUP is left out of the signals torchrun turns into a shutdown.
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}}"
+export PET_SIGNALS_TO_HANDLE="${{PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT}}"
+export TOKENIZERS_PARALLELISM="${{TOKENIZERS_PARALLELISM:-false}}"
+
+case "$LAUNCHER" in
+  accelerate)
+    # `accelerate launch` with the config file; --num_processes is the total over all machines.
+    exec "$PYTHON" -m accelerate.commands.launch \
+      --config_file "$HERE/{accelerate_name}" \
+      --num_machines "$NUM_MACHINES" --machine_rank "$MACHINE_RANK" \
+      --num_processes "$((NUM_MACHINES * PROCS_PER_MACHINE))" \
+      --main_process_ip "$MAIN_IP" --main_process_port "$MAIN_PORT" \
+      "${{WORKER[@]}}"
+    ;;
+  torchrun)
+    # `torchrun` with a static rendezvous: machine MACHINE_RANK runs global ranks
+    # MACHINE_RANK*PROCS_PER_MACHINE and up, so the main machine holds rank 0, which writes the run folder.
+    # (--rdzv-backend c10d --rdzv-endpoint "$MAIN_IP:$MAIN_PORT" --rdzv-id {run_id} is the elastic
+    # rendezvous: then whichever machine joins first becomes rank 0.) DDP only: FSDP and DeepSpeed
+    # are set up by the accelerate config, so use LAUNCHER=accelerate for those.
+    exec "$PYTHON" -m torch.distributed.run \
+      --nnodes "$NUM_MACHINES" --node-rank "$MACHINE_RANK" --nproc-per-node "$PROCS_PER_MACHINE" \
+      --master-addr "$MAIN_IP" --master-port "$MAIN_PORT" \
+      "${{WORKER[@]}}"
+    ;;
+  *)
+    echo "LAUNCHER must be accelerate or torchrun, not '$LAUNCHER'." >&2
+    exit 2
+    ;;
+esac
+'''
+
+
+def write_launch_script(run_ref: str, path: str | Path, *, say: Say | None = None) -> dict:
+    """Write ``path`` (a bash script that runs the run's training on several machines) and beside it
+    ``<stem>.config.yaml`` (the run's config) and ``<stem>.accelerate.yaml`` (the accelerate config).
+    Nothing is overwritten."""
+    import yaml
+
+    from .config import RunConfig
+    from .errors import ConfigError
+    from .launch import ACCELERATE_FILE, accelerate_settings, accelerate_yaml
+    from .runs import get_run
+
+    say = say or (lambda message: None)
+    run = get_run(run_ref)
+    path = Path(path).expanduser().resolve()
+    if not path.parent.is_dir():
+        raise ExportError(f"The folder {path.parent} does not exist; create it or choose another --launch-script path.")
+    stem = path.stem
+    config_path = path.with_name(f"{stem}.config.yaml")
+    accelerate_path = path.with_name(f"{stem}.accelerate.yaml")
+    for p in (path, config_path, accelerate_path):
+        if p.exists():
+            raise ExportError(f"{p} already exists; move it away or choose another --launch-script name.")
+    try:
+        cfg = RunConfig.load(run.config_path)
+    except ConfigError as exc:
+        raise ExportError(f"The run's config cannot be read: {exc}") from None
+    processes = cfg.processes
+    user_file = run.dir / ACCELERATE_FILE
+    if cfg.accelerate_config and user_file.is_file():  # the user's own accelerate config, as the run used it
+        accelerate_text = user_file.read_text(encoding="utf-8")
+        try:
+            in_file = (yaml.safe_load(accelerate_text) or {}).get("num_processes")
+            if processes < 2 and isinstance(in_file, int) and in_file > 1:
+                processes = in_file
+        except (yaml.YAMLError, AttributeError):
+            pass
+        strategy = "your accelerate config, copied from the run"
+        header = ("# The accelerate config run {id} used. The launch script's --num_machines, --machine_rank,\n"
+                  "# --num_processes, --main_process_ip and --main_process_port override the same keys here.\n")
+    else:
+        settings = accelerate_settings(cfg, gpu=True, processes=2 * max(1, processes), num_machines=2)
+        accelerate_text = accelerate_yaml(settings)
+        strategy = f"distributed: {cfg.distributed}"
+        header = (f"# Accelerate config for run {{id}} on several machines ({strategy}). The launch script's\n"
+                  "# --num_machines, --machine_rank, --num_processes (total over all machines), --main_process_ip\n"
+                  "# and --main_process_port override the same keys here, so one file serves every machine.\n")
+    config_text = (f"# The settings of Tunedeck run {run.id}; the launch script copies this into each machine's run folder.\n"
+                   + run.config_path.read_text(encoding="utf-8"))
+    script = _SCRIPT.format(
+        run_id=run.id, script_name=path.name, config_name=config_path.name, accelerate_name=accelerate_path.name,
+        strategy=strategy, model=cfg.model, data=cfg.data, batch_size=cfg.batch_size,
+        accumulation=cfg.gradient_accumulation_steps, processes=max(1, processes),
+    )
+    written = []
+    try:
+        for target, text in ((config_path, config_text), (accelerate_path, header.format(id=run.id) + accelerate_text),
+                             (path, script)):
+            with open(target, "x", encoding="utf-8") as f:
+                f.write(text)
+            written.append(target)
+        path.chmod(0o755)
+    except BaseException:
+        for target in written:
+            target.unlink(missing_ok=True)
+        raise
+    say(f"Wrote {path}, {config_path.name} and {accelerate_path.name}")
+    return {"run": run.id, "script": str(path), "config": str(config_path), "accelerate_config": str(accelerate_path),
+            "processes_per_machine": max(1, processes), "strategy": cfg.distributed if not cfg.accelerate_config else "accelerate_config"}
