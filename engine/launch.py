@@ -358,7 +358,11 @@ def resume_run(run_ref: str | Run) -> Run:
         raise RunStateError(f"Run {run.id} already completed all its steps; start a new run with `tunedeck train`.")
     if info.state not in ("stopped", "crashed", "failed"):
         raise RunStateError(f"Run {run.id} is {info.state}, not stopped, crashed or failed; it cannot be resumed.")
-    config = preflight(RunConfig.load(run.config_path))
+    config = RunConfig.load(run.config_path)
+    if config.accelerate_config and (run.dir / ACCELERATE_FILE).is_file():
+        # the copy the run started with, even if the user's file has changed or gone since
+        config = config.override(accelerate_config=str(run.dir / ACCELERATE_FILE))
+    config = preflight(config)
     if info.state == "crashed":  # the dead worker could not say so itself
         run.append_event({"type": "end", "step": info.step, "state": "crashed", "message": info.message})
     checkpoint = run.latest_checkpoint()
