@@ -54,7 +54,8 @@ class ChatScreen(AreaScreen):
     ChatScreen #chat-empty { height: auto; border: round $warning; padding: 0 1; margin: 1 2; }
     ChatScreen #chat-empty.-hidden { display: none; }
     ChatScreen #chat-empty Button { margin-top: 1; }
-    ChatScreen #chat-status { height: 1; padding: 0 1; color: $text-muted; background: $panel; }
+    ChatScreen #chat-status { height: 1; padding: 0 1; color: $text-muted; background: $panel;
+                              text-wrap: nowrap; text-overflow: ellipsis; }
     ChatScreen #chat-status.-error { color: $error; }
     ChatScreen #chat-prompt-row { height: 1; margin: 0 1; }
     ChatScreen #chat-prompt-mark { width: 2; color: $accent; text-style: bold; }
