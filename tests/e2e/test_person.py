@@ -352,7 +352,7 @@ def test_a_person_fine_tunes_the_demo_and_compares_it_in_chat(terminals, demo_mo
         assert streaming_seen, "no answer was seen part-way: the tokens did not stream\n" + screen
         assert tuned and base, screen
         assert tuned != base, "the fine-tuned model answers exactly like the base model:\n" + screen
-        print(f"\nfine-tuned: {tuned}\nbase: {base}")
+        print(f"\n{screen}\nfine-tuned: {tuned}\nbase: {base}")
 
         # --- quit: the app and its chat process go away ------------------------------------------------
         children = psutil.Process(attach.pid).children(recursive=True)
