@@ -13,7 +13,9 @@ from engine.glossary import GLOSSARY
 
 
 def _keys_table(title: str, bindings) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+    # min_width: a title wider than the keys and their words would wrap ("On this / screen / (Method)")
+    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0),
+                  min_width=len(title))
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("does")
     seen = set()
