@@ -160,3 +160,27 @@ def test_snapshot_no_runs_80x24(snap_compare, tiny_model):
         await asyncio.sleep(0.1)
 
     assert snap_compare(TunedeckApp(model=str(tiny_model)), terminal_size=(80, 24), run_before=settle)
+
+
+async def test_a_run_picked_in_runs_replaces_the_one_already_open_in_chat(tiny_trained):
+    from tui.widgets.runs_table import RunsTable
+
+    older = make_run(tiny_trained)
+    latest = make_run(tiny_trained)
+    app = TunedeckApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open_chat(pilot)
+        await _until(pilot, lambda: screen.loaded is not None, what="the latest run to load")
+        assert screen.loaded["run"] == latest.id
+
+        await app.switch_mode("runs")  # (the prompt has the focus: 5 would be typed into it)
+        await pilot.pause()
+        table = app.screen.query_one(RunsTable)
+        await _until(pilot, lambda: older.id in table.order, 20, "the runs table")
+        table.move_cursor(row=table.order.index(older.id), animate=False)
+        await pilot.pause()
+        await pilot.press("c")
+        assert app.screen is screen
+        await _until(pilot, lambda: screen.loaded is not None and screen.loaded["run"] == older.id, 60,
+                     "the picked run to load")
+        assert str(screen.query_one("#chat-run").value) == older.id

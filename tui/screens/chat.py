@@ -83,6 +83,7 @@ class ChatScreen(AreaScreen):
         self._system_from_run: str | None = None
         self._gen_sides: list[str] = []
         self._forced_base = False
+        self._asked_run: str | None = None  # the project's run when this screen last followed it
         self._last_figures = ""
 
     # --- layout --------------------------------------------------------------------------------
@@ -129,6 +130,11 @@ class ChatScreen(AreaScreen):
         self.targets = targets
         if not first and targets and self.selected is None and not self.loading:
             first = True  # a run appeared since the screen said there was none
+        asked = self.project.run_id
+        if (not first and asked != self._asked_run and self.selected is not None and asked != self.selected[0]
+                and any(t.run_id == asked for t in targets)):
+            first = True  # a run was picked elsewhere since (Runs: c, or the Train monitor): chat with it
+        self._asked_run = asked
         run_select = self.query_one("#chat-run", Select)
         base_label = f"base model only ({self._base_display()})"
         options = [(t.label, t.run_id) for t in targets] + [(base_label, BASE_ONLY)]
@@ -237,6 +243,7 @@ class ChatScreen(AreaScreen):
         new_run = self.selected is None or self.selected[0] != run
         self.selected = selection
         self.project.run_id = run or self.project.run_id
+        self._asked_run = self.project.run_id
         if new_run:
             self._system_from_run = training_system_prompt(run)
             self.settings["system"] = self._system_from_run

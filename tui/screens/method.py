@@ -287,6 +287,8 @@ class MethodScreen(AreaScreen):
 
     def _help_for(self, q: Question) -> str:
         text = q.help
+        if q.key == "problem" and self.project.data == demo.DEMO:
+            text += " On the demo: the base model answers tickets in prose, not the one line of JSON wanted."
         if q.key == "examples" and self.example_count is not None:
             text += f" Your data ({self.project.data}): {self.example_count:,} examples."
         if q.key == "gpu" and self.gpus is not None and not self.gpus:
