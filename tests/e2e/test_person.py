@@ -269,6 +269,13 @@ def test_a_person_fine_tunes_the_demo_and_compares_it_in_chat(terminals, demo_mo
         assert field_value(screen, "Learning rate") == "0.0002" and field_value(screen, "Epochs") == "2", screen
         mark("method")
 
+        # --- Train: how to start? `?` lists this screen's keys -----------------------------------------------
+        app.press("?")
+        app.wait("the help with the Train keys", lambda s: "On this screen (Train)" in s
+                 and re.search(r"ctrl\+s +Start", s), 10)
+        app.press("Escape")
+        app.wait("the help to close", lambda s: "On this screen" not in s and "Set up a run" in s, 10)
+
         # --- Train: a short run (8 steps of 4 examples, a higher learning rate), ctrl+s ---------------------
         set_field(app, "Learning rate", "1e-3")
         set_field(app, "Epochs", "")  # one of epochs and max steps
@@ -352,6 +359,9 @@ def test_a_person_fine_tunes_the_demo_and_compares_it_in_chat(terminals, demo_mo
         assert streaming_seen, "no answer was seen part-way: the tokens did not stream\n" + screen
         assert tuned and base, screen
         assert tuned != base, "the fine-tuned model answers exactly like the base model:\n" + screen
+        # what the demo teaches: one line of JSON with the ticket's fields (greedy decoding, 8 steps suffice)
+        assert tuned.startswith('{"category": ') and '"order_id": "M51234"' in tuned, \
+            "the fine-tuned model does not answer in the trained JSON:\n" + screen
         print(f"\n{screen}\nfine-tuned: {tuned}\nbase: {base}")
 
         # --- quit: the app and its chat process go away ------------------------------------------------
