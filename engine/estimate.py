@@ -614,14 +614,17 @@ def judge_fit(total: int, gpus: list | None, no_gpu_reason: str | None = None) -
     for g in gpus or []:
         get = g.get if isinstance(g, dict) else (lambda k, _g=g: getattr(_g, k))
         total_mem, used = int(get("memory_total")), int(get("memory_used") or 0)
+        # "where": how to name a memory that is not an NVIDIA GPU here (RAM, a planned GPU)
+        where = g.get("where") if isinstance(g, dict) else None
         rows.append({"index": int(get("index")), "name": str(get("name")), "memory_total": total_mem,
-                     "memory_free": max(0, total_mem - used)})
+                     "memory_free": max(0, total_mem - used), "where": where or f"GPU {int(get('index'))}"})
     if not rows:
         reason = no_gpu_reason or "no NVIDIA GPU found"
         return Fit("no-gpu", f"{reason} — CPU only; needs {gib(total)} of GPU memory", None, [])
     best = max(rows, key=lambda r: r["memory_free"])
     free = best["memory_free"]
-    where = f"GPU {best['index']} ({best['name']}, {gib(free)} free of {gib(best['memory_total'])})"
+    named = f"{best['name']}, " if best["where"].startswith("GPU") else ""
+    where = f"{best['where']} ({named}{gib(free)} free of {gib(best['memory_total'])})"
     if total <= FIT_MARGIN * free:
         verdict, reason = "fits", f"needs {gib(total)}; fits on {where}"
     elif total <= free:
@@ -633,7 +636,7 @@ def judge_fit(total: int, gpus: list | None, no_gpu_reason: str | None = None) -
 
 def capacity_gpu(memory_bytes: int, name: str = "planned GPU") -> dict:
     """A GPU that is not here, for planning: ``judge_fit(total, [capacity_gpu(24 * GIB)])``."""
-    return {"index": 0, "name": name, "memory_total": int(memory_bytes), "memory_used": 0}
+    return {"index": 0, "name": name, "memory_total": int(memory_bytes), "memory_used": 0, "where": f"the {name}"}
 
 
 def ways_to_fit(arch: Architecture, plan: Plan, capacity: int, limit: int = 4) -> list[dict]:

@@ -74,7 +74,7 @@ def _targets(args) -> tuple[list, str | None]:
         import psutil
 
         vm = psutil.virtual_memory()
-        return [{"index": 0, "name": "this machine's RAM", "memory_total": int(vm.total),
+        return [{"index": 0, "name": "this machine's RAM", "where": "this machine's RAM", "memory_total": int(vm.total),
                  "memory_used": int(vm.total - vm.available)}], None
     from engine import gpu
 

@@ -32,7 +32,7 @@ def run(args) -> int:
         from ._follow import follow_progress
 
         return follow_progress(target, _offset(target))
-    print(f"  watch   tunedeck logs {target.id} -f")
+    print(f"  watch   tunedeck logs {target.id} -f   (or tunedeck attach {target.id} for the live monitor)")
     return 0
 
 

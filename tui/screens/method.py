@@ -523,9 +523,13 @@ class MethodScreen(AreaScreen):
         device, capacity, words, gpus, reason = self.target()
         model = self.arch.name if self.arch else self.project.model
         self.query_one("#methods-title", Static).update(f"The methods for {escape(model)}")
+        # best_estimates turns checkpointing on where a method needs it to fit: say so (else Full < LoRA puzzles)
+        checkpointed = ["Full" if m == "full" else advisor.METHOD_NAMES[m] for m in TRAIN_ROWS
+                        if m in self.estimates and self.estimates[m].plan.gradient_checkpointing]
         self.query_one("#methods-where", Static).update(
             f"Memory of one training step on {escape(words)}"
-            + (" · CPU training in fp32" if device == "cpu" else ""))
+            + (" · CPU training in fp32" if device == "cpu" else "")
+            + (f" · {', '.join(checkpointed)} with gradient checkpointing" if checkpointed else ""))
         rec = self.recommendation
         for row in self.query(MethodRow):
             row.set_class(rec is not None and rec.method == row.method, "-recommended")
