@@ -34,7 +34,7 @@ BENCHES = [
 
 def main() -> int:
     only = sys.argv[1:]
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
     report = Path(tempfile.mkstemp(prefix="tunedeck-bench-", suffix=".jsonl")[1])
     env = dict(os.environ, BENCH_REPORT=str(report))
     failures = []

@@ -5,6 +5,7 @@ stays on the same run across refreshes."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ COLUMNS = [
     ("created", "created", 11),
 ]
 SORTABLE = [key for key, _, _ in COLUMNS if key != "mark"]
+# Below WIDE_FROM columns the table drops what the run id already says (date, model, method) and the
+# data path (in Details), so that 80 columns show every column left without scrolling sideways.
+NARROW = ("mark", "id", "state", "steps", "best", "duration")
+WIDE_FROM = 120
 STATE_COLOUR = {
     "running": "accent", "starting": "accent", "stopping": "warning", "completed": "success",
     "stopped": "warning", "failed": "error", "crashed": "error",
@@ -50,8 +55,15 @@ class TrainingTime:
 
     def __init__(self) -> None:
         self._state: dict[str, dict] = {}
+        # Two refreshes may overlap (screen mount and its timer, on worker threads): without the lock
+        # both read the file from the same offset and count its segments twice.
+        self._lock = threading.Lock()
 
     def seconds(self, run, now: float | None) -> float | None:
+        with self._lock:
+            return self._seconds(run, now)
+
+    def _seconds(self, run, now: float | None) -> float | None:
         try:
             stat = run.events_path.stat()
             identity = (stat.st_dev, stat.st_ino)
@@ -184,10 +196,31 @@ class RunsTable(DataTable):
         self.order: list[str] = []
         self.marked: list[str] = []
         self.sort_key, self.sort_reverse = "created", True  # newest first
+        self.shown: list[tuple[str, str, int]] = []
 
     def on_mount(self) -> None:
-        for key, label, _ in COLUMNS:
+        self._show_columns(self.app.size.width)
+
+    def on_resize(self, event) -> None:
+        self._show_columns(event.size.width)
+
+    def _show_columns(self, width: int) -> None:
+        wanted = COLUMNS if width >= WIDE_FROM else [c for c in COLUMNS if c[0] in NARROW]
+        if wanted == self.shown:
+            return
+        current = self.current.id if self.current else None
+        self.clear(columns=True)
+        self.shown = wanted
+        for key, label, _ in wanted:
             self.add_column(self._label(key, label), key=key)
+        self.order = []  # rows again, with the columns now shown
+        self.set_rows(list(self.rows_by_id.values()))
+        if current in self.order:
+            self.move_cursor(row=self.order.index(current), animate=False)
+
+    def _cells(self, row: RunRow) -> list:
+        cells = dict(zip((key for key, _, _ in COLUMNS), row.cells(self.app, row.id in self.marked)))
+        return [cells[key] for key, _, _ in self.shown]
 
     def _label(self, key: str, label: str) -> Text:
         """The header label, with room for the sort arrow kept on every column so widths never change."""
@@ -217,7 +250,7 @@ class RunsTable(DataTable):
         else:
             self.clear()
             for row in ordered:
-                self.add_row(*row.cells(self.app, row.id in self.marked), key=row.id)
+                self.add_row(*self._cells(row), key=row.id)
             self.order = new_order
             if current in new_order:
                 self.move_cursor(row=new_order.index(current), animate=False)
@@ -226,7 +259,7 @@ class RunsTable(DataTable):
             self.post_message(self.Highlighted(self.current))
 
     def _update_row(self, row: RunRow) -> None:
-        for (key, _, _), cell in zip(COLUMNS, row.cells(self.app, row.id in self.marked)):
+        for (key, _, _), cell in zip(self.shown, self._cells(row)):
             self.update_cell(row.id, key, cell)
 
     def sort_by(self, key: str, reverse: bool | None = None) -> None:
@@ -235,7 +268,7 @@ class RunsTable(DataTable):
         if reverse is None:
             reverse = (not self.sort_reverse) if key == self.sort_key else key in ("created", "duration", "steps")
         self.sort_key, self.sort_reverse = key, reverse
-        for ckey, label, _ in COLUMNS:
+        for ckey, label, _ in self.shown:
             self.columns[ckey].label = self._label(ckey, label)
         self.order = []  # force a rebuild in the new order
         self.set_rows(list(self.rows_by_id.values()))
