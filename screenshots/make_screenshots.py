@@ -111,6 +111,8 @@ async def shoot(size: tuple[int, int], run_id: str, out: Path) -> None:
         await pilot.press("4")
         screen = app.screen
         await wait_for(pilot, lambda: getattr(screen, "loaded", None) is not None, 120, "the chat model")
+        await pilot.press("ctrl+t")  # compare: base and fine-tuned side by side
+        await settle(pilot, 0.5)
         screen.query_one("#chat-input").value = TICKET
         await pilot.press("enter")
         await settle(pilot, 1)

@@ -387,3 +387,24 @@ def test_attach_to_an_unknown_run_says_so_in_one_sentence():
     assert out.returncode == 2
     assert out.stderr.strip().startswith("tunedeck: No run 'no-such-run' in ")
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+async def test_a_method_chosen_opens_train_on_its_settings_not_the_last_runs_monitor(finished_run, monkeypatch):
+    from tui.screens.method import MethodScreen
+
+    monkeypatch.setenv("TUNEDECK_HOME", str(finished_run.dir.parent.parent))
+    app = TunedeckApp()
+    app.project.run_id = finished_run.id  # a run watched earlier in this session
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        await until(pilot, lambda: screen.pane == "monitor" and screen.view is not None, 20, "the run's monitor")
+
+        await pilot.press("2")
+        method = app.screen
+        assert isinstance(method, MethodScreen)
+        method.choose("lora")  # what "Use LoRA" does
+        await pilot.pause()
+        assert app.screen is screen and screen.pane == "setup"
+        await pilot.pause(1.0)  # nothing flips it back to the monitor afterwards
+        assert screen.pane == "setup" and screen.watching == finished_run.id

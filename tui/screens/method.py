@@ -419,8 +419,8 @@ class MethodScreen(AreaScreen):
                 arch, error = None, f"the estimate helper failed ({exc})"
             try:
                 app.call_from_thread(self._architecture_loaded, model, arch, error)
-            except RuntimeError:
-                pass  # the app has gone
+            except Exception:  # noqa: BLE001 - the app (RuntimeError) or this screen (cancelled) has gone
+                pass
 
         threading.Thread(target=run, daemon=True, name="tunedeck-method-estimate").start()
 
@@ -602,6 +602,7 @@ class MethodScreen(AreaScreen):
     def choose(self, method: str) -> None:
         self.project.method = method
         self.project.settings = self.settings_for(method)
+        self.project.train_pane = "setup"  # the settings to look at, not the last run's monitor
         self.notify(f"{advisor.METHOD_NAMES[method]} and its starting settings are on the Train screen.",
                     timeout=4)
         self.app.switch_mode("train")

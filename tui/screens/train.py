@@ -131,6 +131,7 @@ class TrainScreen(AreaScreen):
         self.follower: RunFollower | None = None
         self.sampler: gpu.Sampler | None = None
         self.watching: str | None = None  # run id (or folder) the monitor follows
+        self._choosing: str | None = None  # a run being looked up to follow (off the UI thread)
         self._settings_seen: tuple | None = None
         self._estimate_timer: Timer | None = None
         self._estimate_key: tuple | None = None
@@ -168,7 +169,8 @@ class TrainScreen(AreaScreen):
         self.validate_form()
         self.set_interval(1.0, self._tick)
         self._start_sampler()
-        self._choose_run(self.project.run_id, initial=True)
+        self._choosing = self.project.run_id  # resume (which follows mount) must not choose it again
+        self._choose_run(self.project.run_id, initial=True, stay=self.project.take_train_pane() == "setup")
 
     def on_resize(self, event) -> None:
         self._layout_for(event.size.width, event.size.height)
@@ -184,8 +186,12 @@ class TrainScreen(AreaScreen):
             self._settings_seen = key
             self.query_one(ConfigForm).load(self._initial_settings())
             self.validate_form()
-        if self.project.run_id and self.project.run_id != self.watching:
-            self._choose_run(self.project.run_id, initial=False)
+        stay = self.project.take_train_pane() == "setup"
+        if stay:
+            self.show_pane("setup")
+        if self.project.run_id and self.project.run_id not in (self.watching, self._choosing):
+            self._choosing = self.project.run_id
+            self._choose_run(self.project.run_id, initial=False, stay=stay)
 
     def on_screen_suspend(self) -> None:
         self._stop_sampler()  # no sampling while another area is shown; following stays cheap
@@ -451,8 +457,9 @@ class TrainScreen(AreaScreen):
 
     # --- the monitor ---------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="train-choose")
-    def _choose_run(self, ref: str | None, initial: bool) -> None:
-        """Find the run to watch off the UI thread: the project's, else a live one, else the latest."""
+    def _choose_run(self, ref: str | None, initial: bool, stay: bool = False) -> None:
+        """Find the run to watch off the UI thread: the project's, else a live one, else the latest.
+        ``stay``: follow it but keep the setup pane (settings were just carried here)."""
         run = None
         try:
             if ref:
@@ -468,7 +475,7 @@ class TrainScreen(AreaScreen):
             self.app.call_from_thread(self.notify, str(exc), severity="error")
         if run is None:
             return
-        pane = "monitor" if (ref or not initial) else None
+        pane = "monitor" if (ref or not initial) and not stay else None
         self.app.call_from_thread(self._follow, run, pane)
 
     @work(thread=True, exclusive=True, group="train-choose")
@@ -487,7 +494,7 @@ class TrainScreen(AreaScreen):
         """Watch ``run``: replay its history, then follow it (one follower at a time)."""
         if self.follower is not None:
             self.follower.stop()
-        self.watching = run.id
+        self.watching, self._choosing = run.id, None
         self.project.run_id = run.id
         self.view = None
         self.query_one(LossChart).set_data((), (), None)

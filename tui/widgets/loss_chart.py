@@ -73,6 +73,11 @@ def draw(plt, frame: Frame, losses: Sequence[Point], eval_losses: Sequence[Point
     plt.canvas_color(canvas)
     plt.axes_color(axes)
     plt.ticks_color(ticks_colour)
+    # Drawn in this order because a later series wins a shared cell: the eval line under the train
+    # lines (eval loss often sits right on the train curve and hid it), the eval points on top.
+    evals = downsample(eval_losses, frame.width) if eval_losses else []
+    if len(evals) > 1:
+        plt.plot([s for s, _ in evals], [v for _, v in evals], color=evalc, marker="braille")
     shown = downsample(losses, frame.width * 2)
     if shown:
         steps = [s for s, _ in shown]
@@ -82,12 +87,8 @@ def draw(plt, frame: Frame, losses: Sequence[Point], eval_losses: Sequence[Point
             plt.plot(steps, smooth(values), color=train, marker="braille")
         else:
             plt.plot(steps, values, color=train, marker="braille")
-    if eval_losses:
-        evals = downsample(eval_losses, frame.width)
-        steps, values = [s for s, _ in evals], [v for _, v in evals]
-        if len(evals) > 1:
-            plt.plot(steps, values, color=evalc, marker="braille")
-        plt.scatter(steps, values, color=evalc, marker="●")
+    if evals:
+        plt.scatter([s for s, _ in evals], [v for _, v in evals], color=evalc, marker="●")
     last = max([s for s, _ in losses] + [s for s, _ in eval_losses] + [0])
     # The axis grows with the run (a quarter ahead of the last point) up to max_steps: early points
     # of a long run are not squeezed into the first column; the progress bar shows how far it is.
