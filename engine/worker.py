@@ -548,16 +548,21 @@ def save_output(trainer, tokenizer, target: Path) -> None:
     try:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}-old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``target`` with renames only."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_output_distributed(trainer, tokenizer, target: Path, *, main: bool) -> None:
@@ -577,13 +582,7 @@ def save_output_distributed(trainer, tokenizer, target: Path, *, main: bool) -> 
         return
     try:
         tokenizer.save_pretrained(str(tmp))
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}-old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

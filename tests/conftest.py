@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -37,3 +38,14 @@ def demo_model_dir() -> str:
     from engine import models
 
     return models.materialize("demo")
+
+
+@pytest.fixture
+def toy_data(tmp_path) -> Path:
+    """A learnable task for the tiny model: repeat the word three times."""
+    words = ["apple", "river", "cloud", "stone", "green", "seven", "tiger", "lemon"]
+    path = tmp_path / "toy.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"Repeat: {w}"},
+                          {"role": "assistant", "content": f"{w} {w} {w}"}]} for w in words * 8]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -28,19 +28,6 @@ from engine.runs import ALIVE, Run, create_run, effective_events
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
 
-WORDS = ["apple", "river", "cloud", "stone", "green", "seven", "tiger", "lemon"]
-
-
-@pytest.fixture
-def toy_data(tmp_path) -> Path:
-    """A learnable task: repeat the word three times."""
-    path = tmp_path / "toy.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"Repeat: {w}"},
-                          {"role": "assistant", "content": f"{w} {w} {w}"}]} for w in WORDS * 8]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def _config(model, data, **extra) -> RunConfig:
     settings = {"model": str(model), "data": str(data), "max_steps": 12, "batch_size": 4, "learning_rate": 1e-2,
                 "eval_steps": 0, "save_steps": 6, "max_length": 64, "lora": {"r": 8, "alpha": 16}, "processes": 2}
