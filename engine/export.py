@@ -83,7 +83,6 @@ def _readme(run, base_location: str, kind: str) -> str:
 
 def export_run(run_ref: str, to: str | Path, *, merged: bool = False, say: Say | None = None) -> dict:
     """Write the run's adapter (or merged model) to ``to``; returns what was written."""
-    from .evaluate import weights_of
     from .models import materialize
     from .runs import get_run
 
@@ -91,11 +90,12 @@ def export_run(run_ref: str, to: str | Path, *, merged: bool = False, say: Say |
     run = get_run(run_ref)
     to = Path(to).expanduser().resolve()
     _check_target(to)
-    kind, folder = weights_of(run)
+    weights = run.weights()
+    kind, folder = weights.label, weights.path
     config = run.config()
     if not config.get("model"):
         raise ExportError(f"{run.config_path}: the run's config has no 'model'; cannot tell which base it needs.")
-    full = not (folder / "adapter_config.json").is_file()
+    full = not weights.is_adapter
     base_location = materialize(config["model"], lambda m, f: say(m))
     tmp = Path(tempfile.mkdtemp(prefix=f".{to.name}.partial-", dir=to.parent))
     try:
@@ -198,10 +198,10 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def _run_device(run) -> str | None:
     """'cpu' or 'cuda' as the run's start event recorded it, if it did."""
-    for event in run.events():
-        if event.get("type") == "start" and event.get("device"):
-            return "cuda" if str(event["device"]).startswith("cuda") else "cpu"
-    return None
+    from .run_state import RunHistory
+
+    device = RunHistory().extend(run.events()).device
+    return None if not device else "cuda" if str(device).startswith("cuda") else "cpu"
 
 
 def _plain(value):

@@ -38,6 +38,7 @@ from typing import Callable
 
 from .config import RunConfig
 from .errors import ConfigError, TunedeckError
+from .run_state import RunHistory
 from .runs import ALIVE, Run, create_run, get_run, pid_alive, process_start_time
 
 QLORA_CPU_BNB = (0, 49)  # bitsandbytes trains 4-bit adapters on the CPU from here on
@@ -373,21 +374,10 @@ def resume_run(run_ref: str | Run) -> Run:
     return run
 
 
-def step_seconds(run: Run) -> float | None:
-    """Seconds per optimizer step lately, from the event log (None before two steps are logged)."""
-    logs = [e for e in run.events() if e.get("type") in ("log", "start")][-6:]
-    pairs = [(a, b) for a, b in zip(logs, logs[1:]) if b.get("type") == "log" and (b["step"] or 0) > (a.get("step") or 0)]
-    if not pairs:
-        return None
-    a, b = pairs[0][0], pairs[-1][1]
-    steps = (b.get("step") or 0) - (a.get("step") or 0)
-    return (b["time"] - a["time"]) / steps if steps > 0 else None
-
-
 def default_grace(run: Run) -> float:
     """How long a stop waits for the current step and its checkpoint: at least 60 s, and three
     steps' time on a slow machine (capped at an hour)."""
-    per_step = step_seconds(run) or 0.0
+    per_step = RunHistory().extend(run.events()).step_seconds or 0.0
     return float(min(3600, max(60, 3 * per_step + 30)))
 
 

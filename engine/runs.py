@@ -10,7 +10,7 @@
 Resumed runs: a ``start`` event carries the step training (re)starts from. When a run is resumed
 from checkpoint-N after its events had gone past N (it crashed or was killed between checkpoints),
 the steps after N are trained, and logged, again: a viewer drops the earlier points with a step
-greater than N when it meets that ``start`` event. ``effective_events`` does exactly this.
+greater than N when it meets that ``start`` event (``engine.run_state``, the one reducer of events).
 
 Everything a viewer shows is read from here, so the TUI, a second TUI and the CLI agree. A run whose
 status says it is alive but whose worker process is gone is reported ``crashed`` with the last
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,32 @@ FINAL = ("completed", "stopped", "failed", "crashed")
 
 class RunNotFound(TunedeckError):
     pass
+
+
+class NoWeights(TunedeckError):
+    """A run has no trained weights (yet), or not the checkpoint asked for."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Trained weights of a run: a PEFT adapter or a whole model, in one folder."""
+
+    kind: str  # "adapter" | "full"
+    path: Path
+    label: str  # "adapter" | "model" | "checkpoint-N"
+    step: int | None = None  # the checkpoint's step; None for the final adapter/model
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.kind == "adapter"
+
+
+def _weights_in(path: Path, label: str, step: int | None = None) -> Weights | None:
+    if (path / "adapter_config.json").is_file():
+        return Weights("adapter", path, label, step)
+    if (path / "config.json").is_file():
+        return Weights("full", path, label, step)
+    return None
 
 
 def _now() -> float:
@@ -68,6 +95,13 @@ def pid_alive(pid: int | None, started: float | None = None) -> bool:
         return started is None or abs(proc.create_time() - started) < 2.0
     except Exception:
         return False
+
+
+def crash_message(log_lines) -> str:
+    """Why a run whose worker vanished is shown crashed: it could not say so itself."""
+    last = next((line for line in reversed(list(log_lines)) if line.strip()), "")
+    return ("The worker process ended without saying why (killed, or out of memory?)"
+            + (f"; last log line: {last}" if last else ""))
 
 
 def process_start_time(pid: int) -> float | None:
@@ -203,6 +237,40 @@ class Run:
         cps = self.checkpoints()
         return cps[-1][1] if cps else None
 
+    # --- weights -------------------------------------------------------------------------------
+    def final_weights(self) -> Weights | None:
+        """The adapter (or, for full fine-tuning, the model) written when training ended."""
+        return _weights_in(self.adapter_dir, "adapter") or _weights_in(self.model_dir, "model")
+
+    def checkpoint_weights(self) -> list[Weights]:
+        """Complete checkpoints that hold weights, oldest first."""
+        found = (_weights_in(path, f"checkpoint-{n}", n) for n, path in self.checkpoints())
+        return [w for w in found if w is not None]
+
+    def weights(self, checkpoint: int | None = None) -> Weights:
+        """What Chat, Eval and Export use: checkpoint ``N`` when asked, else the final weights, else
+        the newest checkpoint. ``NoWeights`` (one sentence) when there is nothing to load."""
+        if checkpoint is not None:
+            for w in self.checkpoint_weights():
+                if w.step == int(checkpoint):
+                    return w
+            have = [str(w.step) for w in self.checkpoint_weights()]
+            raise NoWeights(
+                f"Run {self.id} has no checkpoint-{checkpoint}; "
+                + (f"it has checkpoints {', '.join(have)}." if have else "it has no checkpoints yet.")
+            )
+        found = self.final_weights() or next(reversed(self.checkpoint_weights()), None)
+        if found is None:
+            raise NoWeights(
+                f"Run {self.id} has no trained weights yet: it has no adapter or checkpoint yet "
+                f"(state: {self.info(with_log=False).state}, folder {self.dir}); wait for its first "
+                "checkpoint or for it to finish, or use the base model alone."
+            )
+        return found
+
+    def has_weights(self) -> bool:
+        return self.final_weights() is not None or bool(self.checkpoint_weights())
+
     def log_tail(self, lines: int = 20) -> list[str]:
         try:
             with open(self.log_path, "rb") as f:
@@ -236,9 +304,7 @@ class Run:
         if state in ALIVE and not pid_alive(status.get("pid"), status.get("pid_started")):
             state = "crashed"
             log = self.log_tail(10)
-            last = next((line for line in reversed(log) if line.strip()), "")
-            message = ("The worker process ended without saying why (killed, or out of memory?)"
-                       + (f"; last log line: {last}" if last else ""))
+            message = crash_message(log)
         elif state in ("failed", "crashed") and with_log:
             log = self.log_tail(10)
         return RunInfo(
@@ -259,19 +325,6 @@ class Run:
             last_loss=status.get("last_loss"),
             tokens_per_second=status.get("tokens_per_second"),
         )
-
-
-def effective_events(events: list[dict]) -> list[dict]:
-    """The events as a viewer should show them: each ``start`` event (step N) drops the earlier
-    ``log``/``eval``/``checkpoint`` events with a step greater than N, which the resumed worker
-    trains and logs again. Feed it every event in order; tailing viewers apply the same rule."""
-    out: list[dict] = []
-    for event in events:
-        if event.get("type") == "start":
-            start = event.get("step") or 0
-            out = [e for e in out if e.get("type") not in ("log", "eval", "checkpoint") or (e.get("step") or 0) <= start]
-        out.append(event)
-    return out
 
 
 def _slug(text: str) -> str:
@@ -296,6 +349,33 @@ def create_run(config_yaml: str, *, model: str = "", method: str = "") -> Run:
     run.config_path.write_text(config_yaml, encoding="utf-8")
     run.write_status(state="created", created=_now(), step=0)
     return run
+
+
+def delete_run(ref: str) -> str:
+    """Delete a finished run's folder — and only the run folder; returns a sentence for people.
+
+    The user's data and base model are never inside a run folder (the config only names them);
+    refused: anything that is not a folder directly inside the run store, a run whose worker is
+    alive, and a run whose config points inside its own folder."""
+    run = get_run(ref)
+    folder = run.dir
+    store = runs_dir().resolve()
+    if folder.is_symlink() or folder.resolve().parent != store:
+        raise TunedeckError(f"{folder} is not a folder inside the run store {store}; Tunedeck deletes only its own runs.")
+    info = run.info(with_log=False)
+    if info.state in ALIVE:
+        raise TunedeckError(f"Run {run.id} is still {info.state} (pid {info.pid}); stop it first (`tunedeck stop {run.id}`).")
+    config = run.config()
+    for key in ("model", "data", "eval_data"):
+        value = config.get(key)
+        if isinstance(value, str) and value != "demo":
+            target = Path(value).expanduser()
+            if target.exists() and folder.resolve() in (target.resolve(), *target.resolve().parents):
+                raise TunedeckError(
+                    f"Run {run.id}'s {key} ({value}) lies inside its own folder; move it out before deleting the run."
+                )
+    shutil.rmtree(folder)
+    return f"Deleted run {run.id} ({folder})."
 
 
 def list_runs() -> list[RunInfo]:

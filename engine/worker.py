@@ -4,7 +4,7 @@ Started detached by ``engine.launch`` (its own session, stdin /dev/null, stdout 
 ``worker.log``); everything a viewer needs goes to the run folder:
 
 - ``events.jsonl``: a ``start`` event when the training loop begins (``step`` is where it begins:
-  0, or the checkpoint step when resuming, see ``engine.runs.effective_events``), a ``log`` event at
+  0, or the checkpoint step when resuming, see ``engine.run_state.effective_events``), a ``log`` event at
   every logging step (flushed), ``eval``, ``checkpoint``, ``status`` (progress while loading),
   ``error`` and a final ``end``.
 - ``status.json``: state, pid, step, max_steps, last_loss, tokens_per_second, best_eval_loss.
@@ -48,11 +48,10 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import RunConfig
+from .config import METHOD_NAMES, RunConfig
 from .errors import DataError, TunedeckError
 from .runs import Run, process_start_time
 
-METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
 # Besides every ``save_steps`` steps, a checkpoint is saved when this long has passed since the last
 # one, so a crash on a slow machine never loses more than about this much training.
 CHECKPOINT_EVERY_SECONDS = float(os.environ.get("TUNEDECK_CHECKPOINT_SECONDS", "600"))

@@ -1,6 +1,7 @@
 """Following a run from the command line: a Rich progress bar with the loss (``--follow``), or the
 events as JSON lines (``--json --follow``). Ctrl-C detaches; the run carries on. Shared by
-``train``, ``resume`` and ``logs``; no ML imports.
+``train``, ``resume`` and ``logs``; no ML imports. What the run's state is — steps, losses, ETA,
+crashed or not — comes from ``engine.follow.RunFollower`` (the one reader of a run's history).
 """
 
 from __future__ import annotations
@@ -9,66 +10,79 @@ import json
 import sys
 import time
 
-from ..runs import ALIVE, Run, pid_alive
+from ..follow import RunFollower
+from ..run_state import RunView
+from ..runs import Run
 
 POLL = 0.5
 DETACHED = ("Detached; the run goes on. `tunedeck logs {id} -f` follows it again, "
             "`tunedeck stop {id}` stops it.")
 
 
-def state_of(run: Run) -> str:
-    """The run's state with liveness, cheaply (no config or log reading): for polling loops."""
-    status = run.read_status()
-    state = status.get("state", "unknown")
-    if state in ALIVE and not pid_alive(status.get("pid"), status.get("pid_started")):
-        return "crashed"
-    return state
+def is_over(view: RunView) -> bool:
+    return not view.alive and view.state not in ("created", "unknown")
 
 
-def settled_info(run: Run):
-    """The run's info; a run that looks crashed is looked at again a moment later, because whoever
-    stopped or killed its worker records how it ended just after the process is gone."""
-    info = run.info()
-    if info.state == "crashed":
-        time.sleep(1.5)
-        info = run.info()
-    return info
+def wait_until_over(follower: RunFollower, on_view=None) -> RunView:
+    """Poll until the run ends (a vanished worker is called crashed after a moment's grace, since
+    whoever stopped or killed it records how it ended just after); ``on_view`` gets each change."""
+    while True:
+        view = follower.poll()
+        if view is not None and on_view is not None:
+            on_view(view)
+        current = follower.view()
+        if is_over(current):
+            return current
+        time.sleep(POLL)
 
 
-def _exit_code(state: str) -> int:
+def exit_code(state: str) -> int:
     return 0 if state in ("completed", "stopped") else 1
-
-
-def _fmt(x, digits: int = 4) -> str:
-    if isinstance(x, (int, float)):
-        return f"{x:.{digits}f}"
-    return str(x)
 
 
 def follow_json(run: Run, offset: int = 0) -> int:
     """Print every event as a JSON line until the run ends; returns the exit code."""
+    ended = False
+
+    def print_new(_view=None) -> None:
+        nonlocal offset, ended
+        events, offset = run.read_events(offset)
+        for event in events:
+            ended |= event.get("type") == "end"
+            print(json.dumps(event), flush=True)
+
     try:
-        while True:
-            events, offset = run.read_events(offset)
-            for event in events:
-                print(json.dumps(event), flush=True)
-            if state_of(run) not in ALIVE:
-                info = settled_info(run)
-                events, offset = run.read_events(offset)  # anything written as it ended
-                for event in events:
-                    print(json.dumps(event), flush=True)
-                if not any(e.get("type") == "end" for e in events) and info.state == "crashed":
-                    print(json.dumps({"type": "end", "state": "crashed", "step": info.step,
-                                      "message": info.message}), flush=True)
-                return _exit_code(info.state)
-            time.sleep(POLL)
+        view = wait_until_over(RunFollower(run), print_new)
     except KeyboardInterrupt:
         print(DETACHED.format(id=run.id), file=sys.stderr)
         return 0
+    print_new()  # anything written as it ended
+    if view.state == "crashed" and not ended:
+        print(json.dumps({"type": "end", "state": "crashed", "step": view.step, "message": view.message}), flush=True)
+    return exit_code(view.state)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return "left " + (f"{seconds / 3600:.1f}h" if seconds >= 5400 else f"{seconds / 60:.0f}m" if seconds >= 90
+                      else f"{seconds:.0f}s")
+
+
+def _detail(view: RunView) -> str:
+    parts = []
+    if view.last_loss is not None:
+        parts.append(f"loss {view.last_loss:.4f}")
+    if view.eval_losses:
+        parts.append(f"val {view.eval_losses[-1][1]:.4f}")
+    if view.tokens_per_second is not None:
+        parts.append(f"{view.tokens_per_second:.0f} tok/s")
+    return "  ".join(parts)
 
 
 def follow_progress(run: Run, offset: int = 0) -> int:
-    """A progress bar (step of max_steps, loss, tokens/s) until the run ends; Ctrl-C detaches."""
+    """A progress bar (step of max_steps, loss, tokens/s, time left) until the run ends; Ctrl-C detaches.
+    ``offset`` is unused (the bar shows the whole history); kept so callers can pass where they began."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -78,78 +92,43 @@ def follow_progress(run: Run, offset: int = 0) -> int:
         TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[detail]}"),
         console=console, transient=False,
     )
-    status = run.read_status()
-    task = progress.add_task(run.id, total=status.get("max_steps"), completed=status.get("step") or 0,
-                             detail=status.get("message") or "", eta="")
-    last = {"loss": None, "eval": None, "tps": None}
-    pace: list[tuple[float, int]] = []  # (time, step) of recent logs, for the time left
+    follower = RunFollower(run)
+    first = follower.view()
+    task = progress.add_task(run.id, total=first.max_steps, completed=first.step, detail=first.message or "", eta="")
+    seen = {"attempts": first.attempts, "checkpoints": set(first.checkpoints), "error": first.error}
 
-    def eta(step: int, total) -> str:
-        if len(pace) < 2 or not total:
-            return ""
-        (t0, s0), (t1, s1) = pace[0], pace[-1]
-        if s1 <= s0:
-            return ""
-        left = (total - step) * (t1 - t0) / (s1 - s0)
-        return "left " + (f"{left / 3600:.1f}h" if left >= 5400 else f"{left / 60:.0f}m" if left >= 90 else f"{left:.0f}s")
-
-    def detail() -> str:
-        parts = []
-        if last["loss"] is not None:
-            parts.append(f"loss {_fmt(last['loss'])}")
-        if last["eval"] is not None:
-            parts.append(f"val {_fmt(last['eval'])}")
-        if last["tps"] is not None:
-            parts.append(f"{last['tps']:.0f} tok/s")
-        return "  ".join(parts)
+    def show(view: RunView) -> None:
+        if view.attempts > seen["attempts"]:  # a (re)start: say how it began
+            seen["attempts"] = view.attempts
+            progress.console.print(view.attempt_message or view.message or "", style="dim", markup=False,
+                                   highlight=False)
+        for step in sorted(set(view.checkpoints) - seen["checkpoints"]):
+            progress.console.print(f"[dim]step {step}: saved checkpoints/checkpoint-{step}[/]")
+        seen["checkpoints"] = set(view.checkpoints)
+        if view.error and view.error != seen["error"]:
+            progress.console.print(f"[red]{view.error}[/]")
+        seen["error"] = view.error
+        if view.state == "stopping":
+            detail = "stopping: saving a checkpoint at the end of this step…"
+        elif view.attempts:
+            detail = _detail(view) or "training…"
+        else:
+            detail = view.message or ""
+        progress.update(task, total=view.max_steps, completed=view.step, detail=detail, eta=_duration(view.eta()))
 
     try:
         with progress:
-            while True:
-                events, offset = run.read_events(offset)
-                for e in events:
-                    kind = e.get("type")
-                    if kind == "status":
-                        progress.update(task, detail=e.get("message", ""))
-                    elif kind == "start":
-                        pace.clear()
-                        pace.append((e.get("time") or time.time(), e.get("step") or 0))
-                        progress.update(task, total=e.get("max_steps"), completed=e.get("step") or 0,
-                                        detail=detail() or "training…")
-                        progress.console.print(f"[dim]{e.get('message', '')}[/]")
-                    elif kind == "log":
-                        last["loss"] = e.get("loss")
-                        last["tps"] = e.get("tokens_per_second") or last["tps"]
-                        pace.append((e.get("time") or time.time(), e.get("step") or 0))
-                        del pace[:-20]
-                        total = progress.tasks[0].total
-                        progress.update(task, completed=e.get("step") or 0, detail=detail(),
-                                        eta=eta(e.get("step") or 0, total))
-                    elif kind == "eval":
-                        last["eval"] = e.get("eval_loss")
-                        progress.update(task, detail=detail())
-                    elif kind == "checkpoint":
-                        progress.console.print(f"[dim]step {e.get('step')}: saved {e.get('path')}[/]")
-                    elif kind == "error":
-                        progress.console.print(f"[red]{e.get('message', '')}[/]")
-                state = state_of(run)
-                if state not in ALIVE:
-                    info = settled_info(run)
-                    events, offset = run.read_events(offset)
-                    for e in events:
-                        if e.get("type") == "log":
-                            progress.update(task, completed=e.get("step") or 0)
-                    break
-                if state == "stopping":
-                    progress.update(task, detail="stopping: saving a checkpoint at the end of this step…")
-                time.sleep(POLL)
+            view = wait_until_over(follower, show)
+            show(view)
     except KeyboardInterrupt:
         console.print(DETACHED.format(id=run.id))
         return 0
-    colour = {"completed": "green", "stopped": "yellow"}.get(info.state, "red")
-    console.print(f"[{colour}]{info.state}[/]: {info.message or ''}")
-    if info.state in ("failed", "crashed") and info.log_tail:
-        console.print("[dim]last lines of worker.log:[/]")
-        for line in info.log_tail[-5:]:
-            console.print("  " + line, markup=False, highlight=False, style="dim")
-    return _exit_code(info.state)
+    colour = {"completed": "green", "stopped": "yellow"}.get(view.state, "red")
+    console.print(f"[{colour}]{view.state}[/]: {view.message or ''}")
+    if view.state in ("failed", "crashed"):
+        tail = run.log_tail(5)
+        if tail:
+            console.print("[dim]last lines of worker.log:[/]")
+            for line in tail:
+                console.print("  " + line, markup=False, highlight=False, style="dim")
+    return exit_code(view.state)

@@ -1,42 +1,13 @@
 """`tunedeck delete RUN [--yes]`: remove a run folder — and only the run folder.
 
 The user's data and base model are never inside a run folder (the config only names them), and
-``delete_run`` refuses anything that is not a run folder directly inside the run store, a run whose
+``engine.runs.delete_run`` refuses anything that is not a run folder directly inside the run store, a run whose
 worker is alive, and a run whose config points inside its own folder.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
-from pathlib import Path
-
-
-def delete_run(ref: str) -> str:
-    """Delete a finished run's folder; returns a sentence for people. TunedeckError if it may not."""
-    from engine.errors import TunedeckError
-    from engine.paths import runs_dir
-    from engine.runs import ALIVE, get_run
-
-    run = get_run(ref)
-    folder = run.dir
-    store = runs_dir().resolve()
-    if folder.is_symlink() or folder.resolve().parent != store:
-        raise TunedeckError(f"{folder} is not a folder inside the run store {store}; Tunedeck deletes only its own runs.")
-    info = run.info(with_log=False)
-    if info.state in ALIVE:
-        raise TunedeckError(f"Run {run.id} is still {info.state} (pid {info.pid}); stop it first (`tunedeck stop {run.id}`).")
-    config = run.config()
-    for key in ("model", "data", "eval_data"):
-        value = config.get(key)
-        if isinstance(value, str) and value != "demo":
-            target = Path(value).expanduser()
-            if target.exists() and folder.resolve() in (target.resolve(), *target.resolve().parents):
-                raise TunedeckError(
-                    f"Run {run.id}'s {key} ({value}) lies inside its own folder; move it out before deleting the run."
-                )
-    shutil.rmtree(folder)
-    return f"Deleted run {run.id} ({folder})."
 
 
 def register(sub) -> None:
@@ -50,7 +21,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from engine.errors import TunedeckError
-    from engine.runs import get_run
+    from engine.runs import delete_run, get_run
 
     target = get_run(args.run)
     if not args.yes:

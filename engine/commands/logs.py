@@ -33,8 +33,8 @@ def run(args) -> int:
 
 
 def _log(target, lines: int, follow: bool) -> int:
-    from ..runs import ALIVE
-    from ._follow import settled_info, state_of
+    from ..follow import RunFollower
+    from ._follow import exit_code, is_over
 
     path = target.log_path
     try:
@@ -51,6 +51,7 @@ def _log(target, lines: int, follow: bool) -> int:
     offset = len(data)
     if not follow:
         return 0
+    follower = RunFollower(target)
     try:
         while True:
             try:
@@ -65,10 +66,12 @@ def _log(target, lines: int, follow: bool) -> int:
                     sys.stdout.write(chunk[:end].decode("utf-8", "replace"))
                     sys.stdout.flush()
                     offset += end
-            if not chunk and state_of(target) not in ALIVE:
-                info = settled_info(target)
-                print(f"[{info.state}] {info.message or ''}")
-                return 0 if info.state in ("completed", "stopped") else 1
+            if not chunk:
+                follower.poll()
+                view = follower.view()
+                if is_over(view):
+                    print(f"[{view.state}] {view.message or ''}")
+                    return exit_code(view.state)
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine.commands.delete import delete_run
+from engine.runs import delete_run
 from engine.errors import TunedeckError
 from run_folders import T0, make_run
 

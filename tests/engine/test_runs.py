@@ -14,7 +14,8 @@ import pytest
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.launch import RunStateError, resume_run, start_run, stop_run
-from engine.runs import RunNotFound, create_run, effective_events, get_run, list_runs, process_start_time
+from engine.run_state import effective_events
+from engine.runs import RunNotFound, create_run, get_run, list_runs, process_start_time
 
 ROOT = Path(__file__).resolve().parents[2]
 

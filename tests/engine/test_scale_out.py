@@ -23,7 +23,8 @@ from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.launch import (ACCELERATE_FILE, accelerate_settings, accelerate_yaml, resume_run, scale_out_plan,
                            start_run, stop_run, write_accelerate_file)
-from engine.runs import ALIVE, Run, create_run, effective_events
+from engine.run_state import effective_events
+from engine.runs import ALIVE, Run, create_run
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)

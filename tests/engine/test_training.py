@@ -15,7 +15,8 @@ import pytest
 
 from engine.config import RunConfig
 from engine.launch import RunStateError, resume_run, start_run, stop_run
-from engine.runs import ALIVE, Run, effective_events, get_run, list_runs, pid_alive
+from engine.run_state import effective_events
+from engine.runs import ALIVE, Run, get_run, list_runs, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)

@@ -36,16 +36,12 @@ class Curve:
 
 def curves_of(run_dir: str | Path) -> Curve:
     """Training and eval loss points of a run (resumed runs: the steps as they stand, no repeats)."""
-    from engine.runs import Run, effective_events
+    from engine.run_state import RunHistory
+    from engine.runs import Run
 
     run = Run(Path(run_dir))
-    losses, evals = [], []
-    for event in effective_events(run.events()):
-        if event.get("type") == "log" and isinstance(event.get("loss"), (int, float)):
-            losses.append((int(event.get("step") or 0), float(event["loss"])))
-        elif event.get("type") == "eval" and isinstance(event.get("eval_loss"), (int, float)):
-            evals.append((int(event.get("step") or 0), float(event["eval_loss"])))
-    return Curve(run.id, tuple(losses), tuple(evals))
+    history = RunHistory().extend(run.events())
+    return Curve(run.id, history.losses, history.eval_losses)
 
 
 class OverlayPlot(PlotextPlot):

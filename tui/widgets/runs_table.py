@@ -15,6 +15,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
+from engine.follow import HistoryReader
+
 from .run_header import theme_colour
 
 # (key, label, width hint)
@@ -49,50 +51,22 @@ def short_ref(ref: str | None) -> str:
 
 
 class TrainingTime:
-    """Seconds a run spent training, from its events: each ``start`` to the next ``end`` (a segment
-    left open by a crash ends at its last event). Resumed runs add up their segments. Reads each
-    events.jsonl incrementally, so refreshing a long run costs only its new lines."""
+    """Seconds each run spent training (``RunHistory.training_seconds``), its events read
+    incrementally, so refreshing a long run costs only its new lines."""
 
     def __init__(self) -> None:
-        self._state: dict[str, dict] = {}
+        self._readers: dict[str, HistoryReader] = {}
         # Two refreshes may overlap (screen mount and its timer, on worker threads): without the lock
-        # both read the file from the same offset and count its segments twice.
+        # both fold the same new lines and count their segments twice.
         self._lock = threading.Lock()
 
     def seconds(self, run, now: float | None) -> float | None:
         with self._lock:
-            return self._seconds(run, now)
-
-    def _seconds(self, run, now: float | None) -> float | None:
-        try:
-            stat = run.events_path.stat()
-            identity = (stat.st_dev, stat.st_ino)
-        except OSError:
-            return None
-        st = self._state.get(str(run.dir))
-        if st is None or st["identity"] != identity or stat.st_size < st["offset"]:  # new or replaced file
-            st = self._state[str(run.dir)] = {"identity": identity, "offset": 0, "done": 0.0, "open": None,
-                                              "last": None, "seen": False}
-        events, st["offset"] = run.read_events(st["offset"])
-        for event in events:
-            t = event.get("time")
-            if not isinstance(t, (int, float)):
-                continue
-            if event.get("type") == "start":
-                st["seen"] = True
-                if st["open"] is not None and st["last"] is not None:  # crashed segment
-                    st["done"] += max(0.0, st["last"] - st["open"])
-                st["open"] = t
-            elif event.get("type") == "end" and st["open"] is not None:
-                st["done"] += max(0.0, t - st["open"])
-                st["open"] = None
-            st["last"] = t
-        if not st["seen"]:
-            return None
-        total = st["done"]
-        if st["open"] is not None:
-            total += max(0.0, (now if now is not None else st["last"]) - st["open"])
-        return total
+            reader = self._readers.get(str(run.dir))
+            if reader is None:
+                reader = self._readers[str(run.dir)] = HistoryReader(run)
+            reader.read()
+            return reader.history.training_seconds(now)
 
 
 _TRAINING_TIME = TrainingTime()
