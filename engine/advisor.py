@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import config
+
 MIN_EXAMPLES = 50  # below this, a fine-tune memorises rather than generalises
 SMALL_EXAMPLES = 200  # enough for a narrow LoRA, but thin
 FULL_MIN_EXAMPLES = 10_000  # full fine-tuning pays off only with a lot of data
@@ -56,9 +58,10 @@ EXAMPLE_BUCKETS = {  # what the wizard offers -> a representative count
     "many": ("More than 10,000", 20000),
 }
 
-METHOD_NAMES = {"prompting": "Prompting", "rag": "RAG", "lora": "LoRA", "qlora": "QLoRA",
-                "full": "Full fine-tuning"}
-TRAINING_METHODS = ("lora", "qlora", "full")
+# Names as headings show them: the training methods' own names, capitalised.
+METHOD_NAMES = {"prompting": "Prompting", "rag": "RAG",
+                **{m: name[0].upper() + name[1:] for m, name in config.METHOD_NAMES.items()}}
+TRAINING_METHODS = config.METHODS
 
 
 @dataclass

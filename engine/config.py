@@ -5,6 +5,11 @@ make (unknown key, wrong type, out-of-range value, both ``max_steps`` and ``epoc
 ``engine.errors.ConfigError`` with one sentence that names the file, the line when known, the key,
 and what to try. No ML imports here: the TUI builds and validates configs too.
 
+``FIELDS`` is the one schema of a run's settings: each key's type, default (per method where it
+depends on it), bounds, one-line help and glossary term. The YAML validation here, the CLI flags of
+``tunedeck train`` and the Train screen's form are all derived from it: a new setting is one
+``Field`` here (and its typed attribute on ``RunConfig``/``LoraSettings``).
+
 Defaults depend on the method (``RunConfig.defaults_for``): LoRA and QLoRA train a small adapter at a
 high learning rate; full fine-tuning trains every weight at a low one.
 """
@@ -19,21 +24,154 @@ from typing import Any
 
 from .errors import ConfigError
 
-METHODS = ("lora", "qlora", "full")
 DISTRIBUTED = ("ddp", "fsdp", "deepspeed")  # how several processes share the work (processes > 1)
 ALL_LINEAR = "all-linear"
 
-_DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
-_DEFAULT_SAVE_STEPS = {"lora": 25, "qlora": 25, "full": 100}
-_DEFAULT_GRADIENT_CHECKPOINTING = {"lora": False, "qlora": True, "full": False}
+
+@dataclass(frozen=True)
+class Method:
+    id: str
+    name: str  # in sentences and as the glossary term: "Training LoRA on 340 examples"
+    label: str  # in menus
+
+
+METHOD_LIST = (
+    Method("lora", "LoRA", "LoRA"),
+    Method("qlora", "QLoRA", "QLoRA (4-bit base)"),
+    Method("full", "full fine-tuning", "Full fine-tuning"),
+)
+METHODS = tuple(m.id for m in METHOD_LIST)
+METHOD_NAMES = {m.id: m.name for m in METHOD_LIST}
+METHOD_LABELS = {m.id: m.label for m in METHOD_LIST}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting of a run. ``kind``: text | path | choice | int | float | fraction | bool | targets."""
+
+    key: str  # dotted for nested keys: "lora.r"
+    kind: str
+    help: str  # one line: --help, the form, the docs
+    default: Any = None  # a value, or {method: value}
+    minimum: float | None = None  # int: n >= minimum; float: n > minimum
+    choices: tuple[str, ...] = ()
+    choice_labels: dict[str, str] | None = None  # how a menu shows each choice
+    optional: bool = False  # may be empty (None)
+    label: str | None = None  # its name in the Train form; None: not in the form
+    glossary: str | None = None  # the glossary term that explains it at length
+    hint: str = ""  # added to the sentence for a bad value: "(0 turns evaluation off)", "such as 2e-4"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace(".", "-").replace("_", "-")
+
+    @property
+    def lora_only(self) -> bool:
+        return self.key.startswith("lora.")
+
+    def default_for(self, method: str):
+        return self.default.get(method) if isinstance(self.default, dict) else self.default
+
+    def parse(self, value, where: str):
+        """The checked value, or ConfigError: one sentence naming ``where``, the key and the value."""
+        key = self.key
+        if value is None and self.optional:
+            return None
+        if self.kind == "choice":
+            if not isinstance(value, str) or value.strip().lower() not in self.choices:
+                raise ConfigError(f"{where}: {key} must be one of {', '.join(self.choices)}, got {value!r}.")
+            return value.strip().lower()
+        if self.kind in ("text", "path"):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}.")
+            return value.strip()
+        if self.kind == "int":
+            n, lo = _as_int(value), int(self.minimum or 0)
+            if n is None or n < lo:
+                kind = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+                raise ConfigError(f"{where}: {key} must be {kind}{self.hint}, got {value!r}.")
+            return n
+        if self.kind == "float":
+            x = _as_float(value)
+            if x is None or not math.isfinite(x) or x <= (self.minimum or 0):
+                raise ConfigError(f"{where}: {key} must be a positive number{self.hint}, got {value!r}.")
+            return x
+        if self.kind == "fraction":
+            x = _as_float(value)
+            if x is None or not 0 <= x < 1:
+                raise ConfigError(f"{where}: {key} must be a fraction from 0{self.hint} to below 1, got {value!r}.")
+            return x
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+                return value.strip().lower() in ("true", "yes", "on")
+            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}.")
+        if self.kind == "targets":
+            if isinstance(value, str) and value.strip():
+                names = [t.strip() for t in value.split(",") if t.strip()]
+                return ALL_LINEAR if names == [ALL_LINEAR] else names
+            if isinstance(value, list) and value and all(isinstance(t, str) and t.strip() for t in value):
+                return [t.strip() for t in value]
+            raise ConfigError(f"{where}: {key} must be \"all-linear\" or a list of module names "
+                              f"such as [q_proj, v_proj], got {value!r}.")
+        raise AssertionError(f"unknown field kind {self.kind}")  # pragma: no cover
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("model", "path", "Model folder, .gguf file, hub id or demo", "demo", label="Model"),
+    Field("data", "path", "JSONL / CSV / Parquet file, or demo", "demo", label="Data"),
+    Field("method", "choice", "Adapters (LoRA), on 4 bits (QLoRA), or all", "lora", choices=METHODS,
+          choice_labels=METHOD_LABELS, label="Method"),
+    Field("learning_rate", "float", "Update size: LoRA ~2e-4, full ~2e-5", {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5},
+          label="Learning rate", glossary="learning rate", hint=" such as 2e-4"),
+    Field("epochs", "float", "Passes over the data (or set Max steps)", optional=True, label="Epochs",
+          glossary="epoch", hint=" (e.g. 1 or 0.5)"),
+    Field("max_steps", "int", "Stop after this many updates (or Epochs)", minimum=1, optional=True,
+          label="Max steps", glossary="step"),
+    Field("batch_size", "int", "Examples per pass; more needs more memory", 8, minimum=1, label="Batch size",
+          glossary="batch size"),
+    Field("gradient_accumulation_steps", "int", "Batches per update (same memory)", 1, minimum=1,
+          label="Grad accumulation", glossary="gradient accumulation"),
+    Field("max_length", "int", "Longer examples are cut to this (tokens)", 1024, minimum=8, label="Max length",
+          glossary="max length"),
+    Field("save_steps", "int", "Save a checkpoint every N steps", {"lora": 25, "qlora": 25, "full": 100}, minimum=1,
+          glossary="checkpoint"),
+    Field("logging_steps", "int", "Log the loss every N steps", 1, minimum=1),
+    Field("eval_steps", "int", "Evaluate every N steps (0: never)", 25, minimum=0, glossary="eval loss",
+          hint=" (0 turns evaluation off)"),
+    Field("eval_split", "fraction", "Fraction held out for evaluation when the data has no validation split",
+          0.1, glossary="eval loss", hint=" (no evaluation)"),
+    Field("eval_data", "path", "A separate validation file (wins over eval_split)", optional=True),
+    Field("seed", "int", "Random seed", 42, minimum=0),
+    Field("gradient_checkpointing", "bool", "Trade compute for memory", {"lora": False, "qlora": True, "full": False},
+          glossary="gradient checkpointing"),
+    Field("lora.r", "int", "Adapter size: 8-32; 16 is a good start", 16, minimum=1, label="LoRA rank",
+          glossary="rank"),
+    Field("lora.alpha", "int", "Update scale alpha/rank; usually 2 x rank", 32, minimum=1, label="LoRA alpha",
+          glossary="alpha"),
+    Field("lora.dropout", "fraction", "Drops adapter inputs in training; 0-0.1", 0.05, label="LoRA dropout"),
+    Field("lora.targets", "targets", "all-linear, or names: q_proj,v_proj", ALL_LINEAR, label="LoRA targets"),
+    Field("processes", "int", "Processes to train with, one per GPU (2 or more: accelerate launch; no GPU: CPU gloo)",
+          1, minimum=1, hint=" (1 trains in one process; 2 or more run under accelerate launch)"),
+    Field("distributed", "choice", "With several processes: ddp, fsdp or deepspeed", "ddp", choices=DISTRIBUTED),
+    Field("accelerate_config", "path", "An accelerate config YAML of your own (wins over distributed)",
+          optional=True),
+)
+FIELD = {f.key: f for f in FIELDS}
+
+
+def _d(key: str):
+    """A field's default for a dataclass attribute (LoRA's, where it depends on the method)."""
+    return field(default_factory=lambda: FIELD[key].default_for("lora"))
 
 
 @dataclass
 class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: list[str] | str = ALL_LINEAR
+    r: int = _d("lora.r")
+    alpha: int = _d("lora.alpha")
+    dropout: float = _d("lora.dropout")
+    targets: list[str] | str = _d("lora.targets")
 
     def to_dict(self) -> dict:
         return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout,
@@ -42,38 +180,37 @@ class LoraSettings:
 
 @dataclass
 class RunConfig:
-    model: str = "demo"
-    data: str = "demo"
-    method: str = "lora"
-    max_steps: int | None = None
-    epochs: float | None = None  # one of max_steps / epochs; epochs=1 when neither is given
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_length: int = 1024
-    save_steps: int = 25
-    logging_steps: int = 1
-    eval_steps: int = 25  # 0: never evaluate
-    eval_split: float = 0.1  # fraction held out when the data has no validation split of its own
-    eval_data: str | None = None  # a separate validation file (wins over eval_split)
-    seed: int = 42
-    gradient_checkpointing: bool = False
+    """A run's settings; see ``FIELDS`` for what each means, its default and its bounds."""
+
+    model: str = _d("model")
+    data: str = _d("data")
+    method: str = _d("method")
+    max_steps: int | None = _d("max_steps")
+    epochs: float | None = _d("epochs")  # one of max_steps / epochs; epochs=1 when neither is given
+    learning_rate: float = _d("learning_rate")
+    batch_size: int = _d("batch_size")
+    gradient_accumulation_steps: int = _d("gradient_accumulation_steps")
+    max_length: int = _d("max_length")
+    save_steps: int = _d("save_steps")
+    logging_steps: int = _d("logging_steps")
+    eval_steps: int = _d("eval_steps")
+    eval_split: float = _d("eval_split")
+    eval_data: str | None = _d("eval_data")
+    seed: int = _d("seed")
+    gradient_checkpointing: bool = _d("gradient_checkpointing")
     lora: LoraSettings = field(default_factory=LoraSettings)
-    processes: int = 1  # > 1: the worker runs under `accelerate launch`, one process per GPU (CPU: gloo)
-    distributed: str = "ddp"  # ddp | fsdp | deepspeed (an accelerate config is written into the run folder)
-    accelerate_config: str | None = None  # an accelerate config YAML of your own; wins over `distributed`
+    processes: int = _d("processes")
+    distributed: str = _d("distributed")
+    accelerate_config: str | None = _d("accelerate_config")
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
     def defaults_for(cls, method: str = "lora") -> "RunConfig":
         if method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-        return cls(
-            method=method,
-            learning_rate=_DEFAULT_LR[method],
-            save_steps=_DEFAULT_SAVE_STEPS[method],
-            gradient_checkpointing=_DEFAULT_GRADIENT_CHECKPOINTING[method],
-        )
+        per_method = {f.key: f.default_for(method) for f in FIELDS
+                      if isinstance(f.default, dict) and not f.lora_only}
+        return cls(**{**per_method, "method": method})
 
     @classmethod
     def from_dict(cls, d: dict | None, source: str = "config.yaml", *, lines: dict[str, int] | None = None) -> "RunConfig":
@@ -95,16 +232,14 @@ class RunConfig:
             if key not in known:
                 raise ConfigError(f"{where(str(key))}: unknown key {str(key)!r}{_suggest(str(key), known)}.")
 
-        method = d.get("method", "lora")
-        if method not in METHODS:
-            raise ConfigError(f"{where('method')}: method must be one of {', '.join(METHODS)}, got {method!r}.")
+        method = FIELD["method"].parse(d.get("method", "lora"), where("method"))
         cfg = cls.defaults_for(method)
 
         for key, value in d.items():
             if key == "lora":
-                cfg.lora = _lora_from(value, where, source)
+                cfg.lora = _lora_from(value, where)
                 continue
-            setattr(cfg, key, _check(key, value, where(key)))
+            setattr(cfg, key, FIELD[key].parse(value, where(key)))
 
         if cfg.max_steps is not None and cfg.epochs is not None:
             raise ConfigError(f"{where('max_steps')}: give either max_steps or epochs, not both "
@@ -184,14 +319,12 @@ class RunConfig:
         return type(self).from_dict(d, source="command line")
 
 
+# Every field of the schema is an attribute and every attribute a field of the schema.
+assert {f.key for f in FIELDS} == {f.name for f in fields(RunConfig) if f.name != "lora"} | {
+    f"lora.{f.name}" for f in fields(LoraSettings)}, "engine.config: FIELDS and RunConfig disagree"
+
+
 # --- validation helpers ------------------------------------------------------------------------
-_INT_MIN = {
-    "max_steps": 1, "batch_size": 1, "gradient_accumulation_steps": 1, "max_length": 8, "save_steps": 1,
-    "logging_steps": 1, "eval_steps": 0, "seed": 0, "processes": 1,
-}
-_OPTIONAL = {"max_steps", "epochs", "eval_data", "accelerate_config"}
-
-
 def _suggest(word: str, options, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
     if close:
@@ -225,54 +358,7 @@ def _as_int(value) -> int | None:
     return None
 
 
-def _check(key: str, value, where: str):
-    if value is None and key in _OPTIONAL:
-        return None
-    if key == "distributed":
-        if not isinstance(value, str) or value.strip().lower() not in DISTRIBUTED:
-            raise ConfigError(f"{where}: distributed must be one of {', '.join(DISTRIBUTED)}, got {value!r}.")
-        return value.strip().lower()
-    if key in ("model", "data", "method", "eval_data", "accelerate_config"):
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}.")
-        return value.strip()
-    if key in _INT_MIN:
-        n = _as_int(value)
-        lo = _INT_MIN[key]
-        if n is None or n < lo:
-            kind = "a positive integer" if lo >= 1 else "an integer >= 0"
-            if key == "max_length":
-                kind = "an integer >= 8"
-            hint = {"eval_steps": " (0 turns evaluation off)",
-                    "processes": " (1 trains in one process; 2 or more run under accelerate launch)"}.get(key, "")
-            raise ConfigError(f"{where}: {key} must be {kind}{hint}, got {value!r}.")
-        return n
-    if key == "epochs":
-        x = _as_float(value)
-        if x is None or not math.isfinite(x) or x <= 0:
-            raise ConfigError(f"{where}: epochs must be a positive number (e.g. 1 or 0.5), got {value!r}.")
-        return x
-    if key == "learning_rate":
-        x = _as_float(value)
-        if x is None or not math.isfinite(x) or x <= 0:
-            raise ConfigError(f"{where}: learning_rate must be a positive number such as 2e-4, got {value!r}.")
-        return x
-    if key == "eval_split":
-        x = _as_float(value)
-        if x is None or not 0 <= x < 1:
-            raise ConfigError(f"{where}: eval_split must be a fraction from 0 (no evaluation) to below 1, "
-                              f"e.g. 0.1, got {value!r}.")
-        return x
-    if key == "gradient_checkpointing":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
-            return value.strip().lower() in ("true", "yes", "on")
-        raise ConfigError(f"{where}: gradient_checkpointing must be true or false, got {value!r}.")
-    raise ConfigError(f"{where}: unknown key {key!r}.")  # pragma: no cover - keys are checked before
-
-
-def _lora_from(value, where, source: str) -> LoraSettings:
+def _lora_from(value, where) -> LoraSettings:
     if value is None:
         return LoraSettings()
     if not isinstance(value, dict):
@@ -284,25 +370,7 @@ def _lora_from(value, where, source: str) -> LoraSettings:
         k = f"lora.{key}"
         if key not in known:
             raise ConfigError(f"{where(k)}: unknown key {k!r}{_suggest(str(key), known, prefix='lora.')}.")
-        if key in ("r", "alpha"):
-            n = _as_int(v)
-            if n is None or n < 1:
-                raise ConfigError(f"{where(k)}: {k} must be a positive integer, got {v!r}.")
-            setattr(out, key, n)
-        elif key == "dropout":
-            x = _as_float(v)
-            if x is None or not 0 <= x < 1:
-                raise ConfigError(f"{where(k)}: {k} must be a fraction from 0 to below 1, got {v!r}.")
-            out.dropout = x
-        else:  # targets
-            if isinstance(v, str) and v.strip():
-                names = [t.strip() for t in v.split(",") if t.strip()]
-                out.targets = ALL_LINEAR if names == [ALL_LINEAR] else names
-            elif isinstance(v, list) and v and all(isinstance(t, str) and t.strip() for t in v):
-                out.targets = [t.strip() for t in v]
-            else:
-                raise ConfigError(f"{where(k)}: {k} must be \"all-linear\" or a list of module names "
-                                  f"such as [q_proj, v_proj], got {v!r}.")
+        setattr(out, key, FIELD[k].parse(v, where(k)))
     return out
 
 

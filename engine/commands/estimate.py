@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+from ..config import METHOD_NAMES as METHOD_LABELS
 
 
 def register(sub) -> None:

@@ -11,32 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# (flag, config key, help)
-OPTIONS = [
-    ("--model", "model", "base model: demo, a model folder, a .gguf file or a hub id"),
-    ("--data", "data", "training data: demo, a .jsonl/.json/.csv/.parquet file or a dataset folder"),
-    ("--method", "method", "lora, qlora or full"),
-    ("--max-steps", "max_steps", "optimizer steps to train (instead of --epochs)"),
-    ("--epochs", "epochs", "passes over the data (default 1)"),
-    ("--learning-rate", "learning_rate", "peak learning rate, e.g. 2e-4"),
-    ("--batch-size", "batch_size", "examples per step on each device"),
-    ("--gradient-accumulation-steps", "gradient_accumulation_steps", "batches summed into one optimizer step"),
-    ("--max-length", "max_length", "tokens per example; longer ones are cut"),
-    ("--save-steps", "save_steps", "save a checkpoint every N steps"),
-    ("--logging-steps", "logging_steps", "log the loss every N steps"),
-    ("--eval-steps", "eval_steps", "evaluate every N steps (0: never)"),
-    ("--eval-split", "eval_split", "fraction held out for evaluation when the data has no validation split"),
-    ("--eval-data", "eval_data", "a separate validation file"),
-    ("--seed", "seed", "random seed"),
-    ("--lora-r", "lora.r", "LoRA rank"),
-    ("--lora-alpha", "lora.alpha", "LoRA alpha (scale = alpha / r)"),
-    ("--lora-dropout", "lora.dropout", "LoRA dropout"),
-    ("--lora-targets", "lora.targets", "all-linear, or module names separated by commas (q_proj,v_proj)"),
-    ("--processes", "processes", "processes to train with, one per GPU (2 or more: accelerate launch; no GPU: CPU gloo)"),
-    ("--distributed", "distributed", "with several processes: ddp, fsdp or deepspeed"),
-    ("--accelerate-config", "accelerate_config", "an accelerate config YAML of your own (wins over --distributed)"),
-]
-
+from ..config import FIELDS
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -46,13 +21,14 @@ def register(subparsers) -> None:
         "the YAML file; without a file they start from the method's defaults.",
     )
     parser.add_argument("config", nargs="?", help="a run config YAML file (optional)")
-    for flag, key, text in OPTIONS:
-        parser.add_argument(flag, dest="cfg_" + key.replace(".", "_"), metavar="VALUE", help=text)
-    gc = parser.add_mutually_exclusive_group()
-    gc.add_argument("--gradient-checkpointing", dest="cfg_gradient_checkpointing", action="store_const",
-                    const=True, help="trade compute for memory")
-    gc.add_argument("--no-gradient-checkpointing", dest="cfg_gradient_checkpointing", action="store_const",
-                    const=False)
+    for spec in FIELDS:  # one option per setting of the schema
+        dest = "cfg_" + spec.key.replace(".", "_")
+        if spec.kind == "bool":
+            pair = parser.add_mutually_exclusive_group()
+            pair.add_argument(spec.flag, dest=dest, action="store_const", const=True, help=spec.help)
+            pair.add_argument("--no-" + spec.flag[2:], dest=dest, action="store_const", const=False)
+        else:
+            parser.add_argument(spec.flag, dest=dest, metavar="VALUE", help=spec.help)
     parser.add_argument("--follow", "-f", action="store_true",
                         help="show a progress bar with the loss until the run ends (Ctrl-C detaches, the run goes on)")
     parser.add_argument("--json", action="store_true", help='print {"run_id", "run_dir"} as JSON')
@@ -87,20 +63,19 @@ def build_config(args):
             if key in raw:
                 raw[key] = _resolve_relative(raw[key], path.parent)
     flags: dict = {}
-    for flag, key, _ in OPTIONS:
+    for spec in FIELDS:
+        key = spec.key
         value = getattr(args, "cfg_" + key.replace(".", "_"))
         if value is None:
             continue
-        if key.startswith("lora."):
+        if spec.lora_only:
             raw.setdefault("lora", {})
             if not isinstance(raw["lora"], dict):
                 raw["lora"] = {}
             raw["lora"][key[5:]] = value
         else:
             raw[key] = value
-        flags[key] = flag
-    if args.cfg_gradient_checkpointing is not None:
-        raw["gradient_checkpointing"] = args.cfg_gradient_checkpointing
+        flags[key] = spec.flag
     if "max_steps" in flags and "epochs" not in flags:
         raw.pop("epochs", None)
     if "epochs" in flags and "max_steps" not in flags:

@@ -9,41 +9,16 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
-METHODS = [("LoRA", "lora"), ("QLoRA (4-bit base)", "qlora"), ("Full fine-tuning", "full")]
+from engine.config import FIELDS, Field
 
-
-@dataclass(frozen=True)
-class Field:
-    key: str  # dotted for nested keys: "lora.r"
-    label: str
-    kind: str  # "text" | "int" | "float" | "method" | "targets"
-    help: str
-    lora_only: bool = False
-    optional: bool = False
-
-
-FIELDS: tuple[Field, ...] = (
-    Field("model", "Model", "text", "Model folder, .gguf file, hub id or demo"),
-    Field("data", "Data", "text", "JSONL / CSV / Parquet file, or demo"),
-    Field("method", "Method", "method", "Adapters (LoRA), on 4 bits (QLoRA), or all"),
-    Field("learning_rate", "Learning rate", "float", "Update size: LoRA ~2e-4, full ~2e-5"),
-    Field("epochs", "Epochs", "float", "Passes over the data (or set Max steps)", optional=True),
-    Field("max_steps", "Max steps", "int", "Stop after this many updates (or Epochs)", optional=True),
-    Field("batch_size", "Batch size", "int", "Examples per pass; more needs more memory"),
-    Field("gradient_accumulation_steps", "Grad accumulation", "int", "Batches per update (same memory)"),
-    Field("max_length", "Max length", "int", "Longer examples are cut to this (tokens)"),
-    Field("lora.r", "LoRA rank", "int", "Adapter size: 8-32; 16 is a good start", lora_only=True),
-    Field("lora.alpha", "LoRA alpha", "int", "Update scale alpha/rank; usually 2 x rank", lora_only=True),
-    Field("lora.dropout", "LoRA dropout", "float", "Drops adapter inputs in training; 0-0.1", lora_only=True),
-    Field("lora.targets", "LoRA targets", "targets", "all-linear, or names: q_proj,v_proj", lora_only=True),
-)
+# The form's fields are the schema's fields that have a label, in the schema's order.
+FORM_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.label)
 
 
 def field_id(key: str) -> str:
@@ -90,7 +65,7 @@ def _parse(text: str, kind: str):
                 return int(number) if number.is_integer() else number
             except ValueError:
                 return text
-    if kind == "float":
+    if kind in ("float", "fraction"):
         try:
             return float(text)
         except ValueError:
@@ -120,8 +95,10 @@ class FieldRow(Horizontal):
     def compose(self) -> ComposeResult:
         spec = self.spec
         yield Label(spec.label)
-        if spec.kind == "method":
-            yield Select(METHODS, value=self.value or "lora", allow_blank=False, compact=True, id=field_id(spec.key))
+        if spec.kind == "choice":
+            options = [((spec.choice_labels or {}).get(c, c), c) for c in spec.choices]
+            yield Select(options, value=self.value or spec.default, allow_blank=False, compact=True,
+                         id=field_id(spec.key))
         else:
             placeholder = "empty" if spec.optional else ""
             yield Input(_show(self.value), placeholder=placeholder, compact=True, id=field_id(spec.key))
@@ -149,7 +126,7 @@ class ConfigForm(Vertical):
         self.settings = settings
 
     def compose(self) -> ComposeResult:
-        for spec in FIELDS:
+        for spec in FORM_FIELDS:
             row = FieldRow(spec, _get(self.settings, spec.key))
             if spec.lora_only:
                 row.add_class("lora-field")
@@ -173,7 +150,7 @@ class ConfigForm(Vertical):
         method = self.method
         if method == "full":
             out.pop("lora", None)
-        for spec in FIELDS:
+        for spec in FORM_FIELDS:
             if spec.lora_only and method == "full":
                 continue
             widget = self.query_one(f"#{field_id(spec.key)}")
@@ -189,7 +166,7 @@ class ConfigForm(Vertical):
     def load(self, settings: dict) -> None:
         """Put new values in the fields (e.g. defaults after the method changed)."""
         self.settings = settings
-        for spec in FIELDS:
+        for spec in FORM_FIELDS:
             widget = self.query_one(f"#{field_id(spec.key)}")
             value = _get(settings, spec.key)
             with widget.prevent(Input.Changed, Select.Changed):
@@ -221,7 +198,7 @@ class ConfigForm(Vertical):
         self.post_message(self.Changed())
 
 
-KEYS = {spec.key for spec in FIELDS}
+KEYS = {spec.key for spec in FORM_FIELDS}
 
 
 def field_named(message: str) -> str | None:
