@@ -27,6 +27,7 @@ run: $(STAMP)
 	$(VENV)/bin/tunedeck
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

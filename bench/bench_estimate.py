@@ -194,8 +194,9 @@ def _mib(n: float) -> str:
 
 def measured(cases) -> None:
     from engine import estimate as E
+    from engine import model_shapes as shapes
 
-    arch = E.architecture_for("demo")
+    arch = shapes.architecture_for("demo")
     print(f"Measured on this CPU: demo model ({arch.total_params:,} params), batch {BATCH}, "
           f"length {SEQ_LEN}, {STEPS} steps, through engine.worker\n")
     print(f"{'case':18s} {'estimate':>12s} {'measured':>12s} {'est/meas':>8s}")
@@ -226,6 +227,7 @@ def other_tools() -> None:
     from accelerate.commands.estimate import estimate_training_usage
 
     from engine import estimate as E
+    from engine import model_shapes as shapes
 
     print("\nOther tools, 7-8B models (GPU; ours: batch 1, length 512, LoRA r=16 all-linear):")
     published = {
@@ -234,7 +236,7 @@ def other_tools() -> None:
         "llama-3.1-8b": {"Unsloth": {"lora": 22, "qlora": 6}},
     }
     for name, tables in published.items():
-        arch = E.architecture_for(name)
+        arch = shapes.architecture_for(name)
         acc = estimate_training_usage(arch.total_params * 4, "bfloat16")
         print(f"\n  {name} ({arch.total_params / 1e9:.2f}B params); accelerate estimate-memory bf16 'Training "
               f"using Adam': {max(acc.values()) / 1e9:.0f} GB (weights-only)")
@@ -256,7 +258,7 @@ def other_tools() -> None:
     llama65 = {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 22016, "num_hidden_layers": 80,
                "num_attention_heads": 64, "num_key_value_heads": 64, "vocab_size": 32000,
                "max_position_embeddings": 2048, "tie_word_embeddings": False}
-    arch = E.inspect_model(llama65, "LLaMA-65B")
+    arch = shapes.inspect_model(llama65, "LLaMA-65B")
     est = E.estimate(arch, E.Plan(method="qlora", seq_len=512, batch_size=1, gradient_checkpointing=True, lora_r=64))
     print(f"\n  LLaMA-65B QLoRA r=64 gc=on batch 1 length 512: ours {est.memory.total / 1e9:.1f} GB; "
           f"QLoRA paper: fits one 48 GB GPU")

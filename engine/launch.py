@@ -8,7 +8,7 @@ appended to ``worker.log`` — never a pipe nobody drains. It returns at once.
 
 Several processes (``processes: N`` > 1, or an ``accelerate_config``): the run folder gets an
 ``accelerate.yaml`` (DDP, FSDP or DeepSpeed, or a copy of the user's file) and the detached process
-is ``python -m engine.launch …``: ``accelerate launch`` (torchrun's elastic agent) with SIGHUP
+is ``python -m engine.launcher …`` (``engine/launcher.py``): ``accelerate launch`` (torchrun's elastic agent) with SIGHUP
 ignored, which starts the N workers. Its pid is the one recorded, it leads its own session and
 process group, and what torchrun does with signals was read in its source (torch 2.13,
 torch/distributed/elastic): the agent forwards the signals in ``TORCHELASTIC_SIGNALS_TO_HANDLE``
@@ -102,8 +102,8 @@ def _absolute_if_local(ref: str | None) -> str | None:
 def preflight(config: RunConfig) -> RunConfig:
     """Check ``config`` against this machine; return it with local paths made absolute (the worker
     runs in the run folder). Raises a TunedeckError with one sentence."""
-    from . import models
-    from .data import is_local, open_source
+    from . import model_refs as models
+    from .data.local import is_local, open_local
 
     problem = method_problem(config.method)
     if problem:
@@ -111,7 +111,7 @@ def preflight(config: RunConfig) -> RunConfig:
     models.resolve(config.model)  # ModelNotFound with one sentence
     for ref in (config.data, config.eval_data):
         if ref and is_local(ref):
-            open_source(ref).close()  # DataError with one sentence (missing file, unreadable format)
+            open_local(ref).close()  # DataError with one sentence (missing file, unreadable format)
     d = config.to_dict()
     d["model"] = _absolute_if_local(config.model)
     d["data"] = _absolute_if_local(config.data)
@@ -299,7 +299,7 @@ def worker_command(run: Run, *, resume: bool = False, processes: int = 1,
         return [sys.executable, *worker]
     # `accelerate launch` through our wrapper (SIGHUP ignored); port 0: accelerate picks a free port,
     # so two runs on one machine never collide on torchrun's default 29500.
-    return [sys.executable, "-m", "engine.launch", "--config_file", str(accelerate_file),
+    return [sys.executable, "-m", "engine.launcher", "--config_file", str(accelerate_file),
             "--num_processes", str(processes), "--main_process_port", "0", *worker]
 
 
@@ -465,27 +465,3 @@ def stop_run(run_ref: str | Run, grace: float | None = None, *, wait: bool = Tru
         run.write_status(state="stopped", message=message, ended=round(time.time(), 3))
         return message
     return status.get("message") or f"Run {run.id} is {status.get('state')}."
-
-
-# --- the launcher process ------------------------------------------------------------------------
-def _launcher_main(argv: list[str]) -> int:
-    """``python -m engine.launch ACCELERATE-LAUNCH-ARGUMENTS``: ``accelerate launch`` in this process
-    with SIGHUP ignored (a lost terminal must not stop a run; ignoring it here is inherited by the
-    workers too). A stop (SIGTERM) ends with one line instead of torchrun's traceback."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from accelerate.commands.launch import launch_command, launch_command_parser
-
-    args = launch_command_parser().parse_args(argv)
-    try:
-        launch_command(args)
-    except Exception as exc:
-        if type(exc).__name__ != "SignalException":
-            raise
-        sig = getattr(exc, "sigval", None)
-        name = getattr(sig, "name", None) or str(sig)
-        print(f"[tunedeck launcher] {name}: the workers were asked to stop and have ended.", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_launcher_main(sys.argv[1:]))

@@ -97,9 +97,10 @@ def _one(arch, plan, gpus, reason) -> dict:
 
 def run(args) -> int:
     from engine import estimate as E
+    from engine import model_shapes as shapes
 
     if args.list:
-        rows = E.builtin_models()
+        rows = shapes.builtin_models()
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -108,7 +109,7 @@ def run(args) -> int:
         return 0
     methods = list(E.METHODS) if args.method == "all" else [args.method]
     plans = {m: _plan(args, m).resolved() for m in methods}  # bad values fail before the model is built
-    arch = E.architecture_for(args.model)
+    arch = shapes.architecture_for(args.model)
     gpus, reason = _targets(args)
     results = {m: _one(arch, plans[m], gpus, reason) for m in methods}
     if args.json:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine import estimate as E
+from engine import model_shapes as shapes
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,12 +29,12 @@ PUBLISHED_TOTALS = {
 
 @pytest.fixture(scope="module")
 def llama8b():
-    return E.architecture_for("llama-3.1-8b")
+    return shapes.architecture_for("llama-3.1-8b")
 
 
 @pytest.fixture(scope="module")
 def demo_arch():
-    return E.architecture_for("demo")
+    return shapes.architecture_for("demo")
 
 
 def test_llama_3_1_8b_counted_by_hand(llama8b):
@@ -52,7 +53,7 @@ def test_llama_3_1_8b_counted_by_hand(llama8b):
 
 
 def test_qwen2_5_7b_counted_by_hand_with_its_qkv_biases():
-    arch = E.architecture_for("qwen2.5-7b")
+    arch = shapes.architecture_for("qwen2.5-7b")
     h, inter, layers, vocab, kv = 3584, 18944, 28, 152064, 4 * 128
     attention = (h * h + h) + (h * kv + kv) + (h * kv + kv) + h * h  # q, k, v carry biases; o does not
     per_layer = attention + 3 * h * inter + 2 * h
@@ -64,23 +65,23 @@ def test_qwen2_5_7b_counted_by_hand_with_its_qkv_biases():
 def test_seed_article_lora_count_is_wrong_for_rank_16():
     """One of the background articles prints 4,194,304 trainable parameters for Llama-2-7B with r=16 on
     q_proj and v_proj; that is the r=8 figure."""
-    arch = E.architecture_for("llama-2-7b")
+    arch = shapes.architecture_for("llama-2-7b")
     assert E.lora_params(arch, 16, "q_proj,v_proj") == 8_388_608
     assert E.lora_params(arch, 8, "q_proj,v_proj") == 4_194_304
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_TOTALS))
 def test_every_builtin_config_builds_on_meta_with_its_published_size(name):
-    arch = E.architecture_for(name)
+    arch = shapes.architecture_for(name)
     assert arch.total_params == PUBLISHED_TOTALS[name]
     assert arch.known_layout
     assert E.lora_params(arch, 16, "all-linear") > 0
 
 
 def test_short_name_hub_id_and_path_give_the_same_config():
-    by_name, display = E.load_config("llama-3.1-8b")
-    by_hub, _ = E.load_config("meta-llama/Llama-3.1-8B-Instruct")
-    by_path, _ = E.load_config(str(E.configs_dir() / "llama-3.1-8b.json"))
+    by_name, display = shapes.load_config("llama-3.1-8b")
+    by_hub, _ = shapes.load_config("meta-llama/Llama-3.1-8B-Instruct")
+    by_path, _ = shapes.load_config(str(shapes.configs_dir() / "llama-3.1-8b.json"))
     assert by_name == by_hub == by_path and display == "Llama-3.1-8B"
 
 
@@ -89,7 +90,7 @@ def test_lora_counts_match_peft_on_a_real_model(tiny_model):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    arch = E.architecture_for(str(tiny_model))
+    arch = shapes.architecture_for(str(tiny_model))
     for targets in (["q_proj", "v_proj"], "all-linear"):
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
         assert sum(p.numel() for p in model.parameters()) == arch.total_params
@@ -151,7 +152,7 @@ def test_activation_formula_matches_what_autograd_saves(tiny_model):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    arch = E.architecture_for(str(tiny_model))
+    arch = shapes.architecture_for(str(tiny_model))
     batch, seq = 4, 64
     for method in ("full", "lora"):
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
