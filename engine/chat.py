@@ -1,34 +1,12 @@
-"""The chat process: a base model loaded once, a run's adapter attached, tokens streamed as JSON lines.
+"""The chat engine: a base model loaded once, a run's adapter attached, answers streamed token by token.
 
-Run as ``python -m engine.chat``. It reads one JSON request a line on stdin and writes one JSON event
-a line on stdout (nothing else is ever written there: stray prints go to stderr).
+``ChatEngine`` runs in-process: the CLI (``tunedeck chat``) uses it directly, and the chat process
+(engine/chat_server.py, which the TUI talks to through engine/chat_client.py) wraps it. Heavy
+libraries are imported inside the methods that need them.
 
-Requests ``{"id": "...", "op": ..., ...}``:
-
-    {"op": "load", "run": REF|null, "checkpoint": N|null, "model": REF|null}
-        Load the run's base model (config.yaml ``model:``, or ``model`` when there is no run) and
-        attach its adapter: ``adapter/``, or ``checkpoints/checkpoint-N/`` when N is given, or the
-        newest checkpoint while the run has no final adapter yet; ``model/`` for a full fine-tune.
-        A base model already loaded is kept; only the adapter is swapped.
-    {"op": "generate", "messages": [...] | {"base": [...], "tuned": [...]}, "mode": "tuned"|"base"|"compare",
-     "max_new_tokens": 256, "temperature": 0.0, "top_p": 1.0, "system": TEXT|null, "min_new_tokens": 0}
-        Temperature 0 is greedy decoding. ``system`` replaces or adds the system message.
-    {"op": "render", "messages": [...], "system": TEXT|null}   the prompt text, through the chat template
-    {"op": "cancel", "target": ID|null}                          stop the current generation (read at once)
-    {"op": "shutdown"}
-
-Events ``{"id": "...", "type": ...}``; every request ends with exactly one of loaded/done/rendered/bye/error:
-
-    {"type": "status", "message", "fraction"}                 progress while loading
-    {"type": "loaded", "model", "model_ref", "run", "checkpoint", "adapter", "sides", "template",
-     "device", "seconds"}
-    {"type": "token", "side": "base"|"tuned", "text"}         text to append to that side's answer
-    {"type": "end", "side", "text", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stop"}
-        that side's answer is over (the other side of a comparison may still be answering)
-    {"type": "done", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stopped",
-     "sides": {side: {"text", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stop"}}}
-        ``stop`` is "eos" (end of turn), "length" (max_new_tokens) or "cancelled".
-    {"type": "error", "message"}                               one sentence; the process stays usable
+Loading: the run's base model (config.yaml ``model:``, or ``model`` when there is no run) and the
+weights ``Run.weights(checkpoint)`` finds: an adapter is attached, a full fine-tune loaded beside the
+base. A base model already loaded is kept; only the adapter is swapped.
 
 Compare mode answers with the base and the fine-tuned model in ONE batched generation: PEFT runs
 each row of a batch with its own adapter (``adapter_names=["__base__", name]``), so every decoding
@@ -44,13 +22,9 @@ without tokenizer files falls back to the base tokenizer's, or to the built-in C
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import queue
-import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -135,54 +109,12 @@ def describe_error(exc: BaseException) -> str:
     return f"The chat process failed: {name}{': ' + first if first else ''}."
 
 
-# --------------------------------------------------------------------------------------------------
-# What a run offers to chat with (no ML import)
-
-
-def adapter_choice(run, checkpoint: int | None) -> tuple[str, Path | None, str | None]:
-    """(kind, path, label) for a run: kind is "adapter" or "full"; path None when nothing to load."""
-    if checkpoint is not None:
-        path = run.checkpoints_dir / f"checkpoint-{int(checkpoint)}"
-        if not (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-            have = [str(n) for n, p in run.checkpoints()]
-            raise ChatError(
-                f"Run {run.id} has no checkpoint-{checkpoint}; "
-                + (f"it has checkpoints {', '.join(have)}." if have else "it has no checkpoints yet.")
-            )
-        kind = "adapter" if (path / "adapter_config.json").is_file() else "full"
-        return kind, path, f"checkpoint-{int(checkpoint)}"
-    if (run.adapter_dir / "adapter_config.json").is_file():
-        return "adapter", run.adapter_dir, "adapter"
-    if (run.model_dir / "config.json").is_file():
-        return "full", run.model_dir, "model"
-    for n, path in reversed(run.checkpoints()):
-        if (path / "adapter_config.json").is_file():
-            return "adapter", path, f"checkpoint-{n}"
-        if (path / "config.json").is_file():
-            return "full", path, f"checkpoint-{n}"
-    raise ChatError(
-        f"Run {run.id} has no adapter or checkpoint yet (state: {run.info(with_log=False).state}); "
-        "wait for its first checkpoint, or chat with the base model alone."
-    )
-
-
 def _has_tokenizer(path: Path | None) -> bool:
     return path is not None and (path / "tokenizer_config.json").is_file()
 
 
 # --------------------------------------------------------------------------------------------------
-# The engine (in-process; the CLI uses it directly, the process below wraps it)
-
-
-class _Cancel:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def set(self) -> None:
-        self.event.set()
-
-    def is_set(self) -> bool:
-        return self.event.is_set()
+# The engine
 
 
 class ChatEngine:
@@ -243,7 +175,8 @@ class ChatEngine:
         run_obj = runs.get_run(run) if run else None
         kind, path, label = (None, None, None)
         if run_obj is not None:
-            kind, path, label = adapter_choice(run_obj, checkpoint)
+            weights = run_obj.weights(checkpoint)
+            kind, path, label = weights.kind, weights.path, weights.label
             model = model or run_obj.config().get("model")
             if not model:
                 raise ChatError(f"{run_obj.config_path}: no 'model:' key, so the base model is unknown.")
@@ -455,7 +388,7 @@ class ChatEngine:
 
     # --- generation ----------------------------------------------------------------------------
     def generate(self, messages, *, mode: str = "tuned", settings: Settings | None = None,
-                 on_token: Callable[[str, str], None] | None = None, cancel: _Cancel | None = None,
+                 on_token: Callable[[str, str], None] | None = None, cancel: threading.Event | None = None,
                  on_end: Callable[[str, dict], None] | None = None) -> dict:
         """Answer ``messages`` (a list, or {side: list}) with the sides of ``mode``; stream via on_token;
         ``on_end(side, figures)`` as soon as a side's answer is over (in compare mode one side often
@@ -480,7 +413,7 @@ class ChatEngine:
             if room < settings.max_new_tokens:
                 settings = dataclasses.replace(settings, max_new_tokens=room,
                                                min_new_tokens=min(settings.min_new_tokens, room))
-        cancel = cancel or _Cancel()
+        cancel = cancel or threading.Event()
         emit = on_token or (lambda side, text: None)
         ended = on_end or (lambda side, figures: None)
         results = {s: SideResult(dropped_turns=dropped[s]) for s in sides}
@@ -649,156 +582,3 @@ class ChatEngine:
         for i in range(len(sides)):
             if not finished[i]:
                 close(i, "cancelled" if cancel.is_set() else "length", time.perf_counter())
-
-
-# --------------------------------------------------------------------------------------------------
-# The process
-
-
-class _Output:
-    """JSON lines on the real stdout; fd 1 itself is pointed at stderr so that stray prints from
-    libraries can never corrupt the protocol."""
-
-    def __init__(self) -> None:
-        sys.stdout.flush()
-        fd = os.dup(1)
-        os.dup2(2, 1)
-        self._stream = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
-        sys.stdout = sys.stderr
-        self._lock = threading.Lock()
-
-    def emit(self, event: dict) -> None:
-        line = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
-        with self._lock:
-            try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # the client went away; the reader will see EOF and shut us down
-
-
-class ChatProcess:
-    def __init__(self, out: _Output | None = None) -> None:
-        self.out = out or _Output()
-        self.engine = ChatEngine()
-        self.requests: queue.Queue = queue.Queue()
-        self.current_id = None
-        self.cancel = _Cancel()
-        self.cancelled: set = set()
-        self._lock = threading.Lock()
-
-    def read_stdin(self) -> None:
-        for raw in sys.stdin:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                req = json.loads(raw)
-                if not isinstance(req, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                self.out.emit({"id": None, "type": "error", "message": f"Not a JSON request: {raw[:80]!r}."})
-                continue
-            op = req.get("op")
-            if op == "cancel":
-                target = req.get("target")
-                with self._lock:
-                    if target is None or target == self.current_id:
-                        self.cancel.set()
-                    else:  # not started yet: it will start cancelled
-                        self.cancelled.add(target)
-                continue
-            if op == "shutdown":
-                self.cancel.set()
-            self.requests.put(req)
-        self.cancel.set()
-        self.requests.put({"op": "shutdown", "id": None, "eof": True})
-
-    def serve(self) -> int:
-        threading.Thread(target=self.read_stdin, name="chat-stdin", daemon=True).start()
-        while True:
-            req = self.requests.get()
-            rid, op = req.get("id"), req.get("op")
-            if op == "shutdown":
-                if not req.get("eof"):
-                    self.out.emit({"id": rid, "type": "bye"})
-                return 0
-            with self._lock:
-                self.current_id = rid
-                self.cancel = _Cancel()
-                if rid in self.cancelled:
-                    self.cancelled.discard(rid)
-                    self.cancel.set()
-            try:
-                self.handle(rid, op, req)
-            except BaseException as exc:  # noqa: BLE001 - every failure becomes one error event
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                if not isinstance(exc, TunedeckError):
-                    traceback.print_exc(file=sys.stderr)
-                self._free_memory()
-                self.out.emit({"id": rid, "type": "error", "message": describe_error(exc)})
-            finally:
-                with self._lock:
-                    self.current_id = None
-
-    def handle(self, rid, op, req: dict) -> None:
-        emit = self.out.emit
-        if op == "load":
-            checkpoint = req.get("checkpoint")
-            if checkpoint is not None:
-                try:
-                    checkpoint = int(checkpoint)
-                except (TypeError, ValueError):
-                    raise ChatError(f"checkpoint must be a step number, got {checkpoint!r}.") from None
-            info = self.engine.load(
-                run=req.get("run"), checkpoint=checkpoint, model=req.get("model"),
-                progress=lambda message, fraction=None: emit(
-                    {"id": rid, "type": "status", "message": message, "fraction": fraction}),
-            )
-            emit({"id": rid, "type": "loaded", **info})
-        elif op == "generate":
-            settings = Settings.from_request(req)
-            cancel = self.cancel
-            result = self.engine.generate(
-                req.get("messages") or [], mode=req.get("mode", "tuned"), settings=settings,
-                on_token=lambda side, text: emit({"id": rid, "type": "token", "side": side, "text": text}),
-                on_end=lambda side, figures: emit({"id": rid, "type": "end", "side": side, **figures}),
-                cancel=cancel,
-            )
-            emit({"id": rid, "type": "done", **result})
-        elif op == "render":
-            emit({"id": rid, "type": "rendered", "text": self.engine.render(req.get("messages") or [],
-                                                                             req.get("system"))})
-        else:
-            raise ChatError(f"Unknown request op {op!r}; use load, generate, render, cancel or shutdown.")
-
-    def _free_memory(self) -> None:
-        try:
-            import gc
-
-            import torch
-
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:
-            pass
-
-
-def main() -> int:
-    out = _Output()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:
-        pass
-    out.emit({"id": None, "type": "ready", "pid": os.getpid()})
-    return ChatProcess(out).serve()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,6 +12,8 @@ In the interactive chat: /compare, /tuned, /base switch who answers; /clear forg
 
 from __future__ import annotations
 
+from ._args import number
+
 import argparse
 import json
 import sys
@@ -30,8 +32,8 @@ def register(sub) -> None:
     p.add_argument("--base-model", default=None, metavar="REF", help="chat with this model alone, no run")
     p.add_argument("--system", default=None, help="system prompt (default: the one in the run's training data)")
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=number, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=number, default=1.0)
     p.add_argument("--json", action="store_true", help="print one JSON object (with --prompt)")
     p.set_defaults(func=run_chat)
 
@@ -45,8 +47,8 @@ def _mode(args, engine) -> str:
 
 
 def run_chat(args) -> int:
-    from ..chat import ChatEngine, ChatError, Settings, _Cancel
-    from ..chat_client import training_system_prompt
+    from ..chat import ChatEngine, ChatError, Settings
+    from ..chat_targets import training_system_prompt
     from ..runs import RunNotFound, get_run
 
     run_ref = None if args.base_model else (args.run or "latest")
@@ -76,7 +78,7 @@ def run_chat(args) -> int:
         raise ChatError(f"Run {run_id} has no adapter to compare with.")
     if args.prompt is not None:
         return _one_shot(engine, info, args, mode, settings)
-    return _interactive(engine, info, mode, settings, _Cancel)
+    return _interactive(engine, info, mode, settings, threading.Event)
 
 
 def _one_shot(engine, info, args, mode, settings) -> int:

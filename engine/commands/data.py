@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
+
+from engine import ipc
 
 DEFAULT_MAX_LENGTH = 1024
 
@@ -54,8 +55,7 @@ def _common(p) -> None:
 
 
 def _emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    ipc.write_line(sys.stdout, obj)
 
 
 def _progress_printer(phase: str, enabled: bool):
@@ -90,7 +90,8 @@ def _tokenizer(ref: str, progress: bool):
 
 
 def cmd_inspect(args) -> int:
-    from engine.data.dataset import inspect, open_source
+    from engine.data.dataset import inspect
+    from engine.data.hub import open_source
 
     source = open_source(args.file, split=args.split)
     report = inspect(source, progress=_progress_printer("rows", args.progress), max_errors=args.max_errors)
@@ -199,7 +200,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from engine.data.dataset import open_source
+    from engine.data.hub import open_source
     from engine.data.stats import token_stats
 
     source = open_source(args.file, split=args.split)  # a missing file fails before the model loads
@@ -228,37 +229,28 @@ def cmd_stats(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    """Requests, one JSON object a line on stdin:
+    """A server speaking engine/ipc.py's framing. Requests, one JSON object a line on stdin:
     {"id": 1, "op": "render", "example": {...}, "max_length": 1024}
     {"id": 2, "op": "render_row", "file": "data.jsonl", "row": 3, "max_length": 1024}
     Each answer: {"id": 1, "ok": true, ...render...} or {"id": 1, "ok": false, "error": "one sentence"}.
-    The first line printed is {"event": "ready", "model": ...} once the tokenizer is loaded."""
+    The first line is {"id": null, "ok": true, "event": "ready", "model": ...} once the tokenizer is loaded."""
+    out = ipc.Output()  # before loading anything that might print
+    tok = _tokenizer(args.model, False)
+    out.ready(event="ready", model=args.model)
+    for req in ipc.requests(out):
+        if req.get("op") == "quit":
+            break
+        ipc.answer(out, req.get("id"), lambda: _serve_one(tok, req))
+    return 0
+
+
+def _serve_one(tok, req: dict) -> dict:
     from engine.data.render import render_example, render_row
     from engine.errors import TunedeckError
 
-    tok = _tokenizer(args.model, True)
-    _emit({"event": "ready", "model": args.model})
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        req_id = None
-        try:
-            req = json.loads(line)
-            req_id = req.get("id")
-            op = req.get("op")
-            max_length = req.get("max_length")
-            if op == "render":
-                out = render_example(tok, req["example"], max_length)
-            elif op == "render_row":
-                out = render_row(req["file"], int(req["row"]), tok, max_length, split=req.get("split", "train"))
-            elif op == "quit":
-                break
-            else:
-                raise TunedeckError(f"unknown request {op!r}")
-            _emit({"id": req_id, "ok": True, **out})
-        except TunedeckError as exc:
-            _emit({"id": req_id, "ok": False, "error": str(exc)})
-        except Exception as exc:  # a bad request must not kill the helper
-            _emit({"id": req_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
-    return 0
+    op, max_length = req.get("op"), req.get("max_length")
+    if op == "render":
+        return render_example(tok, req["example"], max_length)
+    if op == "render_row":
+        return render_row(req["file"], int(req["row"]), tok, max_length, split=req.get("split", "train"))
+    raise TunedeckError(f"unknown request {op!r}")

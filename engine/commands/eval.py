@@ -27,7 +27,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from engine.errors import TunedeckError
-    from engine.evaluate import evaluate_run, format_table, _json_safe
+    from engine.eval_scores import format_table, json_safe
+    from engine.evaluate import evaluate_run
 
     if args.limit is not None and args.limit < 1:
         raise TunedeckError(f"--limit must be a positive number of examples, got {args.limit}.")
@@ -53,7 +54,7 @@ def run(args) -> int:
     result = evaluate_run(args.run, limit=args.limit, k=args.k, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, progress=progress)
     if args.json:
-        print(json.dumps({"type": "result", **_json_safe(result)}), flush=True)
+        print(json.dumps({"type": "result", **json_safe(result)}), flush=True)
     else:
         print(format_table(result))
     return 0

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from chat_runs import CONTEXT, checkpoint_steps, make_run, shared_trained_run
-from engine.chat_client import ChatClient, chat_targets, default_target, training_system_prompt
+from engine.chat_client import ChatClient
+from engine.chat_targets import chat_targets, default_target, training_system_prompt
 
 TICKET = [{"role": "user", "content": "My order A123 never arrived and I want a refund."}]
 
