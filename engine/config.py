@@ -54,6 +54,7 @@ class Field:
     help: str  # one line: --help, the form, the docs
     default: Any = None  # a value, or {method: value}
     minimum: float | None = None  # int: n >= minimum; float: n > minimum
+    maximum: float | None = None  # int: n <= maximum
     choices: tuple[str, ...] = ()
     choice_labels: dict[str, str] | None = None  # how a menu shows each choice
     optional: bool = False  # may be empty (None)
@@ -90,11 +91,15 @@ class Field:
             if n is None or n < lo:
                 kind = "a positive integer" if lo == 1 else f"an integer >= {lo}"
                 raise ConfigError(f"{where}: {key} must be {kind}{self.hint}, got {value!r}.")
+            if self.maximum is not None and n > self.maximum:
+                raise ConfigError(f"{where}: {key} must be at most {self.maximum:,.0f}, got {value!r}.")
             return n
         if self.kind == "float":
             x = _as_float(value)
             if x is None or not math.isfinite(x) or x <= (self.minimum or 0):
                 raise ConfigError(f"{where}: {key} must be a positive number{self.hint}, got {value!r}.")
+            if self.maximum is not None and x > self.maximum:
+                raise ConfigError(f"{where}: {key} must be at most {self.maximum:g}, got {value!r}.")
             return x
         if self.kind == "fraction":
             x = _as_float(value)
@@ -125,35 +130,35 @@ FIELDS: tuple[Field, ...] = (
           choice_labels=METHOD_LABELS, label="Method"),
     Field("learning_rate", "float", "Update size: LoRA ~2e-4, full ~2e-5", {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5},
           label="Learning rate", glossary="learning rate", hint=" such as 2e-4"),
-    Field("epochs", "float", "Passes over the data (or set Max steps)", optional=True, label="Epochs",
+    Field("epochs", "float", "Passes over the data (or set Max steps)", optional=True, maximum=1e6, label="Epochs",
           glossary="epoch", hint=" (e.g. 1 or 0.5)"),
-    Field("max_steps", "int", "Stop after this many updates (or Epochs)", minimum=1, optional=True,
+    Field("max_steps", "int", "Stop after this many updates (or Epochs)", minimum=1, maximum=10**9, optional=True,
           label="Max steps", glossary="step"),
-    Field("batch_size", "int", "Examples per pass; more needs more memory", 8, minimum=1, label="Batch size",
+    Field("batch_size", "int", "Examples per pass; more needs more memory", 8, minimum=1, maximum=65536, label="Batch size",
           glossary="batch size"),
-    Field("gradient_accumulation_steps", "int", "Batches per update (same memory)", 1, minimum=1,
+    Field("gradient_accumulation_steps", "int", "Batches per update (same memory)", 1, minimum=1, maximum=65536,
           label="Grad accumulation", glossary="gradient accumulation"),
-    Field("max_length", "int", "Longer examples are cut to this (tokens)", 1024, minimum=8, label="Max length",
+    Field("max_length", "int", "Longer examples are cut to this (tokens)", 1024, minimum=8, maximum=1 << 22, label="Max length",
           glossary="max length"),
-    Field("save_steps", "int", "Save a checkpoint every N steps", {"lora": 25, "qlora": 25, "full": 100}, minimum=1,
+    Field("save_steps", "int", "Save a checkpoint every N steps", {"lora": 25, "qlora": 25, "full": 100}, minimum=1, maximum=10**9,
           glossary="checkpoint"),
-    Field("logging_steps", "int", "Log the loss every N steps", 1, minimum=1),
-    Field("eval_steps", "int", "Evaluate every N steps (0: never)", 25, minimum=0, glossary="eval loss",
+    Field("logging_steps", "int", "Log the loss every N steps", 1, minimum=1, maximum=10**9),
+    Field("eval_steps", "int", "Evaluate every N steps (0: never)", 25, minimum=0, maximum=10**9, glossary="eval loss",
           hint=" (0 turns evaluation off)"),
     Field("eval_split", "fraction", "Fraction held out for evaluation when the data has no validation split",
           0.1, glossary="eval loss", hint=" (no evaluation)"),
     Field("eval_data", "path", "A separate validation file (wins over eval_split)", optional=True),
-    Field("seed", "int", "Random seed", 42, minimum=0),
+    Field("seed", "int", "Random seed", 42, minimum=0, maximum=2**32 - 1),  # numpy's seeds stop there
     Field("gradient_checkpointing", "bool", "Trade compute for memory", {"lora": False, "qlora": True, "full": False},
           glossary="gradient checkpointing"),
-    Field("lora.r", "int", "Adapter size: 8-32; 16 is a good start", 16, minimum=1, label="LoRA rank",
+    Field("lora.r", "int", "Adapter size: 8-32; 16 is a good start", 16, minimum=1, maximum=65536, label="LoRA rank",
           glossary="rank"),
-    Field("lora.alpha", "int", "Update scale alpha/rank; usually 2 x rank", 32, minimum=1, label="LoRA alpha",
+    Field("lora.alpha", "int", "Update scale alpha/rank; usually 2 x rank", 32, minimum=1, maximum=1 << 20, label="LoRA alpha",
           glossary="alpha"),
     Field("lora.dropout", "fraction", "Drops adapter inputs in training; 0-0.1", 0.05, label="LoRA dropout"),
     Field("lora.targets", "targets", "all-linear, or names: q_proj,v_proj", ALL_LINEAR, label="LoRA targets"),
     Field("processes", "int", "Processes to train with, one per GPU (2 or more: accelerate launch; no GPU: CPU gloo)",
-          1, minimum=1, hint=" (1 trains in one process; 2 or more run under accelerate launch)"),
+          1, minimum=1, maximum=4096, hint=" (1 trains in one process; 2 or more run under accelerate launch)"),
     Field("distributed", "choice", "With several processes: ddp, fsdp or deepspeed", "ddp", choices=DISTRIBUTED),
     Field("accelerate_config", "path", "An accelerate config YAML of your own (wins over distributed)",
           optional=True),
@@ -264,6 +269,9 @@ class RunConfig:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"Config file {path} does not exist; check the path.") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                              f"position {exc.start}); save it as UTF-8.") from None
         except OSError as exc:
             raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc}.") from None
         return cls.from_yaml(text, source=str(path))

@@ -271,6 +271,16 @@ class Plan:
         return replace(self, gradient_checkpointing=bool(gc), lora_targets=parse_targets(self.lora_targets))
 
 
+def plan_for(config, *, device: str, seq_len: int | None = None) -> Plan:
+    """The Plan a RunConfig trains with on ``device`` ("cuda" | "cpu"); ``seq_len`` defaults to
+    the config's max_length (the longest a batch can be)."""
+    lora = config.lora
+    return Plan(method=config.method, lora_r=lora.r, lora_targets=lora.targets, lora_dropout=lora.dropout,
+                seq_len=seq_len or config.max_length, batch_size=config.batch_size,
+                gradient_accumulation_steps=config.gradient_accumulation_steps,
+                gradient_checkpointing=config.gradient_checkpointing, device=device).resolved()
+
+
 @dataclass
 class Memory:
     weights: int
@@ -451,8 +461,9 @@ class Fit:
         return {**asdict(self), "fits": self.fits, "message": self.reason}
 
 
-def gib(n: float) -> str:
-    return f"{n / GIB:.1f} GiB"
+def gib(n: float | None, unit: str = " GiB") -> str:
+    """Bytes in GiB with one decimal: "12.3 GiB" ("12.3" with ``unit=""``; "?" when unknown)."""
+    return ("?" if n is None else f"{n / GIB:.1f}") + unit
 
 
 def judge_fit(total: int, gpus: list | None, no_gpu_reason: str | None = None) -> Fit:
@@ -501,7 +512,8 @@ def ways_to_fit(arch: Architecture, plan: Plan, capacity: int, limit: int = 4) -
     while b > 1:
         b //= 2
         acc = p.gradient_accumulation_steps * (p.batch_size // b)
-        tries.append(("batch", f"batch size {b} with gradient accumulation {acc} (same effective batch)",
+        tries.append(("batch", f"batch size {b} with gradient accumulation {acc} (same effective batch) and "
+                      "gradient checkpointing",
                       {"batch_size": b, "gradient_accumulation_steps": acc, "gradient_checkpointing": True}))
     length = p.seq_len
     while length > 256:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -335,9 +336,17 @@ _SCRIPT = r'''#!/usr/bin/env bash
 #    the same step with a checkpoint. RESUME=1 continues from the newest checkpoint: every machine needs
 #    the main machine's checkpoints/ for that (a shared folder for RUN_DIR, or a copy).
 #
+# The network: the main machine listens on MAIN_PORT on every interface (the others must reach it);
+# keep that port closed to anything but these machines (a firewall or a private network).
+#
 # batch_size ({batch_size}) is per process: one optimizer step sees
 # batch_size x gradient_accumulation_steps ({accumulation}) x PROCS_PER_MACHINE x NUM_MACHINES examples.
 set -euo pipefail
+
+# The run's names, quoted for bash: they are only ever expanded inside double quotes.
+RUN_NAME={run_id_q}
+CONFIG_NAME={config_name_q}
+ACCELERATE_NAME={accelerate_name_q}
 
 NUM_MACHINES="${{NUM_MACHINES:-2}}"              # how many machines take part
 MACHINE_RANK="${{MACHINE_RANK:-0}}"              # 0 on the main machine, 1, 2, ... on the others
@@ -347,11 +356,11 @@ PROCS_PER_MACHINE="${{PROCS_PER_MACHINE:-{processes}}}"  # processes on each mac
 LAUNCHER="${{LAUNCHER:-accelerate}}"             # accelerate (any strategy) or torchrun (DDP only)
 PYTHON="${{PYTHON:-python3}}"                    # the Python that has Tunedeck installed
 HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
-RUN_DIR="${{RUN_DIR:-$HERE/{run_id}-run}}"       # this machine's run folder
+RUN_DIR="${{RUN_DIR:-$HERE/$RUN_NAME-run}}"      # this machine's run folder
 RESUME="${{RESUME:-}}"                           # RESUME=1: continue from the newest checkpoint in RUN_DIR
 
 mkdir -p -m 700 "$RUN_DIR"
-[ -f "$RUN_DIR/config.yaml" ] || cp "$HERE/{config_name}" "$RUN_DIR/config.yaml"
+[ -f "$RUN_DIR/config.yaml" ] || cp "$HERE/$CONFIG_NAME" "$RUN_DIR/config.yaml"
 [ -f "$RUN_DIR/status.json" ] || printf '{{"state": "created", "created": %s, "step": 0}}\n' "$(date +%s)" >"$RUN_DIR/status.json"
 WORKER=(-m engine.worker "$RUN_DIR")
 if [ -n "$RESUME" ]; then WORKER+=(--resume); fi
@@ -366,7 +375,7 @@ case "$LAUNCHER" in
   accelerate)
     # `accelerate launch` with the config file; --num_processes is the total over all machines.
     exec "$PYTHON" -m accelerate.commands.launch \
-      --config_file "$HERE/{accelerate_name}" \
+      --config_file "$HERE/$ACCELERATE_NAME" \
       --num_machines "$NUM_MACHINES" --machine_rank "$MACHINE_RANK" \
       --num_processes "$((NUM_MACHINES * PROCS_PER_MACHINE))" \
       --main_process_ip "$MAIN_IP" --main_process_port "$MAIN_PORT" \
@@ -389,6 +398,11 @@ case "$LAUNCHER" in
     ;;
 esac
 '''
+
+
+def _comment(text) -> str:
+    """``text`` safe inside a bash comment line: no newline or other control character survives."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def write_launch_script(run_ref: str, path: str | Path, *, say: Say | None = None) -> dict:
@@ -439,10 +453,14 @@ def write_launch_script(run_ref: str, path: str | Path, *, say: Say | None = Non
                   "# and --main_process_port override the same keys here, so one file serves every machine.\n")
     config_text = (f"# The settings of Tunedeck run {run.id}; the launch script copies this into each machine's run folder.\n"
                    + run.config_path.read_text(encoding="utf-8"))
+    # Every value from the run or the user reaches the script quoted for bash (code) or with its
+    # control characters escaped (comments: a newline there would end the comment and start a command).
     script = _SCRIPT.format(
-        run_id=run.id, script_name=path.name, config_name=config_path.name, accelerate_name=accelerate_path.name,
-        strategy=strategy, model=cfg.model, data=cfg.data, batch_size=cfg.batch_size,
-        accumulation=cfg.gradient_accumulation_steps, processes=max(1, processes),
+        run_id=_comment(run.id), script_name=_comment(path.name), config_name=_comment(config_path.name),
+        accelerate_name=_comment(accelerate_path.name), strategy=_comment(strategy), model=_comment(cfg.model),
+        data=_comment(cfg.data), batch_size=int(cfg.batch_size), accumulation=int(cfg.gradient_accumulation_steps),
+        processes=int(max(1, processes)), run_id_q=shlex.quote(run.id), config_name_q=shlex.quote(config_path.name),
+        accelerate_name_q=shlex.quote(accelerate_path.name),
     )
     written = []
     try:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .run_state import RunHistory, RunView, as_float, as_int
-from .runs import ALIVE, Run, crash_message, get_run, pid_alive
+from .runs import ALIVE, Run, crash_message, get_run, is_run_process
 
 CRASH_SETTLE = 1.5  # seconds a dead worker's status may still say "running" before we call it crashed
 
@@ -59,6 +59,7 @@ class RunFollower:
         self.reader = HistoryReader(self.run)
         self._status_key: tuple | None = None
         self._status: dict = {}
+        self._problem: str | None = None
         self._log_key: tuple | None = None
         self._log: tuple[str, ...] = ()
         self._view: RunView | None = None
@@ -74,7 +75,8 @@ class RunFollower:
         key = _stat_key(self.run.status_path)
         if key != self._status_key:
             self._status_key = key
-            self._status = self.run.read_status()
+            self._problem = self.run.problem()
+            self._status = {} if self._problem else self.run.read_status()
             changed = True
         key = _stat_key(self.run.log_path)
         if key != self._log_key:
@@ -96,10 +98,12 @@ class RunFollower:
 
     def _build(self) -> RunView:
         h, status = self.reader.history, self._status
-        state = status.get("state") or ("created" if not h.attempts else "unknown")
-        message = status.get("message")
-        if state in ALIVE:
-            if pid_alive(status.get("pid"), status.get("pid_started")):
+        state = str(status.get("state") or ("created" if not h.attempts else "unknown"))
+        message = status.get("message") if isinstance(status.get("message"), str) else None
+        if self._problem and self.run.status_path.exists():
+            state, message = "damaged", f"Run folder {self.run.dir} is damaged: {self._problem}."
+        elif state in ALIVE:
+            if is_run_process(status):
                 self._dead_since = None
                 if not message and h.status_message and h.ended is None:
                     message = h.status_message
@@ -118,7 +122,7 @@ class RunFollower:
             step = max(step, as_int(status.get("step")) or 0)
         return RunView.of(
             h, run_id=self.run.id, run_dir=self.run.dir, state=state, message=message,
-            pid=status.get("pid") if state in ALIVE else None, step=step, max_steps=max_steps,
+            pid=as_int(status.get("pid")) if state in ALIVE else None, step=step, max_steps=max_steps,
             tokens_per_second=h.tokens_per_second if h.tokens_per_second is not None
             else as_float(status.get("tokens_per_second")),
             log_lines=self._log,

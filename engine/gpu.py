@@ -112,6 +112,26 @@ def list_gpus() -> list[GpuInfo]:
     return [GpuInfo(s.index, s.name, s.memory_total, s.memory_used) for s in sample_gpus()]
 
 
+def memory_targets(*, device: str = "cuda", planned_gib: float | None = None) -> tuple[list, str | None]:
+    """What a training run's memory is judged against: (the GPUs found, or a stand-in, and why there
+    is no GPU). ``device="cpu"``: this machine's RAM; ``planned_gib``: a GPU of that size."""
+    from .errors import ConfigError
+    from .estimate import GIB, capacity_gpu
+
+    if planned_gib is not None:
+        if not planned_gib > 0:
+            raise ConfigError(f"--gpu-memory must be a positive number of GiB, got {planned_gib}.")
+        return [capacity_gpu(int(planned_gib * GIB), f"planned {planned_gib:g} GiB GPU")], None
+    if device == "cpu":
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return [{"index": 0, "name": "this machine's RAM", "where": "this machine's RAM", "memory_total": int(vm.total),
+                 "memory_used": int(vm.total - vm.available)}], None
+    gpus = list_gpus()
+    return gpus, (None if gpus else (no_gpu_reason() or "no NVIDIA GPU found"))
+
+
 def sample_gpus(pid: int | None = None) -> list[GpuSample]:
     """One reading of every GPU; optional ``pid``: also the memory that process tree holds."""
     nvml = _nvml()

@@ -39,7 +39,7 @@ from typing import Callable
 from .config import RunConfig
 from .errors import ConfigError, TunedeckError
 from .run_state import RunHistory
-from .runs import ALIVE, Run, create_run, get_run, pid_alive, process_start_time
+from .runs import ALIVE, Run, create_run, get_run, is_run_process, lock_run, process_identity
 
 QLORA_CPU_BNB = (0, 49)  # bitsandbytes trains 4-bit adapters on the CPU from here on
 ACCELERATE_FILE = "accelerate.yaml"  # in the run folder, for runs of several processes
@@ -92,6 +92,21 @@ def method_problem(method: str) -> str | None:
     return None
 
 
+def environment_problem() -> str | None:
+    """A setting in the environment the worker would choke on."""
+    text = os.environ.get("TUNEDECK_CHECKPOINT_SECONDS")
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and seconds < float("inf")):
+        return (f"TUNEDECK_CHECKPOINT_SECONDS must be a positive number of seconds, got {text!r}; "
+                "fix or unset it (the default is 600).")
+    return None
+
+
 def _absolute_if_local(ref: str | None) -> str | None:
     if not ref or ref == "demo":
         return ref
@@ -103,15 +118,15 @@ def preflight(config: RunConfig) -> RunConfig:
     """Check ``config`` against this machine; return it with local paths made absolute (the worker
     runs in the run folder). Raises a TunedeckError with one sentence."""
     from . import model_refs as models
-    from .data.local import is_local, open_local
+    from .data.dataset import is_local, load_examples
 
-    problem = method_problem(config.method)
+    problem = method_problem(config.method) or environment_problem()
     if problem:
         raise ConfigError(problem)
     models.resolve(config.model)  # ModelNotFound with one sentence
     for ref in (config.data, config.eval_data):
         if ref and is_local(ref):
-            open_local(ref).close()  # DataError with one sentence (missing file, unreadable format)
+            load_examples(ref)  # every row read: DataError with one sentence (missing file, any bad row)
     d = config.to_dict()
     d["model"] = _absolute_if_local(config.model)
     d["data"] = _absolute_if_local(config.data)
@@ -214,6 +229,10 @@ def scale_out_plan(config: RunConfig) -> dict:
     if gpus and processes > gpus:
         raise ConfigError(f"processes: {processes} but this machine shows {gpus} NVIDIA GPU{'s' if gpus > 1 else ''}; "
                           f"set processes: {gpus} or fewer (one process per GPU).")
+    cores = os.cpu_count() or 1
+    if not gpus and processes > cores:
+        raise ConfigError(f"processes: {processes} on the CPU, but this machine has {cores} core"
+                          f"{'s' if cores > 1 else ''} and no NVIDIA GPU; set processes: {cores} or fewer.")
     return {"processes": processes, "strategy": strategy, "gpus": gpus, "user_file": user_file}
 
 
@@ -303,8 +322,25 @@ def worker_command(run: Run, *, resume: bool = False, processes: int = 1,
             "--num_processes", str(processes), "--main_process_port", "0", *worker]
 
 
-def _spawn(run: Run, *, resume: bool, message: str, config: RunConfig | None = None) -> int:
-    env = dict(os.environ)
+# What torchrun/accelerate put in a process' environment: a shell of a cluster job often exports
+# them, and a worker that inherits RANK/WORLD_SIZE would take itself for one of several processes.
+DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                   "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+DISTRIBUTED_ENV_PREFIXES = ("TORCHELASTIC_", "PET_", "ACCELERATE_")
+
+
+def clean_env() -> dict:
+    """The environment a worker (or the launcher of several) starts with: ours, minus any inherited
+    distributed settings — the launcher sets its own for the processes it starts."""
+    return {k: v for k, v in os.environ.items()
+            if k not in DISTRIBUTED_ENV and not k.startswith(DISTRIBUTED_ENV_PREFIXES)}
+
+
+def _spawn(run: Run, lock: int, *, resume: bool, message: str, config: RunConfig | None = None) -> int:
+    """Start the worker (or the launcher of several) detached. ``lock`` is the run's lock, taken by
+    the caller: the child inherits it and holds it while it lives, and our copy is closed here."""
+    env = clean_env()
+    env["TUNEDECK_LOCK_FD"] = str(lock)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env["TUNEDECK_SPAWNED"] = "1"  # the worker waits for our status.json write before writing its own
@@ -316,18 +352,21 @@ def _spawn(run: Run, *, resume: bool, message: str, config: RunConfig | None = N
         command = worker_command(run, resume=resume, processes=plan["processes"], accelerate_file=accelerate_file)
         env["PET_SIGNALS_TO_HANDLE"] = "SIGTERM,SIGINT"  # torchrun's --signals-to-handle: not SIGHUP
         env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT))
-    with open(run.log_path, "ab") as log:
+    with open(os.open(run.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"==== {stamp} {'resume' if resume else 'start'}: {message} ====\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=run.dir, env=env, start_new_session=True, close_fds=True,
-        )
-    # The worker waits for this write before it writes status.json itself.
-    run.write_status(state="starting", pid=proc.pid, pid_started=process_start_time(proc.pid),
-                     message=message, ended=None)
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=run.dir, env=env, start_new_session=True, close_fds=True, pass_fds=(lock,),
+            )
+        finally:
+            os.close(lock)  # the worker holds it now (or, if it did not start, nobody)
+    # The worker waits for this write before it writes status.json itself. What is recorded here (and
+    # only here) is what stop checks before it signals anything.
+    run.write_status(state="starting", **process_identity(proc.pid), message=message, ended=None)
     # Reap it when it ends, so a long-lived parent (the TUI) keeps no zombie; a short-lived parent
     # (the CLI) simply exits and the worker carries on under init.
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
@@ -340,7 +379,7 @@ def start_run(config: RunConfig) -> Run:
     run = create_run(config.to_yaml(), model=config.model, method=config.method)
     if config.max_steps:
         run.write_status(max_steps=config.max_steps)
-    _spawn(run, resume=False, message="Starting the worker…", config=config)
+    _spawn(run, lock_run(run), resume=False, message="Starting the worker…", config=config)
     return run
 
 
@@ -352,6 +391,17 @@ def resume_run(run_ref: str | Run) -> Run:
     """Continue a stopped, crashed or failed run in the same folder from its newest complete
     checkpoint (or from step 0 when none was saved); returns at once."""
     run = _as_run(run_ref)
+    # A second resume (or the live worker) holds the lock: refused here. A worker that has just
+    # recorded its end is given a moment to exit.
+    lock = lock_run(run, wait=0.0 if run.info().state in ALIVE else 3.0)
+    try:
+        return _resume_locked(run, lock)
+    except BaseException:
+        os.close(lock)
+        raise
+
+
+def _resume_locked(run: Run, lock: int) -> Run:
     info = run.info()
     if info.state in ALIVE:
         raise RunStateError(f"Run {run.id} is still {info.state} (pid {info.pid}); there is nothing to resume.")
@@ -370,7 +420,7 @@ def resume_run(run_ref: str | Run) -> Run:
     message = (f"Resuming from {checkpoint.name}…" if checkpoint is not None
                else "No checkpoint was saved, so training restarts from step 0 in the same folder…")
     run.write_status(message=message, max_steps=config.max_steps or run.read_status().get("max_steps"))
-    _spawn(run, resume=True, message=message, config=config)
+    _spawn(run, lock, resume=True, message=message, config=config)
     return run
 
 
@@ -422,7 +472,8 @@ def _kill_tree(pid: int) -> None:
 
 
 def stop_run(run_ref: str | Run, grace: float | None = None, *, wait: bool = True,
-             on_wait: Callable[[float], None] | None = None) -> str:
+             on_wait: Callable[[float], None] | None = None,
+             on_signalled: Callable[[int], None] | None = None) -> str:
     """Ask the worker to stop (SIGTERM): it finishes the current step, saves a checkpoint and the
     adapter, and ends ``stopped``. With ``wait`` (the default) wait up to ``grace`` seconds (None:
     ``default_grace``, at least 60 s), calling ``on_wait(seconds_left)`` about 5 times a second,
@@ -434,25 +485,29 @@ def stop_run(run_ref: str | Run, grace: float | None = None, *, wait: bool = Tru
     if info.state not in ALIVE:
         raise RunStateError(f"Run {run.id} is not running (it is {info.state}); there is nothing to stop.")
     status = run.read_status()
-    pid, started = status.get("pid"), status.get("pid_started")
+    if not is_run_process(status):  # info() saw it alive a moment ago: it has just ended
+        raise RunStateError(f"Run {run.id}'s worker has just ended; `tunedeck runs` shows how.")
+    pid = status["pid"]
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+    if on_signalled:
+        on_signalled(pid)
     if not wait:
         return (f"Asked run {run.id} to stop: it saves a checkpoint at the end of the current step "
                 f"(pid {pid}).")
     deadline = time.monotonic() + grace
-    while pid_alive(pid, started) and time.monotonic() < deadline:
+    while is_run_process(status) and time.monotonic() < deadline:
         if on_wait:
             on_wait(max(0.0, deadline - time.monotonic()))
         time.sleep(0.2)
     killed = False
-    if pid_alive(pid, started):
+    if is_run_process(status):
         killed = True
         _kill_tree(pid)
         end = time.monotonic() + 10
-        while pid_alive(pid, started) and time.monotonic() < end:
+        while is_run_process(status) and time.monotonic() < end:
             time.sleep(0.05)
     status = run.read_status()
     if status.get("state") in ALIVE:  # it died without recording an end: record it for it

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,31 @@ def _hub_cached_snapshot(ref: str) -> Path | None:
         return None
 
 
+def _check_config(path: Path) -> None:
+    """A model folder's config.json must be a JSON object naming its model_type (cheap: no ML import)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ModelNotFound(f"{path} is not valid JSON, so this folder is not a usable model; "
+                            "download the model again or point --model at another folder.") from None
+    except OSError as exc:
+        raise ModelNotFound(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelNotFound(f"{path} has no model_type, so this folder is not a transformers model; "
+                            "point --model at a model folder (config.json + *.safetensors) or a .gguf file.")
+
+
+def _check_gguf(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelNotFound(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    if magic != b"GGUF":
+        raise ModelNotFound(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes); "
+                            "check the download or convert the model again.")
+
+
 def resolve(ref: str) -> ModelSource:
     """Turn what the user wrote into a ModelSource, or raise ModelNotFound with one clear sentence."""
     ref = (ref or "").strip()
@@ -94,10 +120,12 @@ def resolve(ref: str) -> ModelSource:
                 f"{path} is a folder but has no config.json; point --model at a transformers model "
                 "folder (config.json + *.safetensors) or a .gguf file."
             )
+        _check_config(path / "config.json")
         return ModelSource(ref, "folder", str(path.resolve()), path.name)
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise ModelNotFound(f"GGUF file {path} does not exist; check the path.")
+        _check_gguf(path)
         return ModelSource(ref, "gguf", str(path.resolve()), path.stem)
     if path.exists():
         raise ModelNotFound(f"{path} is neither a model folder nor a .gguf file.")

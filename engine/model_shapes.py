@@ -48,10 +48,15 @@ def load_config(ref: str) -> tuple[dict, str]:
             raise ModelNotFound(f"Config file {path} does not exist; check the path, or use a built-in "
                                 f"name ({', '.join(builtins)}).")
         try:
-            return json.loads(path.read_text()), path.parent.name or path.name
+            config = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); "
                               "pass the model's config.json.") from None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise ConfigError(f"{path} is not a JSON text; pass the model's config.json.") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path} holds no JSON object; pass the model's config.json.")
+        return config, path.parent.name or path.name
     from . import models
 
     try:

@@ -39,6 +39,12 @@ class RunNotFound(TunedeckError):
     pass
 
 
+class RunBusy(TunedeckError):
+    """Another process holds the run's lock: its worker lives, or another command is starting it."""
+
+    exit_code = 1
+
+
 class NoWeights(TunedeckError):
     """A run has no trained weights (yet), or not the checkpoint asked for."""
 
@@ -69,6 +75,104 @@ def _now() -> float:
     return round(time.time(), 3)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or the file system cannot."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``target``: a reader sees the old folder or the new
+    one, never half of one, and — with an atomic exchange — never no folder at all. Where the
+    exchange is not available, two renames leave a short window that ``recover_swap`` repairs."""
+    if target.exists() and _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        return
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_swap(target: Path, marker: str) -> None:
+    """After a kill between ``swap_in``'s two renames ``target`` is missing: put back the newest
+    complete folder (one that holds ``marker``, e.g. adapter_config.json), a new one before an old."""
+    if target.exists():
+        return
+    leftovers = [p for p in target.parent.glob(f".{target.name}-*") if (p / marker).is_file()]
+    leftovers.sort(key=lambda p: ("-old-" not in p.name, p.stat().st_mtime), reverse=True)
+    for candidate in leftovers:
+        try:
+            os.replace(candidate, target)
+            return
+        except OSError:
+            continue  # another reader put one back first
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Whether a .safetensors file is whole: its header parses and its data reach the end it declares."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name} is truncated"
+            length = int.from_bytes(head, "little")
+            if length <= 0 or 8 + length > size:
+                return f"{path.name} is truncated"
+            header = json.loads(f.read(length))
+    except (OSError, ValueError, RecursionError):
+        return f"{path.name} cannot be read"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+    if 8 + length + max(ends, default=0) > size:
+        return f"{path.name} is truncated"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (None when it is whole): the trainer's state
+    must parse, its weight files must be whole, and the optimizer's file must be a whole archive."""
+    import zipfile
+
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+            return "trainer_state.json has no global_step"
+    except FileNotFoundError:
+        return "trainer_state.json is missing"
+    except (OSError, ValueError, RecursionError):
+        return "trainer_state.json is cut short or damaged"
+    for path in folder.glob("*.safetensors"):
+        problem = _safetensors_problem(path)
+        if problem:
+            return problem
+    for name in ("optimizer.pt", "scheduler.pt"):
+        path = folder / name
+        if path.exists():
+            try:
+                zipfile.ZipFile(path).close()  # reads the archive's directory, at its very end
+            except (OSError, zipfile.BadZipFile):
+                return f"{name} is cut short or damaged"
+    return None
+
+
+def _private(path: Path, mode: int) -> int:
+    """A descriptor for ``path`` opened for writing, created 0600 (run folders are the user's alone)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -80,6 +184,38 @@ def write_json_atomic(path: Path, data: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def process_identity(pid: int) -> dict:
+    """What the launcher records about the process it started (status.json's ``pid``, ``pid_started``
+    and ``pid_cmdline``), so that nothing but that very process is ever taken for the run's worker."""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        return {"pid": pid, "pid_started": proc.create_time(), "pid_cmdline": proc.cmdline()}
+    except Exception:
+        return {"pid": pid, "pid_started": None, "pid_cmdline": None}
+
+
+def is_run_process(status: dict) -> bool:
+    """True when the process status.json names is alive and provably the one its launcher started:
+    same start time and same command line as recorded. A pid without that record (hand-written, or
+    reused by another program) is never the worker, so it is never signalled or waited for."""
+    pid, started, cmdline = status.get("pid"), status.get("pid_started"), status.get("pid_cmdline")
+    # (A run started by a Tunedeck that recorded no command line is shown crashed; it is not signalled.)
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or not isinstance(started, (int, float)):
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or abs(proc.create_time() - started) >= 2.0:
+            return False
+        actual = proc.cmdline()
+    except Exception:
+        return False
+    return isinstance(cmdline, list) and actual == cmdline
 
 
 def pid_alive(pid: int | None, started: float | None = None) -> bool:
@@ -95,6 +231,27 @@ def pid_alive(pid: int | None, started: float | None = None) -> bool:
         return started is None or abs(proc.create_time() - started) < 2.0
     except Exception:
         return False
+
+
+def lock_run(run: Run, wait: float = 0.0) -> int:
+    """Take the run folder's lock (an exclusive ``flock`` on ``.lock``) and return its descriptor.
+    One worker per run folder: the command that starts or resumes a run takes it, the worker it
+    starts inherits it and holds it while it lives. ``RunBusy`` when anyone else holds it after
+    ``wait`` seconds (a worker that has just written how it ended may take a moment to exit)."""
+    import fcntl
+
+    fd = os.open(run.dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise RunBusy(f"Run {run.id} is already being trained or started by another process; "
+                              f"`tunedeck runs` shows its state.") from None
+            time.sleep(0.05)
 
 
 def crash_message(log_lines) -> str:
@@ -178,10 +335,32 @@ class Run:
 
     # --- status ----------------------------------------------------------------------------
     def read_status(self) -> dict:
+        """status.json as a dict; {} when it is missing or damaged (``problem()`` says which)."""
         try:
-            return json.loads(self.status_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            status = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
             return {}
+        return status if isinstance(status, dict) else {}
+
+    def problem(self) -> str | None:
+        """What is wrong with this run folder's status.json, in a few words; None when it is sound."""
+        try:
+            text = self.status_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return "status.json is missing"
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"status.json cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+        try:
+            status = json.loads(text)
+        except (ValueError, RecursionError):
+            return "status.json is not valid JSON"
+        if not isinstance(status, dict):
+            return f"status.json holds a {type(status).__name__}, not an object"
+        bad = [key for key, check in _STATUS_TYPES.items() if key in status and status[key] is not None
+               and not check(status[key])]
+        if bad:
+            return "status.json has a bad " + ", ".join(f"{k} ({status[k]!r:.40})" for k in bad)
+        return None
 
     def write_status(self, **fields) -> dict:
         """Merge ``fields`` into status.json atomically. Only one process writes at a time:
@@ -196,7 +375,7 @@ class Run:
     def append_event(self, event: dict) -> None:
         event = {"time": _now(), **event}
         line = json.dumps(event, separators=(",", ":"), allow_nan=False, default=str) + "\n"
-        with open(self.events_path, "a", encoding="utf-8") as f:
+        with open(_private(self.events_path, os.O_APPEND), "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
 
@@ -214,9 +393,11 @@ class Run:
         for raw in chunk[:end].splitlines():
             if raw.strip():
                 try:
-                    events.append(json.loads(raw))
-                except ValueError:
+                    event = json.loads(raw)
+                except (ValueError, RecursionError):
                     continue
+                if isinstance(event, dict):  # a damaged line is not an event
+                    events.append(event)
         return events, offset + end
 
     def events(self) -> list[dict]:
@@ -224,12 +405,13 @@ class Run:
 
     # --- files -----------------------------------------------------------------------------
     def checkpoints(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints (the trainer wrote its state last), oldest first."""
+        """Complete checkpoints, oldest first: one cut short (a kill or a full disk while it was
+        written) is passed over, so a resume takes the newest whole one."""
         found = []
         if self.checkpoints_dir.is_dir():
             for p in self.checkpoints_dir.iterdir():
                 m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-                if m and (p / "trainer_state.json").is_file():
+                if m and checkpoint_problem(p) is None:
                     found.append((int(m.group(1)), p))
         return sorted(found)
 
@@ -240,7 +422,15 @@ class Run:
     # --- weights -------------------------------------------------------------------------------
     def final_weights(self) -> Weights | None:
         """The adapter (or, for full fine-tuning, the model) written when training ended."""
+        self.recover_outputs()
         return _weights_in(self.adapter_dir, "adapter") or _weights_in(self.model_dir, "model")
+
+    def recover_outputs(self) -> None:
+        """Repair an adapter/ or model/ left missing by a kill in the middle of its swap."""
+        if not self.dir.is_dir():
+            return
+        recover_swap(self.adapter_dir, "adapter_config.json")
+        recover_swap(self.model_dir, "config.json")
 
     def checkpoint_weights(self) -> list[Weights]:
         """Complete checkpoints that hold weights, oldest first."""
@@ -296,35 +486,62 @@ class Run:
 
     # --- the view --------------------------------------------------------------------------
     def info(self, *, with_log: bool = True) -> RunInfo:
-        status = self.read_status()
+        """The run as viewers list it. A damaged folder is listed ``damaged`` with what is wrong,
+        never an exception: one bad run must not hide the others."""
+        problem = self.problem()
+        status = {} if problem else self.read_status()
         config = self.config()
-        state = status.get("state", "unknown")
-        message = status.get("message")
+        state = str(status.get("state") or "unknown")
+        message = status.get("message") if isinstance(status.get("message"), str) else None
         log = []
-        if state in ALIVE and not pid_alive(status.get("pid"), status.get("pid_started")):
+        if problem:
+            state, message = "damaged", f"Run folder {self.dir} is damaged: {problem}; delete it with `tunedeck delete {self.id}`."
+        elif state in ALIVE and not is_run_process(status):
             state = "crashed"
             log = self.log_tail(10)
             message = crash_message(log)
         elif state in ("failed", "crashed") and with_log:
             log = self.log_tail(10)
+        text = lambda value: value if isinstance(value, str) else None  # noqa: E731
         return RunInfo(
             id=self.id,
             dir=self.dir,
             state=state,
-            step=int(status.get("step") or 0),
-            max_steps=status.get("max_steps"),
-            pid=status.get("pid"),
-            created=status.get("created"),
-            updated=status.get("updated"),
-            model=config.get("model"),
-            data=config.get("data"),
-            method=config.get("method"),
+            step=_int(status.get("step")) or 0,
+            max_steps=_int(status.get("max_steps")),
+            pid=_int(status.get("pid")),
+            created=_float(status.get("created")),
+            updated=_float(status.get("updated")),
+            model=text(config.get("model")),
+            data=text(config.get("data")),
+            method=text(config.get("method")),
             message=message,
-            best_eval_loss=status.get("best_eval_loss"),
+            best_eval_loss=_float(status.get("best_eval_loss")),
             log_tail=log,
-            last_loss=status.get("last_loss"),
-            tokens_per_second=status.get("tokens_per_second"),
+            last_loss=_float(status.get("last_loss")),
+            tokens_per_second=_float(status.get("tokens_per_second")),
         )
+
+
+def _float(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(value)
+
+
+def _int(value) -> int | None:
+    number = _float(value)
+    return int(number) if number is not None and abs(number) < 2**62 else None
+
+
+# A number; the worker writes a non-finite loss as "nan"/"inf"/"-inf" (JSON has no NaN).
+_number = lambda v: _float(v) is not None or v in ("nan", "inf", "-inf")  # noqa: E731
+_STATUS_TYPES = {  # status.json keys a viewer relies on, and what each must be
+    "state": lambda v: isinstance(v, str), "step": _number, "max_steps": _number, "pid": _number,
+    "created": _number, "updated": _number, "started": _number, "ended": _number,
+    "best_eval_loss": _number, "last_loss": _number, "tokens_per_second": _number,
+    "message": lambda v: isinstance(v, str),
+}
 
 
 def _slug(text: str) -> str:
@@ -346,7 +563,8 @@ def create_run(config_yaml: str, *, model: str = "", method: str = "") -> Run:
     else:  # pragma: no cover - a thousand runs in one second
         raise TunedeckError("Could not create a run folder: too many runs started this second.")
     run = Run(root / run_id)
-    run.config_path.write_text(config_yaml, encoding="utf-8")
+    with open(_private(run.config_path, os.O_TRUNC), "w", encoding="utf-8") as f:
+        f.write(config_yaml)
     run.write_status(state="created", created=_now(), step=0)
     return run
 
@@ -378,17 +596,29 @@ def delete_run(ref: str) -> str:
     return f"Deleted run {run.id} ({folder})."
 
 
+RUN_FILES = ("status.json", "config.yaml", "events.jsonl")
+
+
+def is_run_folder(path: Path) -> bool:
+    """A run folder holds at least one of the files Tunedeck writes first (a damaged one too)."""
+    return path.is_dir() and not path.name.startswith(".") and any((path / f).exists() for f in RUN_FILES)
+
+
 def list_runs() -> list[RunInfo]:
-    """Every run, newest first."""
-    runs = [Run(p) for p in runs_dir().iterdir() if p.is_dir() and (p / "status.json").exists()]
+    """Every run, newest first (damaged ones too, listed as such)."""
+    runs = [Run(p) for p in runs_dir().iterdir() if is_run_folder(p)]
     infos = [r.info(with_log=False) for r in runs]
     return sorted(infos, key=lambda i: (i.created or 0, i.id), reverse=True)
 
 
 def get_run(ref: str) -> Run:
-    """A run by id, unique id prefix, path, or ``latest``."""
+    """A run by id, unique id prefix, path, or ``latest``. An empty or ambiguous reference is refused."""
+    ref = str(ref or "").strip()
+    if not ref:
+        raise RunNotFound("No run given: pass a run id (or a unique start of one), a run folder, or latest; "
+                          "`tunedeck runs` lists them.")
     path = Path(ref).expanduser()
-    if path.is_dir() and (path / "status.json").exists():
+    if is_run_folder(path):
         return Run(path)
     root = runs_dir()
     if ref == "latest":
@@ -396,9 +626,9 @@ def get_run(ref: str) -> Run:
         if not runs:
             raise RunNotFound("There are no runs yet; start one with `tunedeck train CONFIG.yaml`.")
         return Run(runs[0].dir)
-    if (root / ref / "status.json").exists():
+    if "/" not in ref and is_run_folder(root / ref):
         return Run(root / ref)
-    matches = [p for p in root.iterdir() if p.name.startswith(ref) and (p / "status.json").exists()]
+    matches = [p for p in root.iterdir() if p.name.startswith(ref) and is_run_folder(p)]
     if len(matches) == 1:
         return Run(matches[0])
     if matches:

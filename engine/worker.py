@@ -50,11 +50,22 @@ from pathlib import Path
 
 from .config import METHOD_NAMES, RunConfig
 from .errors import DataError, TunedeckError
-from .runs import Run, process_start_time
+from .run_state import effective_events
+from .runs import Run, RunBusy, lock_run, process_identity, swap_in
 
 # Besides every ``save_steps`` steps, a checkpoint is saved when this long has passed since the last
 # one, so a crash on a slow machine never loses more than about this much training.
-CHECKPOINT_EVERY_SECONDS = float(os.environ.get("TUNEDECK_CHECKPOINT_SECONDS", "600"))
+def checkpoint_seconds() -> float:
+    """TUNEDECK_CHECKPOINT_SECONDS: a checkpoint at least this often (default 600). ``tunedeck train``
+    refuses a bad value before it starts; a worker started by hand falls back to the default."""
+    try:
+        value = float(os.environ.get("TUNEDECK_CHECKPOINT_SECONDS", "600"))
+    except ValueError:
+        return 600.0
+    return value if value > 0 and math.isfinite(value) else 600.0
+
+
+CHECKPOINT_EVERY_SECONDS = checkpoint_seconds()
 # status.json is rewritten at most this often while training (viewers poll about once a second);
 # events.jsonl still gets every log step at once.
 STATUS_EVERY_SECONDS = 0.5
@@ -273,6 +284,31 @@ def nan_message(cfg: RunConfig, step: int, what: str, value: float) -> str:
             f"(now {cfg.learning_rate:g}, try {suggest:g}) and start again.")
 
 
+def is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC, or a failed write (torch's zip writer says only "file write failed") with the disk
+    nearly full: less free than the reserve we set aside."""
+    import errno
+
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < RESERVE_BYTES
+    except OSError:
+        return False
+
+
+def disk_full_message(run: Run, step: int) -> str:
+    free = shutil.disk_usage(run.dir).free / 2**20
+    cp = run.latest_checkpoint()
+    resume = (f"`tunedeck resume {run.id}` continues from {cp.name}" if cp is not None
+              else f"`tunedeck resume {run.id}` restarts from step 0")
+    return (f"Disk full at {run.dir} ({free:.0f} MB free) at step {step}; free some space (`tunedeck delete` "
+            f"removes old runs; a larger save_steps saves checkpoints less often) and {resume}.")
+
+
+RESERVE_BYTES = 1 << 20  # kept free in the run folder so that a full disk can still be recorded
+
+
 def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
@@ -359,6 +395,39 @@ class Worker:
         """The pid a viewer watches: this process, or with several the torchrun agent that started them."""
         return os.getpid() if self.world == 1 else os.getppid()
 
+    def _hold_lock(self) -> bool:
+        """One worker per run folder. Started by ``engine.launch`` we inherited its lock (and hold it
+        by living); started by hand we take it, and end at once if another worker has it."""
+        inherited = os.environ.get("TUNEDECK_LOCK_FD")
+        if inherited and inherited.isdigit():
+            try:
+                os.fstat(int(inherited))
+                self._lock = int(inherited)
+                return True
+            except OSError:
+                pass  # a process of several under a launcher: the launcher holds it
+        if not self.main_process or self.world > 1:
+            return True
+        try:
+            self._lock = lock_run(self.run)
+        except RunBusy as exc:
+            print(f"tunedeck worker: {exc}", flush=True)
+            return False
+        return True
+
+    def _tidy_run_folder(self) -> None:
+        """We hold the run's lock: put back an output a kill left mid-swap, remove what killed saves
+        left behind, and set aside a little disk space to record a full disk with."""
+        run = self.run
+        run.recover_outputs()
+        for leftover in [*run.dir.glob(".adapter-*"), *run.dir.glob(".model-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            with open(run.dir / ".reserve", "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            pass
+
     def _wait_for_launcher(self, timeout: float = 10.0) -> None:
         """The launcher records the pid (ours, or our torchrun parent's) in status.json right after
         starting it; wait for that write so two processes never write status.json at the same time.
@@ -418,6 +487,8 @@ class Worker:
 
     # the run ----------------------------------------------------------------------------------
     def main(self) -> int:
+        if not self._hold_lock():
+            return 1
         self.install_signals()
         if self.world > 1:
             self._watch_launcher()
@@ -434,7 +505,10 @@ class Worker:
             # shows crashed), rather than report the broken connection as the run's failure.
             print(f"[tunedeck rank {self.rank}] the launcher (pid {self._parent}) is gone; ending.", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-        if isinstance(exc, TunedeckError):
+        if is_disk_full(exc, self.run.dir):
+            (self.run.dir / ".reserve").unlink(missing_ok=True)  # room to write how it ended
+            message = disk_full_message(self.run, self.step)
+        elif isinstance(exc, TunedeckError):
             message = str(exc)
         elif is_oom(exc):
             plan = getattr(self, "plan", None) or {"name": "this device"}
@@ -446,25 +520,34 @@ class Worker:
             message = f"{one_line(exc)} (process {self.rank} of {self.world}; the traceback is in worker.log)."
         else:
             message = f"{one_line(exc)} (the traceback is in worker.log)."
-        if not self.main_process:  # its own failure is news: say which process it was
-            print(f"[tunedeck rank {self.rank}] failed: {message}", flush=True)
-        traceback.print_exc()
         self._finish("failed", message, error=True)
+        try:  # after the status: on a full disk even the log may refuse it
+            if not self.main_process:  # its own failure is news: say which process it was
+                print(f"[tunedeck rank {self.rank}] failed: {message}", flush=True)
+            traceback.print_exc()
+        except OSError:
+            pass
         return 1
 
     def _finish(self, state: str, message: str, *, error: bool = False) -> None:
-        self.say(f"{state}: {message}")
         if error:
             self.event(type="error", step=self.step, message=message)
         self.event(type="end", step=self.step, state=state, message=message)
         self.status(state=state, message=message, step=self.step, ended=round(time.time(), 3))
+        try:
+            self.say(f"{state}: {message}")
+        except OSError:  # the log's disk may be full; the status already says how it ended
+            pass
 
     def _train(self) -> None:
         run = self.run
-        pid = self.launcher_pid
         extra = {"processes": self.world} if self.world > 1 else {}
-        self.status(state="starting", pid=pid, pid_started=process_start_time(pid),
-                    started=round(time.time(), 3), ended=None, message="Loading libraries…", **extra)
+        if not os.environ.get("TUNEDECK_SPAWNED") and self.world == 1:  # started by hand: no launcher recorded us
+            extra.update(process_identity(os.getpid()))
+        self.status(state="starting", started=round(time.time(), 3), ended=None, message="Loading libraries…",
+                    **extra)
+        if self.main_process:
+            self._tidy_run_folder()
         self.cfg = cfg = RunConfig.load(run.config_path)
         checkpoint = run.latest_checkpoint() if self.resume else None
         if checkpoint is not None:
@@ -500,6 +583,8 @@ class Worker:
             "trainable_params": trainable, "total_params": total, "device": plan["name"],
             "resumed_from": checkpoint.name if checkpoint is not None else None, "notes": notes,
         }
+        if checkpoint is not None:
+            info["tokens_before"] = tokens_logged_until(run, self.step)
         if self.world > 1:
             info["device"] = f"{plan['device']} × {self.world} processes"
             info["processes"] = self.world
@@ -539,6 +624,13 @@ class Worker:
                          f" is in {out_dir}.")
 
 
+def tokens_logged_until(run: Run, step: int) -> float:
+    """The input tokens trained up to ``step``, as the events of earlier attempts counted them."""
+    logged = [e for e in effective_events(run.events()) if e.get("type") == "log"
+              and isinstance(e.get("num_tokens"), (int, float)) and (e.get("step") or 0) <= step]
+    return max((e["num_tokens"] for e in logged), default=0)
+
+
 def save_output(trainer, tokenizer, target: Path) -> None:
     """Write the adapter (or full model) and the tokenizer with its chat template, atomically: a
     reader sees the old folder or the new one, never half of one."""
@@ -547,21 +639,10 @@ def save_output(trainer, tokenizer, target: Path) -> None:
     try:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        _swap_in(tmp, target)
+        swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Put the finished folder ``tmp`` in place of ``target`` with renames only."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}-old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_output_distributed(trainer, tokenizer, target: Path, *, main: bool) -> None:
@@ -581,7 +662,7 @@ def save_output_distributed(trainer, tokenizer, target: Path, *, main: bool) -> 
         return
     try:
         tokenizer.save_pretrained(str(tmp))
-        _swap_in(tmp, target)
+        swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -718,9 +799,10 @@ def _make_callback_class():
                 "grad_norm": _num(grad_norm), "epoch": round(state.epoch or 0.0, 4),
                 "tokens_per_second": round(tps, 1) if tps is not None else None,
             }
-            for extra in ("mean_token_accuracy", "num_tokens"):
-                if extra in logs:
-                    event[extra] = _num(logs[extra])
+            if "mean_token_accuracy" in logs:
+                event["mean_token_accuracy"] = _num(logs["mean_token_accuracy"])
+            if tokens is not None:  # TRL counts from 0 in each attempt: count on from the checkpoint
+                event["num_tokens"] = _num(tokens + self.info.get("tokens_before", 0))
             w.event(type="log", **event)
             self._status(step=state.global_step, last_loss=_num(loss), tokens_per_second=event["tokens_per_second"])
             bad = None
@@ -764,6 +846,7 @@ def quiet_cpu_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_cpu_threads()
+    os.umask(0o077)  # checkpoints, adapter, logs: the user's alone, like the run folder (0700)
     parser = argparse.ArgumentParser(prog="python -m engine.worker", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")

@@ -10,7 +10,7 @@ import sys
 import yaml
 
 from engine.paths import runs_dir
-from engine.runs import Run, process_start_time, write_json_atomic
+from engine.runs import Run, process_identity, write_json_atomic
 
 T0 = 1767258000.0  # 2026-01-01 09:00 UTC
 
@@ -24,7 +24,7 @@ def make_run(run_id: str, state: str, *, step: int, max_steps: int, created: flo
     (folder / "config.yaml").write_text(yaml.safe_dump(
         {"model": model, "data": data, "method": method, "max_steps": max_steps}, sort_keys=False))
     status = dict(state=state, step=step, max_steps=max_steps, created=created, started=started, ended=ended,
-                  best_eval_loss=best, pid=pid, pid_started=process_start_time(pid) if pid else None,
+                  best_eval_loss=best, **(process_identity(pid) if pid else {}),
                   message=message)
     write_json_atomic(folder / "status.json", {k: v for k, v in status.items() if v is not None})
     run = Run(folder)

@@ -23,13 +23,14 @@ def run(args) -> int:
     from engine.errors import TunedeckError
     from engine.runs import delete_run, get_run
 
-    target = get_run(args.run)
+    target = get_run(args.run)  # an empty or ambiguous reference is refused there
     if not args.yes:
         if not sys.stdin.isatty():
             raise TunedeckError(f"Not deleting {target.id} without confirmation; add --yes to delete it.")
-        answer = input(f"Delete run {target.id} and its checkpoints ({target.dir})? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("Kept.")
+        answer = input(f"This deletes run {target.id} with its checkpoints ({target.dir}).\n"
+                       "Type the run id to confirm: ")
+        if answer.strip() != target.id:
+            print("Kept (the id typed was not the run's).")
             return 1
-    print(delete_run(args.run))
+    print(delete_run(str(target.dir)))
     return 0

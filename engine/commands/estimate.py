@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from ._args import number
+
 import argparse
 import json
 import sys
@@ -28,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--lora-r", type=int, default=16, metavar="R", help="LoRA rank (default: 16)")
     p.add_argument("--lora-targets", default="all-linear", metavar="NAMES",
                    help="comma-separated module names such as q_proj,v_proj, or all-linear (default)")
-    p.add_argument("--lora-dropout", type=float, default=0.05, metavar="P", help="LoRA dropout (default: 0.05)")
+    p.add_argument("--lora-dropout", type=number, default=0.05, metavar="P", help="LoRA dropout (default: 0.05)")
     p.add_argument("--seq-len", "--max-length", dest="seq_len", type=int, default=1024, metavar="N",
                    help="tokens per example, RunConfig's max_length (default: 1024)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B", help="examples per step (default: 4)")
@@ -43,7 +45,7 @@ def register(sub) -> None:
                         "Tunedeck trains with) or pure bf16")
     p.add_argument("--optimizer", choices=["adamw", "adamw-8bit"], default="adamw")
     p.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa")
-    p.add_argument("--gpu-memory", type=float, metavar="GIB",
+    p.add_argument("--gpu-memory", type=number, metavar="GIB",
                    help="judge against a GPU with this much memory instead of the GPUs found here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--list", action="store_true", help="list the built-in model configs and exit")
@@ -62,24 +64,9 @@ def _plan(args, method: str):
 
 def _targets(args) -> tuple[list, str | None]:
     """(GPUs or a stand-in, why there are none)."""
-    from engine import estimate as E
-
-    if args.gpu_memory is not None:
-        if args.gpu_memory <= 0:
-            from engine.errors import ConfigError
-
-            raise ConfigError(f"--gpu-memory must be a positive number of GiB, got {args.gpu_memory}.")
-        return [E.capacity_gpu(int(args.gpu_memory * E.GIB), f"planned {args.gpu_memory:g} GiB GPU")], None
-    if args.device == "cpu":
-        import psutil
-
-        vm = psutil.virtual_memory()
-        return [{"index": 0, "name": "this machine's RAM", "where": "this machine's RAM", "memory_total": int(vm.total),
-                 "memory_used": int(vm.total - vm.available)}], None
     from engine import gpu
 
-    gpus = gpu.list_gpus()
-    return gpus, (None if gpus else (gpu.no_gpu_reason() or "no NVIDIA GPU found"))
+    return gpu.memory_targets(device=args.device, planned_gib=args.gpu_memory)
 
 
 def _one(arch, plan, gpus, reason) -> dict:

@@ -9,6 +9,7 @@ the method (`tunedeck train --model demo --data demo --max-steps 20` is enough).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..config import FIELDS
@@ -31,7 +32,10 @@ def register(subparsers) -> None:
             parser.add_argument(spec.flag, dest=dest, metavar="VALUE", help=spec.help)
     parser.add_argument("--follow", "-f", action="store_true",
                         help="show a progress bar with the loss until the run ends (Ctrl-C detaches, the run goes on)")
-    parser.add_argument("--json", action="store_true", help='print {"run_id", "run_dir"} as JSON')
+    parser.add_argument("--check", action="store_true",
+                        help="check everything the run needs (settings, model, tokenizer, every data row, memory) "
+                             "and start nothing; exit 0 when it can start, 2 with the reason when not")
+    parser.add_argument("--json", action="store_true", help='print {"run_id", "run_dir"} as JSON (with --check: the report)')
     parser.set_defaults(func=run)
 
 
@@ -89,9 +93,36 @@ def build_config(args):
         raise ConfigError(text) from None
 
 
+def check(args) -> int:
+    """``--check``: the full pre-flight, no run folder. With --json one object, refusals included."""
+    from ..errors import TunedeckError
+    from ..preflight import check as preflight_check
+
+    try:
+        report = preflight_check(build_config(args)).to_json()
+    except TunedeckError as exc:  # the settings themselves are wrong
+        report = {"ok": False, "problem": str(exc), "warnings": [],
+                  "checks": [{"name": "settings", "ok": False, "detail": str(exc), "seconds": 0.0}]}
+    code = 0 if report["ok"] else 2
+    if args.json:
+        print(json.dumps({**report, "exit": code}), flush=True)
+        return code
+    for c in report["checks"]:
+        print(f"{'✔' if c['ok'] else '✘'} {c['name']:<10} {c['detail']}")
+    for warning in report["warnings"]:
+        print(f"! {warning}")
+    if report["ok"]:
+        print("Ready: `tunedeck train` without --check starts this run.")
+    else:
+        print(f"tunedeck: {report['problem']}", file=sys.stderr)
+    return code
+
+
 def run(args) -> int:
     from ..launch import start_run
 
+    if args.check:
+        return check(args)
     config = build_config(args)
     new = start_run(config)
     if args.json:

@@ -1,14 +1,15 @@
 """Training data: open any common fine-tuning file lazily, detect its format, point at bad rows,
 normalise rows to chat ``messages`` (or ``text``), and compute the trained-token mask.
 
-The contract the trainer relies on:
+The contract the trainer relies on (hub dataset ids included):
 
     load_examples(ref, split="train") -> list[dict]   # normalised examples, or DataError
     has_validation_split(ref) -> bool
     encode.encode(tokenizer, example, max_length)      # the one trained-token mask
 
-Only the standard library (and pyarrow for Parquet/Arrow) is imported here: the TUI may use the
-readers directly; tokenizer work lives in ``stats``/``render`` and imports transformers lazily.
+``dataset`` (rows, formats, problems) imports only the standard library (and pyarrow for
+Parquet/Arrow): the TUI and the launcher use it directly. ``hub`` is the one module that imports
+``datasets``; tokenizer work lives in ``stats``/``render`` and imports transformers lazily.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from .dataset import (
     has_validation_split,
     inspect,
     is_local,
-    load_examples,
-    open_source,
 )
 from .formats import FORMATS
+from .hub import load_examples, open_source
 
 __all__ = [
     "FORMATS",

@@ -1,64 +1,74 @@
 """A dataset reference -> rows -> format, problems and training examples.
 
-``open_source`` turns what the user wrote (a file, a ``save_to_disk`` folder, ``demo``, a hub id)
-into a lazy ``Source``. ``inspect`` makes one pass over every row: file format, counts, each bad
+``open_source`` turns what the user wrote (a file, a ``save_to_disk`` folder, ``demo``) into a lazy
+``Source``. No ML library here (the TUI and the launcher use this module): a hub dataset id is
+opened by ``engine.data.hub``, the one module that imports ``datasets``, and its ``Source`` goes
+through the same ``inspect`` / ``load_examples``. ``inspect`` makes one pass over every row: file format, counts, each bad
 row with its line/record number, warnings. ``load_examples`` is what the trainer calls: every row
 normalised, or one DataError that names the first bad row and how many there are.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import demo
 from ..errors import DataError
 from . import formats
-from .local import (  # noqa: F401 - the data API in one place for the engine
-    CheckedRow,
-    check,
-    demo_path,
-    detect_file_format,
-    is_local,
-    iter_checked,
-    open_local,
-)
-from .reader import RecordsSource, Source, saved_splits, split_files
+from .reader import RawRow, Source, open_file, open_folder, saved_splits, split_files
 
 SPLITS = ("train", "validation")
+DETECT_ROWS = 64  # rows looked at to decide the file's format
 MAX_LISTED_ERRORS = 1000
 
 Progress = Callable[[float, int], None]
 """progress(fraction done, rows so far)."""
 
 
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "~", "/")) and not Path(ref).suffix
+
+
+def is_local(ref: str) -> bool:
+    """True when ``ref`` is read from the disk (everything but a hub id); no import, no network."""
+    ref = (ref or "").strip()
+    return ref == demo.DEMO or Path(ref).expanduser().exists() or not _looks_like_hub_id(ref)
+
+
+def demo_path(split: str = "train") -> Path:
+    if split == "train":
+        return demo.train_file()
+    if split == "validation":
+        return demo.validation_file()
+    raise DataError(f"The demo data has no '{split}' split; use train or validation.")
+
+
 def open_source(ref: str, *, split: str = "train") -> Source:
-    """A lazy Source for a data reference (a local file or folder, demo, or a hub id); raises
-    DataError with one sentence if it cannot be opened."""
-    if not is_local(ref):
-        return _open_hub(ref.strip(), split)
-    return open_local(ref, split=split)
-
-
-def _open_hub(ref: str, split: str) -> Source:
-    offline = any(os.environ.get(k, "0") not in ("", "0", "false", "False") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(ref, split=split)
-    except Exception as exc:  # datasets raises many types: not found, offline, no such split
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if offline:
-            why = "the Hub is offline and it is not in the local datasets cache"
-        raise DataError(
-            f"Cannot open hub dataset '{ref}' (split {split}): {why}; download it where there is network "
-            "and save it with save_to_disk, or pass a local file."
-        ) from None
-    return RecordsSource(ref, ds)
+    """A lazy Source for a data reference; raises DataError with one sentence if it cannot be opened."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise DataError("No data given: pass a .jsonl, .json, .csv, .tsv or .parquet file, a saved dataset folder, or demo.")
+    if ref == demo.DEMO:
+        path = demo_path(split)
+        return open_file(path, display=path.name)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return open_folder(path, split, display=ref)
+    if path.is_file():
+        if split != "train":
+            raise DataError(f"{ref} is a single file, so it has no '{split}' split; pass the {split} file itself.")
+        return open_file(path, display=ref)
+    if path.exists():
+        raise DataError(f"{ref} is neither a file nor a folder.")
+    if _looks_like_hub_id(ref):
+        raise DataError(f"'{ref}' is a Hugging Face hub dataset, not a file; the engine opens it "
+                        "(engine.data.hub), not this reader.")
+    raise DataError(f"Data file {ref} does not exist; check the path (or use demo for the built-in data).")
 
 
 def has_validation_split(ref: str) -> bool:
@@ -137,6 +147,46 @@ class Report:
             "seconds": round(self.seconds, 3),
             "stats": self.stats if self.stats is not None else {},
         }
+
+
+def detect_file_format(source: Source) -> str | None:
+    """The format of the file: the most common among its first parseable rows."""
+    seen: Counter = Counter()
+    order: list[str] = []
+    for row in source.head(DETECT_ROWS):
+        if row.record is None:
+            continue
+        fmt = formats.detect(row.record)
+        if fmt is None:
+            continue
+        if fmt not in seen:
+            order.append(fmt)
+        seen[fmt] += 1
+    if not seen:
+        return None
+    best = max(seen.values())
+    return next(f for f in order if seen[f] == best)
+
+
+@dataclass
+class CheckedRow:
+    raw: RawRow
+    format: str | None
+    example: dict | None
+    problem: str | None
+
+
+def check(raw: RawRow, file_format: str | None) -> CheckedRow:
+    if raw.record is None:
+        return CheckedRow(raw, None, None, raw.error or "cannot be read")
+    fmt, example, problem = formats.check_row(raw.record, file_format)
+    return CheckedRow(raw, fmt, example, problem)
+
+
+def iter_checked(source: Source, file_format: str | None = None) -> Iterator[CheckedRow]:
+    file_format = file_format or detect_file_format(source)
+    for raw in source.iter_rows():
+        yield check(raw, file_format)
 
 
 def unusable_reason(source: Source, file_format: str | None) -> str | None:
@@ -223,9 +273,10 @@ def bad_rows_sentence(report: Report, ref: str) -> str:
     )
 
 
-def load_examples(ref: str, *, split: str = "train") -> list[dict]:
+def load_examples(ref: str | Source, *, split: str = "train") -> list[dict]:
     """Every row of the data normalised for training; DataError if the data is unusable or any row is bad."""
-    source = open_source(ref, split=split)
+    source = ref if isinstance(ref, Source) else open_source(ref, split=split)
+    ref = ref if isinstance(ref, str) else source.display
     file_format = detect_file_format(source)
     reason = unusable_reason(source, file_format)
     if reason:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 
+from .reader import json_limit
+
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {
@@ -126,8 +128,8 @@ def _messages(value, *, field: str = "messages", allow_weight: bool = True) -> l
     if isinstance(value, str) and value.lstrip().startswith("["):  # a JSON-encoded column (CSV)
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise RowError(f"has a '{field}' text that is not valid JSON ({exc.msg})") from None
+        except (RecursionError, ValueError) as exc:
+            raise RowError(f"has a '{field}' text that is not valid JSON ({getattr(exc, 'msg', None) or json_limit(exc)})") from None
     if not isinstance(value, list):
         raise RowError(f"has '{field}' as {_kind(value)}; it must be a list of messages")
     out = []
@@ -163,8 +165,8 @@ def _sharegpt(record: dict) -> list[dict]:
     if isinstance(turns, str) and turns.lstrip().startswith("["):
         try:
             turns = json.loads(turns)
-        except json.JSONDecodeError as exc:
-            raise RowError(f"has a 'conversations' text that is not valid JSON ({exc.msg})") from None
+        except (RecursionError, ValueError) as exc:
+            raise RowError(f"has a 'conversations' text that is not valid JSON ({getattr(exc, 'msg', None) or json_limit(exc)})") from None
     if not isinstance(turns, list):
         raise RowError(f"has 'conversations' as {_kind(turns)}; it must be a list of turns")
     out = []

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import threading
 from array import array
@@ -163,6 +162,13 @@ def _describe_json_error(exc: json.JSONDecodeError) -> str:
     return f"is not valid JSON ({exc.msg} at column {exc.colno})"
 
 
+def json_limit(exc: BaseException) -> str:
+    """What a hostile but well-formed JSON value ran into (not a syntax error)."""
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply to read"
+    return str(exc).split(";")[0].strip() or type(exc).__name__  # e.g. a number of 100,000 digits
+
+
 def parse_json_line(raw: bytes) -> tuple[dict | None, str | None, str | None]:
     """(record, error, text) for one line of a JSON Lines file."""
     if raw.startswith(BOM):
@@ -173,7 +179,9 @@ def parse_json_line(raw: bytes) -> tuple[dict | None, str | None, str | None]:
         return None, f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})", None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (RecursionError, ValueError) as exc:
+        if not isinstance(exc, json.JSONDecodeError):
+            return None, f"cannot be read as JSON ({json_limit(exc)})", None
         hint = ""
         bare = text.strip()
         if bare in ("{", "[", "}", "]", "},", "],") or (text[:1] in " \t" and bare.startswith('"')):
@@ -476,7 +484,11 @@ class JsonArraySource(_StreamSource):
                 while True:
                     try:
                         value, end = decoder.raw_decode(state["buf"], state["pos"])
-                    except json.JSONDecodeError as exc:
+                    except (RecursionError, ValueError) as exc:
+                        if not isinstance(exc, json.JSONDecodeError):
+                            yield RawRow(index, index + 1, None, f"cannot be read as JSON ({json_limit(exc)}, "
+                                         f"line {line()}); nothing after it can be read")
+                            return
                         if not state["eof"] and more():
                             continue
                         state["pos"] = exc.pos
@@ -722,6 +734,8 @@ def _json_object_field(path: Path, display: str) -> str:
             value = json.load(f)
     except json.JSONDecodeError as exc:
         raise DataError(f"{display}:{exc.lineno} is not valid JSON ({exc.msg} at column {exc.colno}).") from None
+    except (RecursionError, ValueError) as exc:
+        raise DataError(f"{display} cannot be read as JSON ({json_limit(exc)}).") from None
     except UnicodeDecodeError:
         raise DataError(f"{display} is not UTF-8 text; save it as UTF-8 and open it again.") from None
     if isinstance(value, dict):
@@ -764,7 +778,7 @@ def open_file(path: Path, display: str | None = None) -> Source:
         try:
             json.loads(first_line.decode("utf-8", errors="replace"))
             return JsonlSource(path, display, head=head)
-        except json.JSONDecodeError:
+        except (RecursionError, ValueError):
             if suffix == ".json":
                 return JsonArraySource(path, display, field=_json_object_field(path, display))
             return JsonlSource(path, display, head=head)

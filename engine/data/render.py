@@ -8,7 +8,8 @@ transformers (through the tokenizer); the TUI reaches this through a child proce
 from __future__ import annotations
 
 from ..errors import DataError
-from .dataset import check, detect_file_format, open_source
+from .dataset import check, detect_file_format
+from .hub import open_source
 from .encode import encode
 
 

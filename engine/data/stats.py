@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import formats
-from .dataset import detect_file_format, open_source, unusable_reason
+from .dataset import detect_file_format, unusable_reason
+from .hub import open_source
 from .encode import encode_many
 from .reader import JsonlSource, Source, parse_json_line
 from ..errors import DataError

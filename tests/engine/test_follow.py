@@ -13,7 +13,7 @@ import pytest
 from engine import launch
 from engine.config import RunConfig
 from engine.follow import CRASH_SETTLE, RunFollower, follow
-from engine.runs import create_run, get_run
+from engine.runs import create_run, get_run, process_identity
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,7 +49,7 @@ def test_replays_the_history_then_only_reports_changes():
 
 def test_a_half_written_line_waits_for_its_end():
     run = _run()
-    run.write_status(state="running", pid=os.getpid(), step=0)
+    run.write_status(state="running", **process_identity(os.getpid()), step=0)
     _write_attempt(run, 0, [1], 1000.0)
     follower = RunFollower(run)
     assert [s for s, _ in follower.poll().losses] == [1]
@@ -112,7 +112,7 @@ def test_a_stopper_that_records_the_end_just_after_the_kill_is_not_a_crash():
 
 def test_live_pace_gives_an_eta():
     run = _run()
-    run.write_status(state="running", pid=os.getpid(), pid_started=None, step=5, max_steps=10)
+    run.write_status(state="running", **process_identity(os.getpid()), step=5, max_steps=10)
     now = time.time()
     _write_attempt(run, 0, [], now - 5)
     for s in range(1, 6):
@@ -125,7 +125,7 @@ def test_live_pace_gives_an_eta():
 
 def test_several_followers_on_threads_see_the_same_run():
     run = _run()
-    run.write_status(state="running", pid=os.getpid(), step=0, max_steps=6)
+    run.write_status(state="running", **process_identity(os.getpid()), step=0, max_steps=6)
     seen = [[], []]
     done = [threading.Event(), threading.Event()]
 

@@ -15,7 +15,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.launch import RunStateError, resume_run, start_run, stop_run
 from engine.run_state import effective_events
-from engine.runs import RunNotFound, create_run, get_run, list_runs, process_start_time
+from engine.runs import RunNotFound, create_run, get_run, list_runs, process_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def test_run_folder_is_private_and_status_is_atomic(tunedeck_home):
 def test_a_running_status_whose_process_is_gone_is_crashed_with_the_log_tail():
     run = _run()
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run.write_status(state="running", pid=proc.pid, pid_started=process_start_time(proc.pid), step=7)
+    run.write_status(state="running", **process_identity(proc.pid), step=7)
     run.log_path.write_text("loading\nstep 7\nSegmentation fault\n")
     assert run.info().state == "running"
     proc.kill()
@@ -50,7 +50,8 @@ def test_a_running_status_whose_process_is_gone_is_crashed_with_the_log_tail():
 
 def test_a_reused_pid_is_not_taken_for_the_worker():
     run = _run()
-    run.write_status(state="running", pid=os.getpid(), pid_started=process_start_time(os.getpid()) - 1000)
+    me = process_identity(os.getpid())
+    run.write_status(state="running", **{**me, "pid_started": me["pid_started"] - 1000})
     assert run.info().state == "crashed"
 
 
@@ -102,7 +103,7 @@ def test_stop_and_resume_refuse_what_makes_no_sense():
         resume_run(run.id)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        run.write_status(state="running", pid=proc.pid, pid_started=process_start_time(proc.pid))
+        run.write_status(state="running", **process_identity(proc.pid))
         with pytest.raises(RunStateError, match="still running"):
             resume_run(run.id)
     finally:
@@ -116,7 +117,7 @@ def test_stop_kills_a_worker_that_ignores_sigterm_after_the_grace_period():
                              "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE,
                             start_new_session=True)
     assert proc.stdout.readline().strip() == b"ready"
-    run.write_status(state="running", pid=proc.pid, pid_started=process_start_time(proc.pid), step=4)
+    run.write_status(state="running", **process_identity(proc.pid), step=4)
     waited = []
     started = time.monotonic()
     import threading

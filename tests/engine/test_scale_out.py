@@ -98,6 +98,14 @@ def test_two_processes_train_on_the_cpu_and_write_each_event_once(tiny_model, to
     workers = _wait(run, lambda r: [p for p in psutil.Process(pid).children() if "engine.worker" in " ".join(p.cmdline())]
                     if _logged_step(r) >= 1 else None)
     assert len(workers) == 2
+    # the rendezvous store and the workers listen on the loopback only: nothing is reachable from the network
+    listening = []
+    for proc in [psutil.Process(pid), *workers]:
+        try:
+            listening += [c.laddr.ip for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            pass
+    assert listening and all(ip in ("127.0.0.1", "::1") for ip in listening), listening
     os.kill(pid, signal.SIGHUP)  # a lost terminal: the launcher ignores it
     _wait(run, _ended)
     info = run.info()
