@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -145,14 +146,20 @@ def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
             proc.wait()
 
 
+# A line of stderr that says why a process died: an exception's last line, or the system's word.
+_CAUSE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Fault)\b|Killed\b|Segmentation fault|"
+                    r".*out of memory)", re.IGNORECASE)
+
+
 def failure_message(name: str, code: int | None, stderr: list[str], hint: str = ".") -> str:
     """One sentence for a child that failed: its own error sentence (the CLI writes ``tunedeck: ...``
-    on stderr), else how it ended and the last line it wrote."""
-    last = next((line.strip() for line in reversed(stderr) if line.strip()), "")
-    if last.startswith("tunedeck: "):
-        return last.removeprefix("tunedeck: ")
+    on stderr), else how it ended and the line that says why — never an unrelated warning."""
+    lines = [line.strip() for line in stderr if line.strip()]
+    if lines and lines[-1].startswith("tunedeck: "):
+        return lines[-1].removeprefix("tunedeck: ")
+    cause = next((line for line in reversed(lines) if _CAUSE.match(line)), "")
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-    return f"The {name} {how}" + (f" ({last[:200]})" if last else "") + hint
+    return f"The {name} {how}" + (f" ({cause[:200]})" if cause else "") + hint
 
 
 def command(args, module: str = "engine", python: str | None = None) -> list[str]:

@@ -115,7 +115,8 @@ SERVER = """
                 out.emit({"id": req["id"], "type": "tick", "i": i})
             return {"type": "counted", "text": "é"}
         if req["op"] == "die":
-            print("dying now", file=sys.stderr, flush=True)
+            print("RuntimeError: dying now", file=sys.stderr, flush=True)
+            print("a library warning that is not why", file=sys.stderr, flush=True)  # never quoted
             os._exit(5)
         raise TunedeckError(f"unknown op {req['op']!r}")
 
@@ -149,7 +150,7 @@ def test_when_a_service_dies_pending_requests_end_and_on_exit_is_told(module):
         service.start()
         dead = within(30, lambda: service.request("die", timeout=30))
         assert dead == {"id": dead["id"], "ok": False, "crashed": True,
-                        "error": "The test server exited with code 5 (dying now)."}
+                        "error": "The test server exited with code 5 (RuntimeError: dying now)."}
         deadline = time.monotonic() + 10
         while not told and time.monotonic() < deadline:  # called by the reader thread, just after
             time.sleep(0.05)
