@@ -15,6 +15,7 @@ import asyncio
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +72,7 @@ async def shoot(size: tuple[int, int], run_id: str, out: Path) -> None:
         print(f"  saved screenshots/{name}.svg", flush=True)
 
     app = TunedeckApp(attach_run=None)
-    app.project.run_id = run_id
+    app.project = replace(app.project, run_id=run_id)
     async with app.run_test(size=size) as pilot:
         await settle(pilot, 1.5)
         save(app, "home")

@@ -1,19 +1,73 @@
-"""What the user is working on: carried from screen to screen (Data -> Method -> Train -> Chat)."""
+"""What the user is working on, carried from screen to screen (Data -> Method -> Train -> Chat).
+
+``Project`` is an immutable value held by the app (``TunedeckApp.project``, a reactive). A screen
+changes it by assigning a new one (``dataclasses.replace``, or ``AreaScreen.set_project``) on the
+UI thread; every area screen watches it and follows (``AreaScreen.project_changed``).
+
+``Architectures`` fetches a model's architecture once per model (a short-lived helper process: it
+needs transformers to build the model on the meta device); everything computed from it — memory of
+each method, fit, ways to fit — is plain arithmetic in this process (engine.estimate).
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from engine import estimate as E
 
 
-@dataclass
+@dataclass(frozen=True)
 class Project:
     model: str = "demo"
     data: str = "demo"
     method: str | None = None  # "lora" | "qlora" | "full", once chosen
-    settings: dict = field(default_factory=dict)  # hyper-parameters carried to the Train screen
+    settings: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameters carried to the Train screen
     run_id: str | None = None  # the run being watched / chatted with
-    train_pane: str | None = None  # one-shot: the Train pane to open next ("setup" after Method's choice)
 
-    def take_train_pane(self) -> str | None:
-        pane, self.train_pane = self.train_pane, None
-        return pane
+    def __post_init__(self) -> None:
+        # read-only, so that a change always goes through a new Project (and its watchers)
+        if not isinstance(self.settings, MappingProxyType):
+            object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+
+class Architectures:
+    """Model architectures by model reference, each fetched once (``get`` blocks: call it from a thread).
+
+    Two screens asking for the same model at once share one helper process."""
+
+    timeout = 300.0
+
+    def __init__(self) -> None:
+        self._known: dict[str, E.Architecture] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def known(self, model: str) -> E.Architecture | None:
+        return self._known.get(model)
+
+    def get(self, model: str) -> E.Architecture:
+        """Raises EngineProcessError (one sentence) when the helper fails."""
+        with self._lock:
+            if model in self._known:
+                return self._known[model]
+            lock = self._locks.setdefault(model, threading.Lock())
+        with lock:
+            if model not in self._known:
+                self._known[model] = _fetch(model, self.timeout)
+            return self._known[model]
+
+
+def _fetch(model: str, timeout: float) -> E.Architecture:
+    from engine.ipc import EngineProcessError, run_json
+
+    try:
+        result = run_json(["estimate", "--model", model, "--method", "lora", "--json"], timeout=timeout)
+        return E.Architecture.from_dict(result["architecture"])
+    except EngineProcessError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a timeout, no helper process: say it plainly
+        raise EngineProcessError(f"the estimate helper failed ({exc})") from None

@@ -164,7 +164,7 @@ def test_histogram_rebins_to_its_width_and_places_the_cut():
 
 
 def test_a_new_job_under_the_same_key_stops_the_old_one(tmp_path):
-    from tui.data_helper import ChildJobs
+    from engine.ipc import ChildJobs
 
     path = tmp_path / "long.jsonl"
     with open(path, "w") as f:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -110,7 +111,7 @@ async def test_monitor_and_chat_hand_the_run_over(tiny_model):
         await pilot.press("enter")
         assert app.current_mode == "train" and app.project.run_id == runs["stopped"].id
 
-        app.project.run_id = runs["completed"].id  # e.g. the Train screen moved on to another run
+        app.project = replace(app.project, run_id=runs["completed"].id)  # e.g. the Train screen moved on to another run
         screen = await _open(pilot)
         assert screen.query_one(RunsTable).current.id == runs["completed"].id  # back here, the cursor follows
         await _select(pilot, runs["failed"].id)  # no adapter, no checkpoint: nothing to chat with

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,9 @@ from engine.paths import runs_dir
 from engine.runs import Run
 from fake_nvml import GIB, FakeGpu, FakeNVML, NVMLError_DriverNotLoaded, install
 from tui.app import TunedeckApp
-from tui.screens.stop_run import StopRunScreen
+from tui.screens.confirm import ConfirmScreen as StopRunScreen
 from tui.screens.train import TrainScreen
+from tui.screens.train_monitor import MonitorPane
 from tui.widgets.config_form import ConfigForm, FieldRow
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.loss_chart import LossChart, LossPlot
@@ -124,8 +126,8 @@ async def test_driver_not_loaded_is_said_in_one_line(monkeypatch):
 
 async def test_settings_carried_from_method_are_checked_by_the_engine_as_you_type(tiny_model):
     app = TunedeckApp(model=str(tiny_model))
-    app.project.method = "lora"
-    app.project.settings = {"learning_rate": 1e-4, "max_steps": 50, "lora": {"r": 8, "alpha": 16}}
+    app.project = replace(app.project, method="lora",
+                          settings={"learning_rate": 1e-4, "max_steps": 50, "lora": {"r": 8, "alpha": 16}})
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_train(pilot)
         form = screen.query_one(ConfigForm)
@@ -166,7 +168,7 @@ async def test_settings_carried_from_method_are_checked_by_the_engine_as_you_typ
 
 async def test_start_from_the_screen_and_watch_the_run_reach_its_final_step(tiny_model):
     app = TunedeckApp(model=str(tiny_model))
-    app.project.settings = tiny_settings()
+    app.project = replace(app.project, settings=tiny_settings())
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_train(pilot)
         assert screen.pane == "setup"
@@ -359,7 +361,7 @@ def write_fixed_run() -> Run:
 
 def _snapshot_app(monkeypatch):
     install(monkeypatch, FakeNVML(gpus=[FakeGpu()]))
-    monkeypatch.setattr(TrainScreen, "sample_interval", 3600.0)  # one sample: a stable sparkline
+    monkeypatch.setattr(MonitorPane, "sample_interval", 3600.0)  # one sample: a stable sparkline
     write_fixed_run()
     return TunedeckApp(attach_run=SNAP_RUN)
 
@@ -394,7 +396,7 @@ async def test_a_method_chosen_opens_train_on_its_settings_not_the_last_runs_mon
 
     monkeypatch.setenv("TUNEDECK_HOME", str(finished_run.dir.parent.parent))
     app = TunedeckApp()
-    app.project.run_id = finished_run.id  # a run watched earlier in this session
+    app.project = replace(app.project, run_id=finished_run.id)  # a run watched earlier in this session
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("3")
         screen = app.screen

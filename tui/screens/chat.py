@@ -19,11 +19,13 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Input, Select, Static
 
-from engine.chat_client import ChatClient, ChatTarget, chat_targets, default_target, training_system_prompt
-from engine.models import resolve
+from engine.chat_client import ChatClient
+from engine.chat_targets import ChatTarget, chat_targets, default_target, training_system_prompt
+from engine.model_refs import resolve
 from engine.errors import TunedeckError
 
 from ..widgets.chat_pane import ChatPane
+from ..project import Project
 from .base import AreaScreen
 from .chat_settings import ChatSettingsScreen
 
@@ -44,23 +46,7 @@ class ChatEvent(Message):
 
 class ChatScreen(AreaScreen):
     AREA = "chat"
-    DEFAULT_CSS = """
-    ChatScreen #chat-bar { height: 1; margin: 0 1; }
-    ChatScreen #chat-bar Select { margin-right: 1; }
-    ChatScreen #chat-run { width: 1fr; }
-    ChatScreen #chat-checkpoint { width: 22; }
-    ChatScreen #chat-mode { width: 16; margin-right: 0; }
-    ChatScreen #chat-panes { height: 1fr; }
-    ChatScreen #chat-empty { height: auto; border: round $warning; padding: 0 1; margin: 1 2; }
-    ChatScreen #chat-empty.-hidden { display: none; }
-    ChatScreen #chat-empty Button { margin-top: 1; }
-    ChatScreen #chat-status { height: 1; padding: 0 1; color: $text-muted; background: $panel;
-                              text-wrap: nowrap; text-overflow: ellipsis; }
-    ChatScreen #chat-status.-error { color: $error; }
-    ChatScreen #chat-prompt-row { height: 1; margin: 0 1; }
-    ChatScreen #chat-prompt-mark { width: 2; color: $accent; text-style: bold; }
-    ChatScreen #chat-input { width: 1fr; }
-    """
+    CSS_PATH = "../chat.tcss"
     BINDINGS = [
         Binding("ctrl+t", "cycle_mode", "Mode", id="chat-cycle-mode"),
         Binding("escape", "stop", "Stop", id="chat-stop"),
@@ -83,7 +69,7 @@ class ChatScreen(AreaScreen):
         self._system_from_run: str | None = None
         self._gen_sides: list[str] = []
         self._forced_base = False
-        self._asked_run: str | None = None  # the project's run when this screen last followed it
+        self._picked_elsewhere: str | None = None  # a run chosen on another screen since (Runs: c, Train)
         self._last_figures = ""
 
     # --- layout --------------------------------------------------------------------------------
@@ -121,20 +107,28 @@ class ChatScreen(AreaScreen):
         self.client.close(timeout=2)
 
     # --- runs ----------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="chat-runs")
-    def find_runs(self, first: bool) -> None:
-        targets = chat_targets()
-        self.app.call_from_thread(self._runs_found, targets, first)
+    def project_changed(self, old: Project, new: Project) -> None:
+        if new.run_id != old.run_id and new.run_id != (self.selected[0] if self.selected else None):
+            self._picked_elsewhere = new.run_id  # followed when the runs are next listed
 
-    def _runs_found(self, targets: list[ChatTarget], first: bool) -> None:
+    class RunsFound(Message, bubble=False):
+        def __init__(self, targets: list[ChatTarget], first: bool) -> None:
+            super().__init__()
+            self.targets, self.first = targets, first
+
+    @work(thread=True, exclusive=True, group="chat-runs", exit_on_error=False)
+    def find_runs(self, first: bool) -> None:
+        self.post_message(self.RunsFound(chat_targets(), first))
+
+    def on_chat_screen_runs_found(self, message: RunsFound) -> None:
+        targets, first = message.targets, message.first
         self.targets = targets
         if not first and targets and self.selected is None and not self.loading:
             first = True  # a run appeared since the screen said there was none
-        asked = self.project.run_id
-        if (not first and asked != self._asked_run and self.selected is not None and asked != self.selected[0]
-                and any(t.run_id == asked for t in targets)):
+        picked, self._picked_elsewhere = self._picked_elsewhere, None
+        if (not first and picked is not None and self.selected is not None and picked != self.selected[0]
+                and any(t.run_id == picked for t in targets)):
             first = True  # a run was picked elsewhere since (Runs: c, or the Train monitor): chat with it
-        self._asked_run = asked
         run_select = self.query_one("#chat-run", Select)
         base_label = f"base model only ({self._base_display()})"
         options = [(t.label, t.run_id) for t in targets] + [(base_label, BASE_ONLY)]
@@ -242,8 +236,8 @@ class ChatScreen(AreaScreen):
         run, checkpoint = selection
         new_run = self.selected is None or self.selected[0] != run
         self.selected = selection
-        self.project.run_id = run or self.project.run_id
-        self._asked_run = self.project.run_id
+        self._picked_elsewhere = None  # this choice is the newer one
+        self.set_project(run_id=run or self.project.run_id)
         if new_run:
             self._system_from_run = training_system_prompt(run)
             self.settings["system"] = self._system_from_run
@@ -256,17 +250,17 @@ class ChatScreen(AreaScreen):
         self.load_model(run, checkpoint, None if run else self.project.model)
 
     # --- the chat process ----------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="chat-load")
+    @work(thread=True, exclusive=True, group="chat-load", exit_on_error=False)
     def load_model(self, run: str | None, checkpoint: int | None, model: str | None) -> None:
         for event in self.client.load(run=run, checkpoint=checkpoint, model=model):
             self.post_message(ChatEvent("load", event))
 
-    @work(thread=True, group="chat-generate")
+    @work(thread=True, group="chat-generate", exit_on_error=False)
     def generate(self, messages: dict, mode: str, settings: dict) -> None:
         for event in self.client.generate(messages, mode=mode, **settings):
             self.post_message(ChatEvent("generate", event))
 
-    @work(thread=True, exclusive=True, group="chat-load")
+    @work(thread=True, exclusive=True, group="chat-load", exit_on_error=False)
     def restart_process(self) -> None:
         self.client.restart()
         run, checkpoint = self.selected or (None, None)

@@ -12,21 +12,7 @@ LIMITS = {"max_new_tokens": (1, 32768), "temperature": (0.0, 5.0), "top_p": (0.0
 
 
 class ChatSettingsScreen(ModalScreen[dict | None]):
-    DEFAULT_CSS = """
-    ChatSettingsScreen { align: center middle; }
-    ChatSettingsScreen > Vertical {
-        width: 76; max-width: 100%; height: auto; max-height: 100%;
-        border: round $accent; background: $surface; padding: 0 1;
-    }
-    ChatSettingsScreen #settings-title { text-style: bold; color: $accent; }
-    ChatSettingsScreen .settings-row { height: 1; margin-top: 1; }
-    ChatSettingsScreen Label { width: 16; color: $text-muted; }
-    ChatSettingsScreen Input { width: 1fr; }
-    ChatSettingsScreen .settings-hint { color: $text-muted; }
-    ChatSettingsScreen #settings-error { color: $error; height: auto; }
-    ChatSettingsScreen #settings-buttons { height: auto; align-horizontal: right; margin-top: 1; }
-    ChatSettingsScreen Button { margin-left: 1; }
-    """
+    CSS_PATH = "../modals.tcss"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="chat-settings-cancel")]
 
     def __init__(self, settings: dict) -> None:

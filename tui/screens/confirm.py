@@ -1,4 +1,5 @@
-"""Ask before doing something that cannot be undone; y / n (or Esc) answer."""
+"""Ask before doing something that cannot be undone (delete a run) or that ends one (stop a run);
+y / n (or Esc) answer. ``tone`` colours it: "error" (red, destructive) or "warning"."""
 
 from __future__ import annotations
 
@@ -10,24 +11,15 @@ from textual.widgets import Button, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical {
-        width: 68; max-width: 100%; height: auto; border: round $error; background: $surface; padding: 0 1;
-    }
-    ConfirmScreen #confirm-title { text-style: bold; color: $error; }
-    ConfirmScreen #confirm-body { margin: 1 0; color: $text; }
-    ConfirmScreen Horizontal { height: auto; align-horizontal: right; }
-    ConfirmScreen Button { margin-left: 1; }
-    """
+    CSS_PATH = "../modals.tcss"
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm-yes"),
         Binding("n,escape", "answer(False)", "No", id="confirm-no"),
     ]
 
-    def __init__(self, title: str, body: str, *, yes: str = "Delete", no: str = "Keep") -> None:
-        super().__init__()
-        self.title_text, self.body, self.yes, self.no = title, body, yes, no
+    def __init__(self, title: str, body: str, *, yes: str = "Delete", no: str = "Keep", tone: str = "error") -> None:
+        super().__init__(classes=f"-{tone}")
+        self.title_text, self.body, self.yes, self.no, self.tone = title, body, yes, no, tone
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -35,7 +27,7 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(self.body, id="confirm-body", markup=False)
             with Horizontal():
                 yield Button(f"{self.no} (n)", id="confirm-cancel", compact=True)
-                yield Button(f"{self.yes} (y)", id="confirm-ok", variant="error", compact=True)
+                yield Button(f"{self.yes} (y)", id="confirm-ok", variant=self.tone, compact=True)
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)

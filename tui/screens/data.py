@@ -17,24 +17,26 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Input, Label, OptionList, ProgressBar, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 from textual.markup import escape as _escape
 from textual.worker import get_current_worker
 
-from engine import data as engine_data
+from engine.data import dataset as engine_data
 from engine.data import formats
 from engine.data.dataset import check, detect_file_format
 from engine.errors import TunedeckError
+from engine.ipc import ChildJobs, EngineProcessError
 
-from ..data_helper import ChildJobs, LatestOnly, RenderHelper
-from ..engine_process import EngineProcessError
+from ..data_helper import LatestOnly, RenderHelper
 from ..widgets.conversation_view import ConversationView
 from ..widgets.length_histogram import LengthHistogram
 from ..widgets.path_input import PathInput
 from ..widgets.row_table import RowLine, RowTable
 from ..widgets.token_view import TokenView
-from .base import AreaScreen
+from ..project import Project
+from .base import AreaScreen, JobFailed, in_thread
 
 DEFAULT_MAX_LENGTH = 1024
 AUTO_STATS_BYTES = 50 << 20  # bigger files compute token statistics when asked (s)
@@ -44,30 +46,7 @@ WIDE = 120  # columns from which the table and the details sit side by side
 
 class DataScreen(AreaScreen):
     AREA = "data"
-    DEFAULT_CSS = """
-    DataScreen #data-bar { height: 1; margin: 0 1; }
-    DataScreen .data-label { width: auto; color: $text-muted; padding: 0 1 0 0; }
-    DataScreen #data-max-length { width: 8; }
-    DataScreen #data-status { height: 1; margin: 0 1; }
-    DataScreen #data-summary { width: 1fr; height: 1; }
-    DataScreen #data-progress-label { width: 19; color: $text-muted; padding: 0 1; text-align: right; }
-    DataScreen #data-progress { width: 30; }
-    DataScreen #data-progress Bar { width: 1fr; }
-    DataScreen .-idle #data-progress, DataScreen .-idle #data-progress-label { display: none; }
-    DataScreen #data-main { layout: vertical; height: 1fr; }
-    DataScreen.-wide #data-main { layout: horizontal; }
-    DataScreen #data-rows-pane { height: 2fr; min-height: 4; }
-    DataScreen.-wide #data-rows-pane { height: 1fr; width: 2fr; }
-    DataScreen #data-rows-header { height: 1; background: $panel; color: $text-muted; padding: 0 0 0 0; }
-    DataScreen #data-rows { height: 1fr; }
-    DataScreen #data-tabs { height: 3fr; }
-    DataScreen.-wide #data-tabs { height: 1fr; width: 3fr; }
-    DataScreen #data-tabs TabPane { padding: 0; }
-    DataScreen .data-scroll { height: 1fr; }
-    DataScreen #data-stats-text { padding: 0 1; height: auto; }
-    DataScreen #data-histogram { height: 1fr; min-height: 4; max-height: 16; }
-    DataScreen #data-problems { height: 1fr; border: none; }
-    """
+    CSS_PATH = "../data.tcss"
     BINDINGS = [
         Binding("f", "focus_path", "File", id="data-file"),
         Binding("m", "focus_max_length", "Max len", id="data-max-len"),
@@ -79,6 +58,67 @@ class DataScreen(AreaScreen):
         Binding("p", "tab('problems')", "Problems", show=False),
         Binding("escape", "focus_rows", "Rows", show=False),
     ]
+
+    # --- what the background jobs send back (tagged with the generation of the file they read) ---
+    class Opened(Message, bubble=False):
+        def __init__(self, gen: int, ref: str, source, file_format: str | None) -> None:
+            super().__init__()
+            self.gen, self.ref, self.source, self.file_format = gen, ref, source, file_format
+
+    class OpenFailed(Message, bubble=False):
+        def __init__(self, gen: int, ref: str, text: str) -> None:
+            super().__init__()
+            self.gen, self.ref, self.text = gen, ref, text
+
+    class Scanned(Message, bubble=False):
+        def __init__(self, gen: int, count: int, fraction: float, done: bool) -> None:
+            super().__init__()
+            self.gen, self.count, self.fraction, self.done = gen, count, fraction, done
+
+    class RowsFetched(Message, bubble=False):
+        def __init__(self, gen: int, lines: list[RowLine]) -> None:
+            super().__init__()
+            self.gen, self.lines = gen, lines
+
+    class RowChecked(Message, bubble=False):
+        """The row for the conversation view; ``note`` instead when it could not be read."""
+
+        def __init__(self, gen: int, where: str = "", checked=None, raw_text: str | None = None,
+                     note: str | None = None) -> None:
+            super().__init__()
+            self.gen, self.where, self.checked, self.raw_text, self.note = gen, where, checked, raw_text, note
+
+    class TokensRendered(Message, bubble=False):
+        """The token view of row ``index``: ``rendered``, or a ``note`` saying why not (yet)."""
+
+        def __init__(self, gen: int, index: int, rendered: dict | None, note: str | None) -> None:
+            super().__init__()
+            self.gen, self.index, self.rendered, self.note = gen, index, rendered, note
+
+    class Progress(Message, bubble=False):
+        def __init__(self, task: str, label: str | None, fraction: float | None = None) -> None:
+            super().__init__()
+            self.task, self.label, self.fraction = task, label, fraction
+
+    class Inspected(Message, bubble=False):
+        def __init__(self, gen: int, report: dict) -> None:
+            super().__init__()
+            self.gen, self.report = gen, report
+
+    class InspectFailed(Message, bubble=False):
+        def __init__(self, gen: int, text: str) -> None:
+            super().__init__()
+            self.gen, self.text = gen, text
+
+    class StatsCounted(Message, bubble=False):
+        def __init__(self, gen: int, stats: dict, final: bool) -> None:
+            super().__init__()
+            self.gen, self.stats, self.final = gen, stats, final
+
+    class StatsFailed(Message, bubble=False):
+        def __init__(self, gen: int, text: str) -> None:
+            super().__init__()
+            self.gen, self.text = gen, text
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -142,6 +182,10 @@ class DataScreen(AreaScreen):
         elif self.project.model != self.model:
             self._model_changed()
 
+    def project_changed(self, old: Project, new: Project) -> None:
+        if self.is_current:  # otherwise when shown again: no file scan nor tokenizer behind another area
+            self.on_screen_resume()
+
     def on_unmount(self) -> None:
         self._scan_stop.set()
         self._jobs.close()
@@ -178,31 +222,25 @@ class DataScreen(AreaScreen):
         self.query_one(LengthHistogram).set_data(None, self.max_length)
         self._set_problems([])
         self._set_progress("open", "opening", None)
-        _thread(self._open, ref, self._gen, self._scan_stop)
+        in_thread(self, self._open, ref, self._gen, self._scan_stop, title="Data")
 
     # Long jobs run in their own threads, not the shared worker pool, so quick jobs (the rows on
-    # screen) never wait behind them. Results come back through _ui, tagged with the generation.
-    def _ui(self, fn, *args, **kwargs) -> None:
-        try:
-            self.app.call_from_thread(fn, *args, **kwargs)
-        except RuntimeError:  # the app has gone
-            pass
-
+    # screen) never wait behind them. Results come back as messages, tagged with the generation.
     def _open(self, ref: str, gen: int, stop: threading.Event) -> None:
         if not engine_data.is_local(ref):
-            self._ui(
-                self._open_failed, gen, ref,
+            self.post_message(self.OpenFailed(
+                gen, ref,
                 f"{ref} looks like a Hugging Face Hub dataset; the app opens local data: download it where there is "
                 "network and save it with save_to_disk (or export JSON Lines), then open that.",
-            )
+            ))
             return
         try:
             source = engine_data.open_source(ref)
             file_format = detect_file_format(source)  # reads the first rows only
         except TunedeckError as exc:
-            self._ui(self._open_failed, gen, ref, str(exc))
+            self.post_message(self.OpenFailed(gen, ref, str(exc)))
             return
-        self._ui(self._opened, gen, ref, source, file_format)
+        self.post_message(self.Opened(gen, ref, source, file_format))
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -210,18 +248,19 @@ class DataScreen(AreaScreen):
             now = time.perf_counter()
             if now - last[0] > 0.4 or done >= total:
                 last[0] = now
-                self._ui(self._scanned, gen, len(source), done / total if total else 1.0, False)
+                self.post_message(self.Scanned(gen, len(source), done / total if total else 1.0, False))
 
         try:
             source.scan(progress=progress, stop=stop)
         except (TunedeckError, OSError, ValueError) as exc:
-            self._ui(self.notify, f"Reading {ref} stopped: {exc}", severity="error")
+            self.post_message(JobFailed(f"Reading {ref} stopped: {exc}"))
         if stop.is_set():
             source.close()  # another file was opened
         else:
-            self._ui(self._scanned, gen, len(source), 1.0, True)
+            self.post_message(self.Scanned(gen, len(source), 1.0, True))
 
-    def _open_failed(self, gen: int, ref: str, message: str) -> None:
+    def on_data_screen_open_failed(self, event: OpenFailed) -> None:
+        gen, ref, message = event.gen, event.ref, event.text
         if gen != self._gen:
             return
         self.ref = ref
@@ -232,13 +271,14 @@ class DataScreen(AreaScreen):
         )
         self.notify(message, severity="error", title="Cannot open the data")
 
-    def _opened(self, gen: int, ref: str, source, file_format: str | None) -> None:
+    def on_data_screen_opened(self, event: Opened) -> None:
+        gen, ref, source, file_format = event.gen, event.ref, event.source, event.file_format
         if gen != self._gen:
             source.close()
             return
         self.ref, self.source, self.file_format = ref, source, file_format
-        self.project.data = ref
         self.model = self.project.model
+        self.set_project(data=ref)
         unit = "line" if source.unit == "line" else "rec"
         self.query_one("#data-rows-header", Static).update(f"{unit:>5}   first user turn, or the row's problem")
         self._summary()
@@ -247,7 +287,7 @@ class DataScreen(AreaScreen):
         self._timings["first_rows_known"] = time.perf_counter()
         self._set_progress("open", None)
         self._set_progress("scan", "indexing", 0.0)
-        _thread(self._inspect, ref, gen)
+        in_thread(self, self._inspect, ref, gen, title="Data")
         size = getattr(source, "size", 0) or 0
         if size < AUTO_STATS_BYTES:
             self.action_stats()
@@ -257,7 +297,8 @@ class DataScreen(AreaScreen):
                 "(it runs in the background, with progress)."
             )
 
-    def _scanned(self, gen: int, count: int, fraction: float, done: bool) -> None:
+    def on_data_screen_scanned(self, event: Scanned) -> None:
+        gen, count, fraction, done = event.gen, event.count, event.fraction, event.done
         if gen != self._gen:
             return
         self.query_one(RowTable).set_row_count(count)
@@ -272,12 +313,12 @@ class DataScreen(AreaScreen):
         if self.source is not None:
             self._fetch_rows(self._gen, self.source, self.file_format, message.start, message.count)
 
-    @work(thread=True, exclusive=True, group="data-rows")
+    @work(thread=True, exclusive=True, group="data-rows", exit_on_error=False)
     def _fetch_rows(self, gen: int, source, file_format, start: int, count: int) -> None:
         try:
             raws = source.rows(start, count)
         except (OSError, ValueError) as exc:
-            self._ui(self.notify, f"Cannot read {source.display}: {exc}", severity="error")
+            self.post_message(JobFailed(f"Cannot read {source.display}: {exc}"))
             return
         lines = []
         for raw in raws:
@@ -286,9 +327,10 @@ class DataScreen(AreaScreen):
                 lines.append(RowLine(raw.index, raw.where, True, formats.preview(checked.example, width=PREVIEW)))
             else:
                 lines.append(RowLine(raw.index, raw.where, False, checked.problem))
-        self._ui(self._rows_fetched, gen, lines)
+        self.post_message(self.RowsFetched(gen, lines))
 
-    def _rows_fetched(self, gen: int, lines: list[RowLine]) -> None:
+    def on_data_screen_rows_fetched(self, event: RowsFetched) -> None:
+        gen, lines = event.gen, event.lines
         if gen != self._gen:
             return
         self.query_one(RowTable).put_rows(lines)
@@ -300,24 +342,25 @@ class DataScreen(AreaScreen):
         if self.source is not None and message.index < len(self.source):
             self._show_row(self._gen, self.source, self.file_format, message.index, self.max_length, self.model)
 
-    @work(thread=True, exclusive=True, group="data-row")
+    @work(thread=True, exclusive=True, group="data-row", exit_on_error=False)
     def _show_row(self, gen: int, source, file_format, index: int, max_length: int, model: str) -> None:
         try:
             raw = source.get(index)
         except (IndexError, OSError, ValueError) as exc:
-            self._ui(self.query_one(ConversationView).show_message, str(exc))
+            self.post_message(self.RowChecked(gen, note=str(exc)))
             return
         if get_current_worker().is_cancelled:
             return
         checked = check(raw, file_format)
         where = f"{'line' if source.unit == 'line' else 'record'} {raw.where} · row {index + 1}"
-        self._ui(self._show_conversation, gen, where, checked, raw.text)
+        self.post_message(self.RowChecked(gen, where, checked, raw.text))
         if checked.problem is not None:
-            self._ui(self._show_tokens, gen, index, None, "This row has a problem, so nothing in it is trained: " + checked.problem)
+            self.post_message(self.TokensRendered(
+                gen, index, None, "This row has a problem, so nothing in it is trained: " + checked.problem))
             return
         rendered = self._token_cache.get((index, max_length, model))
         if rendered is not None:
-            self._ui(self._show_tokens, gen, index, rendered, None)
+            self.post_message(self.TokensRendered(gen, index, rendered, None))
         else:
             self._renderer.submit((gen, index, checked.example, max_length, model))
 
@@ -327,16 +370,16 @@ class DataScreen(AreaScreen):
         if gen != self._gen:
             return
         if self._helper is None or self._helper.model != model:
-            self._ui(self._show_tokens, gen, index, None, f"Loading the tokenizer of {model} …")
+            self.post_message(self.TokensRendered(gen, index, None, f"Loading the tokenizer of {model} …"))
         try:
             rendered = self._get_helper(model).request({"op": "render", "example": example, "max_length": max_length})
         except EngineProcessError as exc:
-            self._ui(self._show_tokens, gen, index, None, f"Cannot render with {model}: {exc}")
+            self.post_message(self.TokensRendered(gen, index, None, f"Cannot render with {model}: {exc}"))
             return
         if len(self._token_cache) > 500:
             self._token_cache.clear()
         self._token_cache[(index, max_length, model)] = rendered
-        self._ui(self._show_tokens, gen, index, rendered, None)
+        self.post_message(self.TokensRendered(gen, index, rendered, None))
 
     def _get_helper(self, model: str) -> RenderHelper:
         if self._jobs.closed:
@@ -348,7 +391,11 @@ class DataScreen(AreaScreen):
             helper = self._helper = RenderHelper(model)
         return helper
 
-    def _show_conversation(self, gen: int, where: str, checked, raw_text: str | None) -> None:
+    def on_data_screen_row_checked(self, event: RowChecked) -> None:
+        if event.note is not None:
+            self.query_one(ConversationView).show_message(event.note)
+            return
+        gen, where, checked, raw_text = event.gen, event.where, event.checked, event.raw_text
         if gen != self._gen:
             return
         raw = raw_text if raw_text is not None else (repr(checked.raw.record) if checked.raw.record is not None else None)
@@ -356,7 +403,8 @@ class DataScreen(AreaScreen):
             where=where, fmt=checked.format or self.file_format, example=checked.example, problem=checked.problem, raw=raw
         )
 
-    def _show_tokens(self, gen: int, index: int, rendered: dict | None, message: str | None) -> None:
+    def on_data_screen_tokens_rendered(self, event: TokensRendered) -> None:
+        gen, index, rendered, message = event.gen, event.index, event.rendered, event.note
         if gen != self._gen or index != self.query_one(RowTable).cursor:
             return
         view = self.query_one(TokenView)
@@ -369,19 +417,20 @@ class DataScreen(AreaScreen):
 
     # --- checking every row (child process) -----------------------------------------------------
     def _inspect(self, ref: str, gen: int) -> None:
-        self._ui(self._set_progress, "inspect", "checking rows", 0.0)
+        self.post_message(self.Progress("inspect", "checking rows", 0.0))
         try:
             for event in self._jobs.stream("inspect", ["data", "inspect", ref, "--progress"], ok_codes=(0, 1)):
                 if gen != self._gen:
                     return
                 if event.get("event") == "progress":
-                    self._ui(self._set_progress, "inspect", "checking rows", event["fraction"])
+                    self.post_message(self.Progress("inspect", "checking rows", event["fraction"]))
                 elif event.get("event") == "report":
-                    self._ui(self._inspected, gen, event)
+                    self.post_message(self.Inspected(gen, event))
         except EngineProcessError as exc:
-            self._ui(self._inspect_failed, gen, str(exc))
+            self.post_message(self.InspectFailed(gen, str(exc)))
 
-    def _inspected(self, gen: int, report: dict) -> None:
+    def on_data_screen_inspected(self, event: Inspected) -> None:
+        gen, report = event.gen, event.report
         if gen != self._gen:
             return
         self.report = report
@@ -392,7 +441,8 @@ class DataScreen(AreaScreen):
         for warning in report.get("warnings", []):
             self.notify(warning, severity="warning", title="Data")
 
-    def _inspect_failed(self, gen: int, message: str) -> None:
+    def on_data_screen_inspect_failed(self, event: InspectFailed) -> None:
+        gen, message = event.gen, event.text
         if gen != self._gen:
             return
         self._set_progress("inspect", None)
@@ -434,10 +484,11 @@ class DataScreen(AreaScreen):
         if self.source is None or self.ref is None:
             return
         self.query_one("#data-stats-text", Static).update(f"Counting tokens with the tokenizer of {self.model} …")
-        _thread(self._stats, self.ref, self.model or self.project.model, self.max_length, self._gen)
+        in_thread(self, self._stats, self.ref, self.model or self.project.model, self.max_length, self._gen,
+                  title="Data")
 
     def _stats(self, ref: str, model: str, max_length: int, gen: int) -> None:
-        self._ui(self._set_progress, "stats", "loading tokenizer", None)
+        self.post_message(self.Progress("stats", "loading tokenizer", None))
         args = ["data", "stats", ref, "--model", model, "--max-length", str(max_length), "--progress"]
         try:
             for event in self._jobs.stream("stats", args):
@@ -445,17 +496,18 @@ class DataScreen(AreaScreen):
                     return
                 kind = event.get("event")
                 if kind == "progress" and event.get("phase") == "tokens":
-                    self._ui(self._set_progress, "stats", "counting tokens", event["fraction"])
+                    self.post_message(self.Progress("stats", "counting tokens", event["fraction"]))
                 elif kind == "progress" and event.get("phase") == "model":
-                    self._ui(self._set_progress, "stats", "loading tokenizer", event.get("fraction"))
+                    self.post_message(self.Progress("stats", "loading tokenizer", event.get("fraction")))
                 elif kind == "partial":
-                    self._ui(self._show_stats, gen, event, False)
+                    self.post_message(self.StatsCounted(gen, event, False))
                 elif kind == "stats":
-                    self._ui(self._show_stats, gen, event, True)
+                    self.post_message(self.StatsCounted(gen, event, True))
         except EngineProcessError as exc:
-            self._ui(self._stats_failed, gen, str(exc))
+            self.post_message(self.StatsFailed(gen, str(exc)))
 
-    def _show_stats(self, gen: int, stats: dict, final: bool) -> None:
+    def on_data_screen_stats_counted(self, event: StatsCounted) -> None:
+        gen, stats, final = event.gen, event.stats, event.final
         if gen != self._gen:
             return
         if final:
@@ -481,7 +533,8 @@ class DataScreen(AreaScreen):
         if final:
             self._summary()
 
-    def _stats_failed(self, gen: int, message: str) -> None:
+    def on_data_screen_stats_failed(self, event: StatsFailed) -> None:
+        gen, message = event.gen, event.text
         if gen != self._gen:
             return
         self._set_progress("stats", None)
@@ -507,7 +560,7 @@ class DataScreen(AreaScreen):
             return
         if value != self.max_length:
             self.max_length = value
-            self.project.settings["max_length"] = value
+            self.set_project(settings={**self.project.settings, "max_length": value})
             self._refresh_tokens()
         self.query_one(RowTable).focus()
 
@@ -526,6 +579,9 @@ class DataScreen(AreaScreen):
             self.action_stats()
 
     # --- status line ----------------------------------------------------------------------------
+    def on_data_screen_progress(self, event: Progress) -> None:
+        self._set_progress(event.task, event.label, event.fraction)
+
     def _set_progress(self, task: str, label: str | None, fraction: float | None = None) -> None:
         if label is None:
             self._progress.pop(task, None)
@@ -596,16 +652,3 @@ class DataScreen(AreaScreen):
         target = (later or self.problems)[0]
         self.jump_to_row(target["row"] - 1)
 
-
-def _thread(target, *args) -> None:
-    """Run a long job in its own daemon thread; an unexpected error becomes a notification, never a
-    traceback written over the screen."""
-    screen = target.__self__
-
-    def run() -> None:
-        try:
-            target(*args)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence for a background job
-            screen._ui(screen.notify, f"{type(exc).__name__}: {exc}", severity="error", title="Data")
-
-    threading.Thread(target=run, daemon=True).start()

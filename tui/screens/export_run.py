@@ -33,18 +33,7 @@ def default_folder(run_id: str) -> str:
 
 
 class ExportRunScreen(ModalScreen[ExportRequest | None]):
-    DEFAULT_CSS = """
-    ExportRunScreen { align: center middle; }
-    ExportRunScreen > Vertical {
-        width: 76; max-width: 100%; height: auto; border: round $primary; background: $surface; padding: 0 1;
-    }
-    ExportRunScreen #export-title { text-style: bold; color: $primary; }
-    ExportRunScreen .export-note { color: $text-muted; }
-    ExportRunScreen Input { margin: 0 0 0 0; }
-    ExportRunScreen #export-error { color: $error; height: auto; }
-    ExportRunScreen Horizontal { height: auto; align-horizontal: right; }
-    ExportRunScreen Button { margin-left: 1; }
-    """
+    CSS_PATH = "../modals.tcss"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="export-cancel-key")]
 
     def __init__(self, run_id: str, *, full: bool = False) -> None:

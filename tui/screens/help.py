@@ -28,11 +28,7 @@ def _keys_table(title: str, bindings) -> Table:
 
 
 class HelpScreen(ModalScreen):
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen #help { width: 90%; max-width: 110; height: 90%; border: round $accent; background: $surface; padding: 0 1; }
-    HelpScreen .help-title { text-style: bold; color: $accent; margin-top: 1; }
-    """
+    CSS_PATH = "../modals.tcss"
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close help", id="close-help")]
 
     def __init__(self, under: Screen | None = None) -> None:

@@ -6,12 +6,16 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine import demo, models
+from engine import demo
+from engine import model_refs as models
 from engine.errors import TunedeckError
 
+from ..project import Project
+from ..widgets.run_header import theme_colour
 from .base import AreaScreen
 
 STEPS = [
@@ -29,15 +33,14 @@ def _line(label: str, value: str, *rest) -> Text:
 
 class HomeScreen(AreaScreen):
     AREA = "home"
-    DEFAULT_CSS = """
-    HomeScreen #home { padding: 0 2; }
-    HomeScreen #tagline { color: $text-muted; margin: 1 0 0 0; }
-    HomeScreen #project { border: round $secondary; padding: 0 1; height: auto; margin-bottom: 1; }
-    HomeScreen #project-title { color: $secondary; text-style: bold; }
-    HomeScreen #steps-title { text-style: bold; }
-    HomeScreen #steps { height: auto; border: round $primary-muted; padding: 0; }
-    HomeScreen #steps:focus { border: round $accent; }
-    """
+    CSS_PATH = "../home.tcss"
+
+    class DataDescribed(Message, bubble=False):
+        """The data line, described off the UI thread (the demo's rows are counted)."""
+
+        def __init__(self, text: Text) -> None:
+            super().__init__()
+            self.text = text
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="home"):
@@ -61,7 +64,11 @@ class HomeScreen(AreaScreen):
         self.refresh_project()
 
     def on_screen_resume(self) -> None:
-        self.refresh_project()
+        self.refresh_project()  # the model may have been converted to its cache since
+
+    def project_changed(self, old: Project, new: Project) -> None:
+        if (old.model, old.data) != (new.model, new.data):
+            self.refresh_project()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.app.switch_mode(event.option.id)
@@ -76,12 +83,12 @@ class HomeScreen(AreaScreen):
         try:
             src = models.resolve(ref)
         except TunedeckError as exc:
-            return _line("Model", ref, (str(exc), "red"))
+            return _line("Model", ref, (str(exc), theme_colour(self.app, "error")))
         where = {"demo": "built-in demo", "folder": src.location, "gguf": src.location, "hub": "Hugging Face Hub"}
         ready = "" if models.is_materialized(src) else " (converted to a fast cache on first use, ~15 s)"
         return _line("Model", src.display, (f"  {where[src.kind]}{ready}", "dim"))
 
-    @work(thread=True, exclusive=True, group="home-data")
+    @work(thread=True, exclusive=True, group="home-data", exit_on_error=False)
     def describe_data(self) -> None:
         ref = self.project.data
         if ref == demo.DEMO:
@@ -89,4 +96,7 @@ class HomeScreen(AreaScreen):
             text = _line("Data", f"built-in demo: {demo.DATA_DESCRIPTION}", (f"  {train} train / {val} validation", "dim"))
         else:
             text = _line("Data", ref)
-        self.app.call_from_thread(self.query_one("#project-data", Static).update, text)
+        self.post_message(self.DataDescribed(text))
+
+    def on_home_screen_data_described(self, message: DataDescribed) -> None:
+        self.query_one("#project-data", Static).update(message.text)

@@ -2,15 +2,15 @@
 line), then the recommendation with its reasons and what would change it, then the methods side by
 side for the project's model: trainable parameters and a memory bar each against the GPU.
 
-What runs where: the model's shapes come from `tunedeck estimate --json` in a child process (it
-needs transformers to build the model on the meta device); everything after that — the memory of
+What runs where: the model's shapes come from `tunedeck estimate --json` in a child process, once
+per model (the app's Architectures: it needs transformers to build the model on the meta device);
+everything after that — the memory of
 each method for any GPU, and the advice — is plain arithmetic in this process (engine.estimate,
 engine.advisor). GPUs are read through engine.gpu (NVML) on a thread.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from textual import on, work
@@ -26,7 +26,8 @@ from engine import estimate as E
 
 from ..widgets.bullets import Bullets
 from ..widgets.memory_bar import MemoryBar
-from .base import AreaScreen
+from ..project import Project
+from .base import AreaScreen, in_thread
 
 TERMS = {  # one line each, at 80 columns
     "fine-tuning": "more training on your examples; the model's weights change.",
@@ -176,30 +177,7 @@ class MethodRow(Horizontal):
 
 class MethodScreen(AreaScreen):
     AREA = "method"
-    DEFAULT_CSS = """
-    MethodScreen #method-switcher { height: 1fr; }
-    MethodScreen #wizard { padding: 0 1; height: 1fr; }
-    MethodScreen #q-step { color: $text-muted; }
-    MethodScreen #q-title { text-style: bold; color: $accent; }
-    MethodScreen #q-help { color: $text-muted; margin-bottom: 1; }
-    MethodScreen .q-options { height: auto; width: 1fr; }
-    MethodScreen #q-terms { height: auto; color: $text-muted; margin-top: 1; }
-    MethodScreen #q-nav { height: 1; margin-top: 1; }
-    MethodScreen #q-nav Button { margin-right: 2; min-width: 10; width: auto; }
-    MethodScreen #q-hint { width: 1fr; color: $text-muted; }
-    MethodScreen #result { padding: 0 1; }
-    MethodScreen #rec-headline { text-style: bold; color: $accent; }
-    MethodScreen .rec-section { text-style: bold; margin-top: 1; }
-    MethodScreen #rec-warnings { color: $warning; }
-    MethodScreen #rec-change { color: $text-muted; }
-    MethodScreen #rec-reasons, MethodScreen #rec-change { margin-top: 0; }
-    MethodScreen #methods-where { color: $text-muted; }
-    MethodScreen #methods { height: auto; margin-top: 0; }
-    MethodScreen #rec-settings { color: $text-muted; margin-top: 1; }
-    MethodScreen #choose { height: auto; margin-top: 1; }
-    MethodScreen #choose Button { margin-right: 1; min-width: 10; width: auto; }
-    MethodScreen #rec-terms { color: $text-muted; margin-top: 1; }
-    """
+    CSS_PATH = "../method.tcss"
     BINDINGS = [
         Binding("n", "next", "Next", id="method-next"),
         Binding("b", "back", "Back", id="method-back"),
@@ -268,6 +246,10 @@ class MethodScreen(AreaScreen):
             self.arch, self.arch_error = None, None
             self.load_architecture()
         self.refresh_result()  # the max length may have changed on Data
+
+    def project_changed(self, old: Project, new: Project) -> None:
+        if new.model != old.model and self.is_current:
+            self.on_screen_resume()  # otherwise when this screen is shown again
 
     # --- the wizard ------------------------------------------------------------------------------
     def show_step(self, index: int) -> None:
@@ -352,15 +334,31 @@ class MethodScreen(AreaScreen):
         return True
 
     # --- background work -------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="method-gpus")
+    class GpusFound(Message, bubble=False):
+        def __init__(self, gpus: list, reason: str | None) -> None:
+            super().__init__()
+            self.gpus, self.reason = gpus, reason
+
+    class ExamplesCounted(Message, bubble=False):
+        def __init__(self, count: int) -> None:
+            super().__init__()
+            self.count = count
+
+    class ArchitectureLoaded(Message, bubble=False):
+        def __init__(self, model: str, arch: E.Architecture | None, error: str | None) -> None:
+            super().__init__()
+            self.model, self.arch, self.error = model, arch, error
+
+    @work(thread=True, exclusive=True, group="method-gpus", exit_on_error=False)
     def detect_gpus(self) -> None:
         from engine import gpu
 
         gpus = gpu.list_gpus()
         reason = None if gpus else (gpu.no_gpu_reason() or "no NVIDIA GPU found")
-        self.app.call_from_thread(self._gpus_found, gpus, reason)
+        self.post_message(self.GpusFound(gpus, reason))
 
-    def _gpus_found(self, gpus: list, reason: str | None) -> None:
+    def on_method_screen_gpus_found(self, message: GpusFound) -> None:
+        gpus, reason = message.gpus, message.reason
         self.gpus, self.no_gpu_reason = gpus, reason
         button = self.query_one("#opt-gpu-here", RadioButton)
         if gpus:
@@ -374,7 +372,7 @@ class MethodScreen(AreaScreen):
             self.query_one("#q-help", Static).update(self._help_for(QUESTIONS[self.step]))
         self.refresh_result()
 
-    @work(thread=True, exclusive=True, group="method-count")
+    @work(thread=True, exclusive=True, group="method-count", exit_on_error=False)
     def count_examples(self) -> None:
         ref = self.project.data
         count = None
@@ -390,9 +388,10 @@ class MethodScreen(AreaScreen):
         except OSError:
             count = None
         if count is not None:
-            self.app.call_from_thread(self._examples_counted, count)
+            self.post_message(self.ExamplesCounted(count))
 
-    def _examples_counted(self, count: int) -> None:
+    def on_method_screen_examples_counted(self, message: ExamplesCounted) -> None:
+        count = message.count
         self.example_count = count
         bucket = bucket_for(count)
         self.answers["examples"] = bucket
@@ -402,29 +401,22 @@ class MethodScreen(AreaScreen):
             self.query_one("#q-help", Static).update(self._help_for(QUESTIONS[self.step]))
 
     def load_architecture(self) -> None:
-        """`tunedeck estimate --json` in a helper process, from a daemon thread: quitting the app never
-        waits for it (it builds the model on the meta device, a few seconds)."""
-        model = self.project.model
-        app = self.app
+        """The model's shapes (the app's Architectures: `tunedeck estimate --json` in a helper process,
+        once per model), from a daemon thread: quitting the app never waits for it (it builds the
+        model on the meta device, a few seconds)."""
+        in_thread(self, self._fetch_architecture, self.project.model, name="tunedeck-method-estimate")
 
-        def run() -> None:
-            from ..engine_process import EngineProcessError, run_json
+    def _fetch_architecture(self, model: str) -> None:
+        from engine.ipc import EngineProcessError
 
-            try:
-                result = run_json(["estimate", "--model", model, "--method", "lora", "--json"], timeout=300)
-                arch, error = E.Architecture.from_dict(result["architecture"]), None
-            except EngineProcessError as exc:
-                arch, error = None, str(exc)
-            except Exception as exc:  # noqa: BLE001 - timeout, no helper process: say it plainly
-                arch, error = None, f"the estimate helper failed ({exc})"
-            try:
-                app.call_from_thread(self._architecture_loaded, model, arch, error)
-            except Exception:  # noqa: BLE001 - the app (RuntimeError) or this screen (cancelled) has gone
-                pass
+        try:
+            arch, error = self.app.architectures.get(model), None
+        except EngineProcessError as exc:
+            arch, error = None, str(exc)
+        self.post_message(self.ArchitectureLoaded(model, arch, error))
 
-        threading.Thread(target=run, daemon=True, name="tunedeck-method-estimate").start()
-
-    def _architecture_loaded(self, model: str, arch, error: str | None) -> None:
+    def on_method_screen_architecture_loaded(self, message: ArchitectureLoaded) -> None:
+        model, arch, error = message.model, message.arch, message.error
         if model != self.project.model:
             return
         self.arch_model, self.arch, self.arch_error = model, arch, error
@@ -600,9 +592,7 @@ class MethodScreen(AreaScreen):
             self.choose(self.recommendation.method)
 
     def choose(self, method: str) -> None:
-        self.project.method = method
-        self.project.settings = self.settings_for(method)
-        self.project.train_pane = "setup"  # the settings to look at, not the last run's monitor
+        self.set_project(method=method, settings=self.settings_for(method))
         self.notify(f"{advisor.METHOD_NAMES[method]} and its starting settings are on the Train screen.",
                     timeout=4)
-        self.app.switch_mode("train")
+        self.app.open_area("train", pane="setup")  # the settings to look at, not the last run's monitor

@@ -14,17 +14,18 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Static, TabbedContent, TabPane
 
-from engine.evaluate import saved_result, weights_of
 from engine.errors import TunedeckError
+from engine.eval_scores import saved_result
+from engine.ipc import EngineProcessError, run_json, stream_json
 from engine.runs import ALIVE, Run
 
-from ..engine_process import EngineProcessError, run_json, stream_json
 from ..widgets.eval_table import EvalPanel
 from ..widgets.loss_overlay import LossOverlay, curves_of
 from ..widgets.runs_table import RunRow, RunsTable, format_duration, short_ref
-from .base import AreaScreen
+from .base import AreaScreen, JobFailed
 from .confirm import ConfirmScreen
 from .export_run import ExportRequest, ExportRunScreen
 
@@ -33,16 +34,7 @@ REFRESH_SECONDS = 3.0
 
 class RunsScreen(AreaScreen):
     AREA = "runs"
-    DEFAULT_CSS = """
-    RunsScreen #runs-body { height: 1fr; }
-    RunsScreen #runs-empty { height: auto; padding: 1 2; color: $text-muted; display: none; }
-    RunsScreen #runs-empty.-shown { display: block; }
-    RunsScreen #runs-tabs { height: 1fr; min-height: 9; }
-    RunsScreen #runs-tabs ContentSwitcher { height: 1fr; }
-    RunsScreen TabPane { padding: 0; height: 1fr; }
-    RunsScreen #run-details { padding: 0 1; height: 1fr; }
-    RunsScreen #run-details .-bad { color: $error; }
-    """
+    CSS_PATH = "../runs.tcss"
     BINDINGS = [
         Binding("enter", "monitor", "Monitor", id="runs-monitor", show=False),
         Binding("m", "monitor", "Monitor", id="runs-monitor-m"),
@@ -55,7 +47,40 @@ class RunsScreen(AreaScreen):
         Binding("r", "refresh", "Refresh", id="runs-refresh", show=False),
     ]
 
+    WORKER_ERROR_TITLES = {"runs-export": "Export failed"}
+
     eval_limit: int | None = None  # score only the first N validation examples (None: all)
+
+    # --- what the background work sends back ----------------------------------------------------
+    class RowsLoaded(Message, bubble=False):
+        def __init__(self, rows: list[RunRow]) -> None:
+            super().__init__()
+            self.rows = rows
+
+    class EvalProgress(Message, bubble=False):
+        def __init__(self, fraction: float | None, text: str | None) -> None:
+            super().__init__()
+            self.fraction, self.text = fraction, text
+
+    class EvalDone(Message, bubble=False):
+        def __init__(self, run_id: str, result: dict | None, error: str | None) -> None:
+            super().__init__()
+            self.run_id, self.result, self.error = run_id, result, error
+
+    class Exported(Message, bubble=False):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class Deleted(Message, bubble=False):
+        def __init__(self, run_id: str, text: str) -> None:
+            super().__init__()
+            self.run_id, self.text = run_id, text
+
+    class CurvesLoaded(Message, bubble=False):
+        def __init__(self, curves: list, hint: str) -> None:
+            super().__init__()
+            self.curves, self.hint = curves, hint
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -95,16 +120,17 @@ class RunsScreen(AreaScreen):
     def action_refresh(self) -> None:
         self.load_runs()
 
-    @work(thread=True, exclusive=True, group="runs-refresh")
+    @work(thread=True, exclusive=True, group="runs-refresh", exit_on_error=False)
     def load_runs(self) -> None:
         try:
             rows = RunRow.collect()
         except Exception as exc:  # a broken store must not take the screen down
-            self.app.call_from_thread(self.notify, f"Could not read the runs: {exc}", severity="error")
+            self.post_message(JobFailed(f"Could not read the runs: {exc}"))
             return
-        self.app.call_from_thread(self._show_rows, rows)
+        self.post_message(self.RowsLoaded(rows))
 
-    def _show_rows(self, rows: list[RunRow]) -> None:
+    def on_runs_screen_rows_loaded(self, message: RowsLoaded) -> None:
+        rows = message.rows
         table = self.query_one(RunsTable)
         table.set_rows(rows)
         self.query_one("#runs-empty").set_class(not rows, "-shown")
@@ -166,7 +192,7 @@ class RunsScreen(AreaScreen):
     def action_monitor(self) -> None:
         row = self._need_run()
         if row:
-            self.project.run_id = row.id
+            self.set_project(run_id=row.id)
             self.app.switch_mode("train")
 
     def on_data_table_row_selected(self, event) -> None:
@@ -181,15 +207,11 @@ class RunsScreen(AreaScreen):
             self.notify(f"{row.id} has no adapter or checkpoint yet, so there is nothing to chat with; "
                         "wait for its first checkpoint.", severity="warning")
             return
-        self.project.run_id = row.id
+        self.set_project(run_id=row.id)
         self.app.switch_mode("chat")
 
     def _has_weights(self, row: RunRow) -> bool:
-        try:
-            weights_of(Run(_path(row.dir)))
-            return True
-        except TunedeckError:
-            return False
+        return Run(_path(row.dir)).has_weights()
 
     # --- evaluate ----------------------------------------------------------------------------------
     def action_evaluate(self) -> None:
@@ -200,7 +222,7 @@ class RunsScreen(AreaScreen):
             self.notify(f"Already evaluating {self.eval_running}; one evaluation at a time.", severity="warning")
             return
         try:
-            weights_of(Run(_path(row.dir)))
+            Run(_path(row.dir)).weights()
         except TunedeckError as exc:
             self.notify(str(exc), severity="warning")
             return
@@ -211,10 +233,9 @@ class RunsScreen(AreaScreen):
         panel.show_progress(0.0)
         self.run_eval(row.id)
 
-    @work(thread=True, exclusive=True, group="runs-eval")
+    @work(thread=True, exclusive=True, group="runs-eval", exit_on_error=False)
     def run_eval(self, run_id: str) -> None:
-        call = self.app.call_from_thread
-        panel = self.query_one(EvalPanel)
+        post = self.post_message
         try:
             args = ["eval", run_id, "--json", "--progress"]
             if self.eval_limit:
@@ -222,19 +243,23 @@ class RunsScreen(AreaScreen):
             for event in stream_json(args):
                 kind = event.get("type")
                 if kind == "status":
-                    call(panel.show_progress, None, f"{run_id}: {event.get('message', '')}")
+                    post(self.EvalProgress(None, f"{run_id}: {event.get('message', '')}"))
                 elif kind == "progress":
-                    call(panel.show_progress, event.get("fraction"), None)
+                    post(self.EvalProgress(event.get("fraction"), None))
                 elif kind == "result":
-                    call(self._eval_done, run_id, event, None)
+                    post(self.EvalDone(run_id, event, None))
                     return
-            call(self._eval_done, run_id, None, "The evaluation ended without a result.")
+            post(self.EvalDone(run_id, None, "The evaluation ended without a result."))
         except EngineProcessError as exc:
-            call(self._eval_done, run_id, None, str(exc))
+            post(self.EvalDone(run_id, None, str(exc)))
         except Exception as exc:  # the helper could not even start
-            call(self._eval_done, run_id, None, f"Could not run the evaluation: {exc}")
+            post(self.EvalDone(run_id, None, f"Could not run the evaluation: {exc}"))
 
-    def _eval_done(self, run_id: str, result: dict | None, error: str | None) -> None:
+    def on_runs_screen_eval_progress(self, message: EvalProgress) -> None:
+        self.query_one(EvalPanel).show_progress(message.fraction, message.text)
+
+    def on_runs_screen_eval_done(self, message: EvalDone) -> None:
+        run_id, result, error = message.run_id, message.result, message.error
         self.eval_running = None
         panel = self.query_one(EvalPanel)
         current = self.selected
@@ -252,11 +277,10 @@ class RunsScreen(AreaScreen):
         if row is None:
             return
         try:
-            kind, folder = weights_of(Run(_path(row.dir)))
+            full = not Run(_path(row.dir)).weights().is_adapter
         except TunedeckError as exc:
             self.notify(str(exc), severity="warning")
             return
-        full = not (folder / "adapter_config.json").is_file()
 
         def chosen(request: ExportRequest | None) -> None:
             if request is not None:
@@ -265,18 +289,17 @@ class RunsScreen(AreaScreen):
 
         self.app.push_screen(ExportRunScreen(row.id, full=full), chosen)
 
-    @work(thread=True, group="runs-export")
+    @work(thread=True, group="runs-export", exit_on_error=False)
     def run_export(self, request: ExportRequest) -> None:
-        try:
-            result = run_json(request.args())
-        except EngineProcessError as exc:
-            self.app.call_from_thread(self.notify, str(exc), title="Export failed", severity="error")
-            return
+        result = run_json(request.args())  # a failure: one notification, "Export failed" (on_worker_state_changed)
         what = {"adapter": "adapter", "merged": "merged model", "model": "model"}.get(result.get("export"), "run")
         text = f"Wrote the {what} of {result.get('run')} to {result.get('to')}."
         if result.get("trl_config"):
             text += f" `trl sft --config {result['trl_config']['config']}` reproduces the run."
-        self.app.call_from_thread(self.notify, text, title="Exported", timeout=10)
+        self.post_message(self.Exported(text))
+
+    def on_runs_screen_exported(self, message: Exported) -> None:
+        self.notify(message.text, title="Exported", timeout=10)
 
     # --- delete ------------------------------------------------------------------------------------
     def action_delete(self) -> None:
@@ -297,19 +320,17 @@ class RunsScreen(AreaScreen):
 
         self.app.push_screen(ConfirmScreen(f"Delete {row.id}?", body), answered)
 
-    @work(thread=True, group="runs-delete")
+    @work(thread=True, group="runs-delete", exit_on_error=False)
     def delete(self, run_id: str) -> None:
-        from engine.commands.delete import delete_run
+        from engine.runs import delete_run
 
-        try:
-            text = delete_run(run_id)
-        except TunedeckError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error")
-            return
-        if self.project.run_id == run_id:
-            self.project.run_id = None
-        self.app.call_from_thread(self.notify, text, timeout=4)
-        self.app.call_from_thread(self.load_runs)
+        self.post_message(self.Deleted(run_id, delete_run(run_id)))  # a TunedeckError: one notification
+
+    def on_runs_screen_deleted(self, message: Deleted) -> None:
+        if self.project.run_id == message.run_id:
+            self.set_project(run_id=None)
+        self.notify(message.text, timeout=4)
+        self.load_runs()
 
     # --- compare -----------------------------------------------------------------------------------
     def action_mark(self) -> None:
@@ -335,13 +356,16 @@ class RunsScreen(AreaScreen):
             ids.append(table.current.id)
         return ids[:2]
 
-    @work(thread=True, exclusive=True, group="runs-curves")
+    @work(thread=True, exclusive=True, group="runs-curves", exit_on_error=False)
     def load_curves(self) -> None:
         table = self.query_one(RunsTable)
         ids = self.compare_ids()
         curves = [curves_of(table.rows_by_id[i].dir) for i in ids if i in table.rows_by_id]
         hint = "" if len(table.marked) >= 2 else "space marks runs to compare (two at most)"
-        self.app.call_from_thread(self.query_one(LossOverlay).set_curves, curves, hint)
+        self.post_message(self.CurvesLoaded(curves, hint))
+
+    def on_runs_screen_curves_loaded(self, message: CurvesLoaded) -> None:
+        self.query_one(LossOverlay).set_curves(message.curves, message.hint)
 
 
 def _path(text: str) -> Path:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
-from engine.evaluate import headline, table_rows
+from engine.eval_scores import headline, table_rows
 
 from .run_header import theme_colour
 

@@ -14,16 +14,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from engine.estimate import gib
 from engine.gpu import GpuSample, HostSample
 
-from .run_header import put
+from .run_header import put, theme_colour
 
 HISTORY = 120  # samples kept per sparkline (two minutes at 1 Hz)
-GIB = 1024**3
-
-
-def gib(n: int | float | None) -> str:
-    return "?" if n is None else f"{n / GIB:.1f}"
 
 
 def bar(fraction: float, width: int) -> str:
@@ -154,10 +150,10 @@ class GpuPanel(Vertical):
             head.append("  " + "  ".join(parts))
         self._row(f"gpu{gpu.index}-head").show(head, gpu.utilization, 100)
         mem = Text()
-        mem.append(bar(used, 12), style="bold" if used < 0.9 else "bold red")
-        mem.append(f" {gib(gpu.memory_used)}/{gib(gpu.memory_total)} GiB")
+        mem.append(bar(used, 12), style="bold" if used < 0.9 else f"bold {theme_colour(self.app, 'error')}")
+        mem.append(f" {gib(gpu.memory_used, unit='')}/{gib(gpu.memory_total)}")
         if watching and gpu.process_memory is not None:
-            mem.append(f"  worker {gib(gpu.process_memory)} GiB")
+            mem.append(f"  worker {gib(gpu.process_memory)}")
         self._row(f"gpu{gpu.index}-mem").show(mem, gpu.memory_used, gpu.memory_total)
 
     def _show_host(self, host: HostSample, watching: bool) -> None:
@@ -172,9 +168,9 @@ class GpuPanel(Vertical):
             self._row("host-cpu").show(cpu, host.cpu_percent, 100.0)
         ram.append(bar(host.memory_used / host.memory_total if host.memory_total else 0, 12))
         if watching and host.process_memory is not None:
-            ram.append(f" worker RAM {gib(host.process_memory)} GiB")
-            ram.append(f"  machine {gib(host.memory_used)}/{gib(host.memory_total)}", style="dim")
+            ram.append(f" worker RAM {gib(host.process_memory)}")
+            ram.append(f"  machine {gib(host.memory_used, unit='')}/{gib(host.memory_total, unit='')}", style="dim")
             self._row("host-ram").show(ram, host.process_memory, host.memory_total)
         else:
-            ram.append(f" machine RAM {gib(host.memory_used)}/{gib(host.memory_total)} GiB")
+            ram.append(f" machine RAM {gib(host.memory_used, unit='')}/{gib(host.memory_total)}")
             self._row("host-ram").show(ram, host.memory_used, host.memory_total)

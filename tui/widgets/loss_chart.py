@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.color import Color
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widgets import Static
 from textual.widget import Widget
 from textual_plotext.plot import Plot
 
-from .run_header import put, theme_colour
+from .run_header import put, rgb, theme_colour
 
 Point = tuple[int, float]
 
@@ -45,13 +45,6 @@ def downsample(points: Sequence[Point], limit: int) -> list[Point]:
         bucket = points[int(i * size): max(int((i + 1) * size), int(i * size) + 1)]
         out.append((bucket[-1][0], sum(v for _, v in bucket) / len(bucket)))
     return out
-
-
-def _rgb(color: str | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
-    try:
-        return Color.parse(color).rgb if color else fallback
-    except Exception:
-        return fallback
 
 
 @dataclass(frozen=True)
@@ -166,6 +159,13 @@ class LossPlot(Widget):
     LossPlot { height: 1fr; width: 1fr; }
     """
 
+    class FrameDrawn(Message, bubble=False):
+        """A frame the builder thread has drawn."""
+
+        def __init__(self, frame: Frame, strips: list[Strip]) -> None:
+            super().__init__()
+            self.frame, self.strips = frame, strips
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.losses: tuple[Point, ...] = ()
@@ -179,7 +179,7 @@ class LossPlot(Widget):
         self._builder: _Builder | None = None
 
     def on_mount(self) -> None:
-        self._builder = _Builder(lambda frame, text: self.app.call_from_thread(self._arrived, frame, text))
+        self._builder = _Builder(lambda frame, strips: self.post_message(self.FrameDrawn(frame, strips)))
         self._builder.start()
         self.app.theme_changed_signal.subscribe(self, lambda theme: self.refresh())
 
@@ -194,12 +194,12 @@ class LossPlot(Widget):
 
     def frame(self, smoothing: bool | None = None) -> Frame:
         variables = self.app.theme_variables
-        foreground = _rgb(variables.get("foreground"), (200, 200, 200))
-        canvas = _rgb(variables.get("surface"), (22, 29, 38))
+        foreground = rgb(variables.get("foreground"), (200, 200, 200))
+        canvas = rgb(variables.get("surface"), (22, 29, 38))
         colours = (
-            _rgb(variables.get("primary"), (59, 130, 246)),
+            rgb(variables.get("primary"), (59, 130, 246)),
             tuple(int(c * 0.45 + b * 0.55) for c, b in zip(foreground, canvas)),
-            _rgb(variables.get("accent"), (245, 158, 11)),
+            rgb(variables.get("accent"), (245, 158, 11)),
             canvas,
             canvas,
             foreground,
@@ -233,7 +233,8 @@ class LossPlot(Widget):
         self._last = strips
         return strips
 
-    def _arrived(self, frame: Frame, strips: list[Strip]) -> None:
+    def on_loss_plot_frame_drawn(self, message: FrameDrawn) -> None:
+        frame, strips = message.frame, message.strips
         if frame.version != self.version:
             return  # drawn for data that has changed since
         self._frames = {f: t for f, t in self._frames.items() if f.version == self.version}

@@ -8,23 +8,15 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.color import Color
 from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from .loss_chart import downsample
-from .run_header import theme_colour
+from .run_header import rgb as _rgb, theme_colour
 
 Point = tuple[int, float]
 SERIES_COLOURS = ("primary", "warning")
-
-
-def _rgb(colour: str | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
-    try:
-        return Color.parse(colour).rgb if colour else fallback
-    except Exception:
-        return fallback
 
 
 @dataclass(frozen=True)

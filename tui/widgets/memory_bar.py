@@ -5,12 +5,9 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widget import Widget
 
-GIB = 1024**3
+from engine.estimate import gib
+
 VERDICT_COLOUR = {"fits": "$success", "tight": "$warning", "no": "$error", "no-gpu": "$text-muted"}
-
-
-def gib(n: float) -> str:
-    return f"{n / GIB:.1f}"
 
 
 class MemoryBar(Widget):
@@ -40,8 +37,8 @@ class MemoryBar(Widget):
         if self.need is None:
             return "—"
         if not self.capacity:
-            return f"{gib(self.need)} GiB"
-        return f"{gib(self.need)}/{gib(self.capacity)} GiB"
+            return gib(self.need)
+        return f"{gib(self.need, unit='')}/{gib(self.capacity)}"
 
     def render(self):
         from textual.content import Content

@@ -63,6 +63,14 @@ def theme_colour(app, name: str) -> str:
         return ""
 
 
+def rgb(colour: str | None, fallback: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A colour (e.g. a theme variable's value) as an RGB triple, for plotext; ``fallback`` when unset."""
+    try:
+        return Color.parse(colour).rgb if colour else fallback
+    except Exception:
+        return fallback
+
+
 class RunHeader(Vertical):
     DEFAULT_CSS = """
     RunHeader { height: auto; padding: 0 1; }

@@ -1,0 +1,329 @@
+"""The Train screen's setup pane: the run settings (carried from Data and Method, checked by the
+engine's own validation as you type), the memory estimate beside them, and Start.
+
+The estimate needs the model's shapes, fetched once per model (the app's Architectures: a helper
+process, since counting parameters needs transformers); the memory of the settings, the fit and the
+ways to fit are then plain arithmetic in this process (engine.estimate), on every change.
+
+Messages up: ``StartRequested(config)`` when Start is pressed on valid settings (the screen makes
+them the project's and calls ``launch``), ``Launched(run)`` when the worker has started, and
+``JobFailed`` (one sentence, notified by the screen) when it could not.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import Button, Static
+from textual.worker import Worker, WorkerState
+
+from engine import estimate as E
+from engine import gpu
+from engine.errors import TunedeckError
+
+from ..project import Project
+from ..widgets.config_form import ConfigForm, field_named
+from .base import JobFailed, error_sentence, in_thread
+
+ESTIMATE_DELAY = 0.6  # seconds of quiet typing before the estimate is recomputed
+
+
+GLOSSARY_FOR = {
+    "learning_rate": "learning rate", "epochs": "epoch", "max_steps": "step", "batch_size": "batch size",
+    "gradient_accumulation_steps": "gradient accumulation", "max_length": "max length", "lora.r": "rank",
+    "lora.alpha": "alpha",
+}
+METHOD_TERM = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
+
+
+def explain(spec, method: str) -> str:
+    """The long explanation of a field, from the glossary when it has one."""
+    from engine.glossary import GLOSSARY
+
+    term = METHOD_TERM.get(method) if spec.key == "method" else GLOSSARY_FOR.get(spec.key)
+    text = GLOSSARY.get(term or "", spec.help)
+    return f"{spec.label}: {text}"
+
+
+def setup_of(project: Project) -> tuple:
+    """What of the project the settings form shows."""
+    return project.model, project.data, project.method, project.settings
+
+
+def initial_settings(project: Project) -> dict:
+    """RunConfig defaults for the method, then what Method carried, then model and data."""
+    from engine.config import RunConfig
+
+    carried = project.settings
+    method = project.method or carried.get("method") or "lora"
+    try:
+        settings = RunConfig.defaults_for(method).to_dict()
+    except TunedeckError:
+        settings = RunConfig().to_dict()
+    for key, value in carried.items():
+        if key == "lora" and isinstance(value, dict):
+            settings["lora"] = {**settings["lora"], **value}
+        else:
+            settings[key] = value
+    if carried.get("max_steps") is not None and "epochs" not in carried:
+        settings["epochs"] = None
+    settings.update(model=project.model, data=project.data)
+    return settings
+
+
+# --- the estimate ------------------------------------------------------------------------------------
+def plan_for(config, device: str) -> E.Plan:
+    """The estimate's plan for a RunConfig, on "cuda" or (no NVIDIA GPU: the worker trains there) "cpu"."""
+    lora = config.lora
+    targets = lora.targets if isinstance(lora.targets, str) else ",".join(lora.targets)
+    return E.Plan(method=config.method, lora_r=lora.r, lora_targets=targets, lora_dropout=lora.dropout,
+                  seq_len=config.max_length, batch_size=config.batch_size,
+                  gradient_accumulation_steps=config.gradient_accumulation_steps,
+                  gradient_checkpointing=bool(config.gradient_checkpointing), device=device).resolved()
+
+
+def memory_targets(device: str) -> tuple[list, str | None]:
+    """(what to judge the memory against, why there is no GPU): this machine's RAM for the CPU."""
+    if device == "cpu":
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return [{"index": 0, "name": "this machine's RAM", "where": "this machine's RAM",
+                 "memory_total": int(vm.total), "memory_used": int(vm.total - vm.available)}], None
+    gpus = gpu.list_gpus()
+    return gpus, (None if gpus else (gpu.no_gpu_reason() or "no NVIDIA GPU found"))
+
+
+def estimate_text(est: E.Estimate, fit: E.Fit, suggestions: list[dict]) -> Text:
+    text = Text()
+    total, trainable = est.total_params, est.trainable_params
+    if total:
+        text.append(f"{total / 1e6:,.1f} M parameters")
+        text.append(f", {trainable / 1e6:,.2f} M trained ({100 * trainable / total:.2f}%)")
+        text.append("\n")
+    memory = est.memory.to_dict()
+    for key, value in memory.items():
+        if key != "total":
+            text.append(f"  {key.replace('_', ' '):<14} {E.gib(value):>11}\n", style="dim")
+    text.append(f"  {'total':<14} {E.gib(memory['total']):>11}\n", style="bold")
+    verdict, reason = fit.verdict, fit.reason
+    if verdict == "no":
+        text.append(f"⚠ Will not fit: {reason}\n", style="bold")
+        for suggestion in suggestions[:3]:
+            text.append(f"  to fit: {suggestion['change']} → {E.gib(suggestion['total'])}\n")
+    elif verdict == "tight":
+        text.append(f"⚠ {reason}\n")
+    elif reason:
+        text.append(f"{'✔ ' if verdict == 'fits' else ''}{reason}\n", style="" if verdict == "fits" else "dim")
+    text.rstrip()
+    return text
+
+
+def estimate_for(arch: E.Architecture, config) -> tuple[Text, bool]:
+    """The panel's text for these settings, and whether to warn (will not fit, or only just)."""
+    device = "cpu" if gpu.no_gpu_reason() else "cuda"
+    plan = plan_for(config, device)
+    est = E.estimate(arch, plan)
+    gpus, reason = memory_targets(device)
+    fit = E.judge_fit(est.memory.total, gpus, reason)
+    suggestions = E.ways_to_fit(arch, plan, fit.gpu["memory_free"]) if fit.verdict in ("no", "tight") and fit.gpu else []
+    return estimate_text(est, fit, suggestions), fit.verdict in ("no", "tight")
+
+
+class EstimatePanel(Static):
+    DEFAULT_CSS = """
+    EstimatePanel { height: auto; border: round $primary-muted; border-title-color: $text-muted; padding: 0 1; }
+    EstimatePanel.-warn { border: round $warning; }
+    """
+
+    def on_mount(self) -> None:
+        self.border_title = "Memory estimate"
+
+    def show(self, text: Text, warn: bool = False) -> None:
+        self.set_class(warn, "-warn")
+        self.update(text)
+
+    def note(self, text: str) -> None:
+        self.show(Text(text, style="dim"))
+
+
+# --- the pane ------------------------------------------------------------------------------------------
+class SetupPane(VerticalScroll):
+    class StartRequested(Message):
+        """Start was pressed and the settings are valid: make them the project's, then ``launch``."""
+
+        def __init__(self, config) -> None:
+            super().__init__()
+            self.config = config
+
+    class Launched(Message):
+        """The worker of a new run has started."""
+
+        def __init__(self, run) -> None:
+            super().__init__()
+            self.run = run
+
+    class ArchitectureLoaded(Message, bubble=False):
+        def __init__(self, model: str, arch: E.Architecture | None, error: str | None) -> None:
+            super().__init__()
+            self.model, self.arch, self.error = model, arch, error
+
+    def __init__(self, project: Project, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.showing = setup_of(project)  # the project's settings the form was last loaded from
+        self._settings = initial_settings(project)
+        self.valid = False
+        self.launching = False
+        self._estimate_timer: Timer | None = None
+        self._estimate_key: tuple | None = None
+        self._estimate_config = None  # the settings the newest estimate is for
+        self._arch_failed: tuple[str, str] | None = None  # (model, why): not asked again for that model
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="setup-main"):
+            yield ConfigForm(self._settings, id="config-form")
+            yield Static(id="field-detail")
+            yield Static(id="config-error")
+            with Horizontal(id="setup-actions"):
+                yield Button("Start training", id="start", variant="primary", compact=True)
+                yield Static("ctrl+s · keeps running when you close the terminal")
+        with Vertical(id="setup-side"):
+            yield EstimatePanel("", id="estimate")
+
+    def on_mount(self) -> None:
+        self.validate()
+
+    # --- following the project ---------------------------------------------------------------------
+    def show_project(self, project: Project) -> None:
+        """Load the project's settings into the form, unless it already shows them."""
+        if setup_of(project) == self.showing:
+            return
+        self.showing = setup_of(project)
+        self.query_one(ConfigForm).load(initial_settings(project))
+        self.validate()
+
+    # --- checking ------------------------------------------------------------------------------------
+    def on_config_form_changed(self, message: ConfigForm.Changed) -> None:
+        self.validate()
+
+    def on_config_form_focused(self, message: ConfigForm.Focused) -> None:
+        self.query_one("#field-detail", Static).update(Text(explain(message.spec, self.query_one(ConfigForm).method)))
+
+    def validate(self):
+        """Check the form with the engine's own validation; show its sentence inline. -> RunConfig|None"""
+        from engine.config import RunConfig
+        from engine.errors import ConfigError
+
+        form = self.query_one(ConfigForm)
+        line = self.query_one("#config-error", Static)
+        try:
+            config = RunConfig.from_dict(form.values(), source="settings")
+        except ConfigError as exc:
+            self.valid = False
+            form.flag(field_named(str(exc)))
+            line.update(Text(str(exc)))
+            line.add_class("-bad")
+            self.query_one("#start", Button).disabled = True
+            return None
+        self.valid = True
+        form.flag(None)
+        length = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epoch(s)"
+        effective = config.batch_size * config.gradient_accumulation_steps
+        line.update(Text(f"✔ Ready: {config.method} on {config.model}, {length}, "
+                         f"{effective} examples per update."))
+        line.remove_class("-bad")
+        self.query_one("#start", Button).disabled = self.launching
+        self._schedule_estimate(config)
+        return config
+
+    # --- starting ------------------------------------------------------------------------------------
+    @on(Button.Pressed, "#start")
+    def start(self) -> None:
+        if self.launching:
+            return  # one start at a time (ctrl+s pressed twice)
+        config = self.validate()
+        if config is None:
+            self.notify(str(self.query_one("#config-error", Static).render()), severity="error")
+            return
+        self.launching = True
+        self.query_one("#start", Button).disabled = True
+        self.post_message(self.StartRequested(config))
+
+    def launch(self, config) -> None:
+        """Start the worker (after ``StartRequested``)."""
+        self._launch(config)
+
+    @work(thread=True, exclusive=True, group="train-launch", exit_on_error=False)
+    def _launch(self, config) -> None:
+        from engine import launch
+
+        try:
+            run = launch.start_run(config)
+        except OSError as exc:  # e.g. the run store is not writable
+            raise TunedeckError(f"Could not start the worker: {exc}.") from None
+        self.post_message(self.Launched(run))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "train-launch" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self.launching = False
+            self.query_one("#start", Button).disabled = not self.valid
+            if event.state == WorkerState.ERROR:
+                self.post_message(JobFailed(error_sentence(event.worker.error), "Could not start the run"))
+
+    # --- the estimate ------------------------------------------------------------------------------
+    def _schedule_estimate(self, config) -> None:
+        lora = config.lora
+        key = (config.model, config.method, config.batch_size, config.max_length, config.gradient_accumulation_steps,
+               lora.r, lora.dropout, str(lora.targets), config.gradient_checkpointing)
+        if key == self._estimate_key:
+            return
+        self._estimate_key = key
+        self._estimate_config = config
+        if self._estimate_timer is not None:
+            self._estimate_timer.stop()
+        self._estimate_timer = self.set_timer(ESTIMATE_DELAY, self._estimate)
+
+    def _estimate(self) -> None:
+        config = self._estimate_config
+        panel = self.query_one(EstimatePanel)
+        arch = self.app.architectures.known(config.model)
+        if arch is not None:
+            self._show_estimate(arch, config)
+        elif self._arch_failed is not None and self._arch_failed[0] == config.model:
+            panel.note(f"No estimate: {self._arch_failed[1]}")
+        else:
+            panel.note("estimating…")
+            in_thread(self, self._fetch_architecture, config.model, name="tunedeck-estimate")
+
+    def _fetch_architecture(self, model: str) -> None:
+        """In a daemon thread: quitting the app never waits for the helper process."""
+        from engine.ipc import EngineProcessError
+
+        try:
+            arch, error = self.app.architectures.get(model), None
+        except EngineProcessError as exc:
+            arch, error = None, str(exc)
+        self.post_message(self.ArchitectureLoaded(model, arch, error))
+
+    def on_setup_pane_architecture_loaded(self, message: ArchitectureLoaded) -> None:
+        config = self._estimate_config
+        if config is None or config.model != message.model:
+            return  # the model changed since; its own estimate is on its way
+        if message.arch is None:
+            self._arch_failed = (message.model, message.error or "")
+            self.query_one(EstimatePanel).note(f"No estimate: {message.error}")
+            return
+        self._show_estimate(message.arch, config)
+
+    def _show_estimate(self, arch: E.Architecture, config) -> None:
+        panel = self.query_one(EstimatePanel)
+        try:
+            text, warn = estimate_for(arch, config)
+        except TunedeckError as exc:
+            panel.note(f"No estimate: {exc}")
+            return
+        panel.show(text, warn)
