@@ -20,8 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from .run_state import RunHistory, RunView, as_float, as_int
-from .runs import ALIVE, Run, crash_message, get_run, is_run_process
+from .run_state import RunHistory, RunView
+from .runs import ALIVE, Run, as_float, as_int, crash_message, get_run, is_run_process
 
 CRASH_SETTLE = 1.5  # seconds a dead worker's status may still say "running" before we call it crashed
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import ALIVE
+from .runs import ALIVE, as_float, as_int
 
 Point = tuple[int, float]
 STEPPED = ("log", "eval", "checkpoint")  # the kinds a resume may train and log again
@@ -46,8 +46,39 @@ def effective_events(events: list[dict]) -> list[dict]:
     return out
 
 
+class Curves:
+    """The curves a run's state offers, for anything with ``points(name)``."""
+
+    def points(self, name: str) -> tuple[Point, ...]:
+        raise NotImplementedError
+
+    @property
+    def losses(self) -> tuple[Point, ...]:
+        return self.points("loss")
+
+    @property
+    def eval_losses(self) -> tuple[Point, ...]:
+        return self.points("eval_loss")
+
+    @property
+    def learning_rates(self) -> tuple[Point, ...]:
+        return self.points("learning_rate")
+
+    @property
+    def grad_norms(self) -> tuple[Point, ...]:
+        return self.points("grad_norm")
+
+    @property
+    def best_eval_loss(self) -> float | None:
+        return min((v for _, v in self.eval_losses), default=None)
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.losses[-1][1] if self.losses else None
+
+
 @dataclass
-class RunHistory:
+class RunHistory(Curves):
     """The state built by applying a run's events in order (mutable; ``RunView`` is its snapshot)."""
 
     series: dict[str, list[Point]] = field(default_factory=dict)
@@ -172,18 +203,6 @@ class RunHistory:
     def points(self, name: str) -> tuple[Point, ...]:
         return tuple(self.series.get(name, ()))
 
-    @property
-    def losses(self) -> tuple[Point, ...]:
-        return self.points("loss")
-
-    @property
-    def eval_losses(self) -> tuple[Point, ...]:
-        return self.points("eval_loss")
-
-    @property
-    def best_eval_loss(self) -> float | None:
-        return min((v for _, v in self.series.get("eval_loss", ())), default=None)
-
     def _segment(self, now: float | None) -> float:
         """Seconds of the latest attempt: to its end, to ``now`` while open, else to its last event."""
         if self.attempt_started is None:
@@ -204,7 +223,7 @@ class RunHistory:
 
 
 @dataclass(frozen=True)
-class RunView:
+class RunView(Curves):
     """Everything a monitor shows about a run at one moment. Immutable: safe to hand across threads."""
 
     run_id: str
@@ -259,32 +278,8 @@ class RunView:
         return self.series.get(name, ())
 
     @property
-    def losses(self) -> tuple[Point, ...]:
-        return self.points("loss")
-
-    @property
-    def eval_losses(self) -> tuple[Point, ...]:
-        return self.points("eval_loss")
-
-    @property
-    def learning_rates(self) -> tuple[Point, ...]:
-        return self.points("learning_rate")
-
-    @property
-    def grad_norms(self) -> tuple[Point, ...]:
-        return self.points("grad_norm")
-
-    @property
     def alive(self) -> bool:
         return self.state in ALIVE
-
-    @property
-    def best_eval_loss(self) -> float | None:
-        return min((v for _, v in self.eval_losses), default=None)
-
-    @property
-    def last_loss(self) -> float | None:
-        return self.losses[-1][1] if self.losses else None
 
     @property
     def fraction(self) -> float:
@@ -310,19 +305,3 @@ class RunView:
         if self.last_time is not None:
             remaining -= max(0.0, (time.time() if now is None else now) - self.last_time)
         return max(0.0, remaining)
-
-
-def as_float(value, default: float | None = None) -> float | None:
-    """A finite float, or ``default`` (None, booleans, text and NaN are not numbers here)."""
-    if isinstance(value, bool) or value is None:
-        return default
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return default
-    return value if value == value and value not in (float("inf"), float("-inf")) else default
-
-
-def as_int(value) -> int | None:
-    number = as_float(value)
-    return None if number is None else int(number)

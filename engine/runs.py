@@ -20,6 +20,7 @@ lines of its log. No ML imports here: the TUI uses this module directly.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -507,35 +508,40 @@ class Run:
             id=self.id,
             dir=self.dir,
             state=state,
-            step=_int(status.get("step")) or 0,
-            max_steps=_int(status.get("max_steps")),
-            pid=_int(status.get("pid")),
-            created=_float(status.get("created")),
-            updated=_float(status.get("updated")),
+            step=as_int(status.get("step")) or 0,
+            max_steps=as_int(status.get("max_steps")),
+            pid=as_int(status.get("pid")),
+            created=as_float(status.get("created")),
+            updated=as_float(status.get("updated")),
             model=text(config.get("model")),
             data=text(config.get("data")),
             method=text(config.get("method")),
             message=message,
-            best_eval_loss=_float(status.get("best_eval_loss")),
+            best_eval_loss=as_float(status.get("best_eval_loss")),
             log_tail=log,
-            last_loss=_float(status.get("last_loss")),
-            tokens_per_second=_float(status.get("tokens_per_second")),
+            last_loss=as_float(status.get("last_loss")),
+            tokens_per_second=as_float(status.get("tokens_per_second")),
         )
 
 
-def _float(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return None
-    return float(value)
+def as_float(value, default: float | None = None) -> float | None:
+    """A finite number, or ``default``: None, booleans, NaN, infinities and what is not a number."""
+    if isinstance(value, bool) or value is None:
+        return default
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return value if math.isfinite(value) else default
 
 
-def _int(value) -> int | None:
-    number = _float(value)
+def as_int(value) -> int | None:
+    number = as_float(value)
     return int(number) if number is not None and abs(number) < 2**62 else None
 
 
 # A number; the worker writes a non-finite loss as "nan"/"inf"/"-inf" (JSON has no NaN).
-_number = lambda v: _float(v) is not None or v in ("nan", "inf", "-inf")  # noqa: E731
+_number = lambda v: as_float(v) is not None or v in ("nan", "inf", "-inf")  # noqa: E731
 _STATUS_TYPES = {  # status.json keys a viewer relies on, and what each must be
     "state": lambda v: isinstance(v, str), "step": _number, "max_steps": _number, "pid": _number,
     "created": _number, "updated": _number, "started": _number, "ended": _number,

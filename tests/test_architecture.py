@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).parent / "lint-imports"
 
@@ -31,22 +33,17 @@ def test_the_contracts_hold():
     assert "Contracts: 2 kept, 0 broken." in proc.stdout
 
 
-def test_a_heavy_import_in_the_tui_breaks_the_build(tmp_path):
+@pytest.mark.parametrize("module, heavy", [
+    ("tui/widgets/bullets.py", "torch"),  # in the TUI itself
+    ("engine/runs.py", "transformers"),  # reached through an engine module the TUI imports
+])
+def test_a_heavy_import_the_tui_reaches_breaks_the_build(tmp_path, module, heavy):
     root = _copy_tree(tmp_path)
-    widget = root / "tui" / "widgets" / "bullets.py"
-    widget.write_text(widget.read_text() + "\n\ndef _sneaky():\n    import torch  # noqa: F401\n")
+    path = root / module
+    path.write_text(path.read_text() + f"\n\ndef _sneaky():\n    import {heavy}  # noqa: F401\n")
     proc = _lint(root)
     assert proc.returncode != 0
-    assert "tui is not allowed to import torch" in proc.stdout
-
-
-def test_a_heavy_import_reached_through_the_engine_breaks_it_too(tmp_path):
-    root = _copy_tree(tmp_path)
-    runs = root / "engine" / "runs.py"  # the TUI imports engine.runs
-    runs.write_text(runs.read_text() + "\n\ndef _sneaky():\n    import transformers  # noqa: F401\n")
-    proc = _lint(root)
-    assert proc.returncode != 0
-    assert "tui is not allowed to import transformers" in proc.stdout
+    assert f"tui is not allowed to import {heavy}" in proc.stdout
 
 
 def test_textual_in_the_engine_breaks_the_build(tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 
-def wait_run(run, until, timeout: float = 150, poll: float = 0.05):
+def wait_run(run, until, timeout: float = 200, poll: float = 0.05):
     """``until(run)``'s first truthy value, polled until ``timeout``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -35,7 +35,7 @@ def logged_step(run) -> int:
     return max([e["step"] for e in run.events() if e.get("type") == "log"], default=0)
 
 
-async def until(pilot, predicate, timeout: float = 180, what: str = "condition", interval: float = 0.1):
+async def until(pilot, predicate, timeout: float = 240, what: str = "condition", interval: float = 0.1):
     """Let the app run until ``predicate()`` holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from textual.message import Message
+
 from engine import estimate as E
 
 
@@ -49,6 +51,21 @@ class Architectures:
     def known(self, model: str) -> E.Architecture | None:
         return self._known.get(model)
 
+    def fetch_for(self, node, model: str) -> None:
+        """Fetch in a daemon thread (quitting the app never waits for the helper) and post an
+        ``ArchitectureLoaded`` to ``node``."""
+
+        def fetch() -> None:
+            from engine.ipc import EngineProcessError
+
+            try:
+                arch, error = self.get(model), None
+            except EngineProcessError as exc:
+                arch, error = None, str(exc)
+            node.post_message(ArchitectureLoaded(model, arch, error))
+
+        threading.Thread(target=fetch, daemon=True, name=f"tunedeck-architecture-{model}").start()
+
     def get(self, model: str) -> E.Architecture:
         """Raises EngineProcessError (one sentence) when the helper fails."""
         with self._lock:
@@ -59,6 +76,14 @@ class Architectures:
             if model not in self._known:
                 self._known[model] = _fetch(model, self.timeout)
             return self._known[model]
+
+
+class ArchitectureLoaded(Message, bubble=False):
+    """A model's architecture arrived (``arch``), or why it could not (``error``)."""
+
+    def __init__(self, model: str, arch: E.Architecture | None, error: str | None) -> None:
+        super().__init__()
+        self.model, self.arch, self.error = model, arch, error
 
 
 def _fetch(model: str, timeout: float) -> E.Architecture:

@@ -102,3 +102,11 @@ def test_override_switches_steps_and_epochs():
     assert cfg.override(epochs=2).max_steps is None
     assert cfg.override(epochs=2).epochs == 2.0
     assert cfg.override(lora_r=4).lora.r == 4
+
+
+def test_every_glossary_term_a_setting_names_is_explained():
+    from engine.config import FIELDS, METHOD_NAMES
+    from engine.glossary import GLOSSARY
+
+    terms = [f.glossary for f in FIELDS if f.glossary] + list(METHOD_NAMES.values())
+    assert [t for t in terms if t not in GLOSSARY] == []

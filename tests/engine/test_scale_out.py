@@ -24,7 +24,10 @@ from engine.errors import ConfigError
 from engine.launch import (ACCELERATE_FILE, accelerate_settings, accelerate_yaml, resume_run, scale_out_plan,
                            start_run, stop_run, write_accelerate_file)
 from engine.run_state import effective_events
-from engine.runs import ALIVE, Run, create_run
+from engine.runs import Run, create_run
+from waiting import logged_step as _logged_step
+from waiting import run_ended as _ended
+from waiting import wait_run as _wait
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
@@ -36,30 +39,12 @@ def _config(model, data, **extra) -> RunConfig:
     return RunConfig.from_dict(settings)
 
 
-def _wait(run: Run, until, timeout: float = 200, poll: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = until(run)
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out; state {run.info().state}; log:\n" + "\n".join(run.log_tail(40)))
-
-
-def _ended(run: Run) -> bool:
-    return run.info().state not in ALIVE
-
-
 def _types(events) -> list[str]:
     return [e["type"] for e in events]
 
 
 def _log_steps(events) -> list[int]:
     return [e["step"] for e in events if e["type"] == "log"]
-
-
-def _logged_step(run: Run) -> int:
-    return max(_log_steps(run.events()), default=0)
 
 
 def _gone(procs: list[psutil.Process], timeout: float = 15) -> bool:

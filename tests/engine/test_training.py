@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,10 @@ import pytest
 from engine.config import RunConfig
 from engine.launch import RunStateError, resume_run, start_run, stop_run
 from engine.run_state import effective_events
-from engine.runs import ALIVE, Run, get_run, list_runs, pid_alive
+from engine.runs import Run, get_run, list_runs, pid_alive
+from waiting import logged_step as _logged_step
+from waiting import run_ended as _ended
+from waiting import wait_run as _wait
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
@@ -26,24 +28,6 @@ def _config(model, data, **extra) -> RunConfig:
                 "eval_steps": 0, "save_steps": 100, "max_length": 64, "lora": {"r": 8, "alpha": 16}}
     settings.update(extra)
     return RunConfig.from_dict(settings)
-
-
-def _wait(run: Run, until, timeout: float = 150, poll: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = until(run)
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out; state {run.info().state}; log:\n" + "\n".join(run.log_tail(30)))
-
-
-def _ended(run: Run):
-    return run.info().state not in ALIVE
-
-
-def _logged_step(run: Run) -> int:
-    return max([e["step"] for e in run.events() if e["type"] == "log"], default=0)
 
 
 def _log_steps(events) -> list[int]:

@@ -4,7 +4,6 @@ a worker run of the tiny model (tests/chat_runs.py)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from chat_runs import make_run, shared_trained_run
 from tui.app import TunedeckApp
 from tui.screens.chat import ChatScreen
 from tui.widgets.chat_pane import Answer, ChatPane, CopyLink
+from waiting import until as _until
 
 PROMPT = "My order A123 never arrived"
 
@@ -19,13 +19,6 @@ PROMPT = "My order A123 never arrived"
 @pytest.fixture(scope="module")
 def tiny_trained(tiny_model, tmp_path_factory):
     return shared_trained_run(tiny_model, tmp_path_factory)
-
-
-async def _until(pilot, condition, timeout: float = 180.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        await pilot.pause(0.1)
 
 
 async def _open_chat(pilot) -> ChatScreen:

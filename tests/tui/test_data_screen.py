@@ -1,8 +1,6 @@
 """The Data screen, driven like a user would: real files, real child processes."""
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -12,17 +10,9 @@ from tui.widgets.conversation_view import ConversationView
 from tui.widgets.length_histogram import LengthHistogram
 from tui.widgets.row_table import RowTable
 from tui.widgets.token_view import TokenView
+from waiting import until as wait_for
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "data"
-
-
-async def wait_for(pilot, predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if predicate():
-            return
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def text_of(widget) -> str:

@@ -20,6 +20,7 @@ from tui.screens.export_run import ExportRunScreen
 from tui.widgets.eval_table import EvalTable
 from tui.widgets.loss_overlay import LossOverlay
 from tui.widgets.runs_table import RunsTable
+from waiting import until as _until
 
 
 async def _open(pilot):
@@ -35,13 +36,6 @@ async def _select(pilot, run_id: str) -> None:
     table.move_cursor(row=table.order.index(run_id), animate=False)
     await pilot.pause()
     assert table.current.id == run_id
-
-
-async def _until(pilot, condition, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.2)
 
 
 def _cell(table, run_id, column) -> str:

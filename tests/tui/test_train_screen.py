@@ -31,6 +31,7 @@ from tui.widgets.config_form import ConfigForm, FieldRow
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.loss_chart import LossChart, LossPlot
 from tui.widgets.run_header import RunHeader
+from waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(400)
@@ -46,15 +47,6 @@ def tiny_settings(**extra) -> dict:
 def start_tiny(tiny_model, **extra):
     d = {"model": str(tiny_model), **tiny_settings(**extra)}
     return launch.start_run(RunConfig.from_dict(d))
-
-
-async def until(pilot, predicate, timeout: float = 180, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def text(screen, selector: str) -> str:

@@ -26,8 +26,8 @@ from engine import estimate as E
 
 from ..widgets.bullets import Bullets
 from ..widgets.memory_bar import MemoryBar
-from ..project import Project
-from .base import AreaScreen, in_thread
+from ..project import ArchitectureLoaded, Project
+from .base import AreaScreen
 
 TERMS = {  # one line each, at 80 columns
     "fine-tuning": "more training on your examples; the model's weights change.",
@@ -344,10 +344,6 @@ class MethodScreen(AreaScreen):
             super().__init__()
             self.count = count
 
-    class ArchitectureLoaded(Message, bubble=False):
-        def __init__(self, model: str, arch: E.Architecture | None, error: str | None) -> None:
-            super().__init__()
-            self.model, self.arch, self.error = model, arch, error
 
     @work(thread=True, exclusive=True, group="method-gpus", exit_on_error=False)
     def detect_gpus(self) -> None:
@@ -404,18 +400,10 @@ class MethodScreen(AreaScreen):
         """The model's shapes (the app's Architectures: `tunedeck estimate --json` in a helper process,
         once per model), from a daemon thread: quitting the app never waits for it (it builds the
         model on the meta device, a few seconds)."""
-        in_thread(self, self._fetch_architecture, self.project.model, name="tunedeck-method-estimate")
+        self.app.architectures.fetch_for(self, self.project.model)
 
-    def _fetch_architecture(self, model: str) -> None:
-        from engine.ipc import EngineProcessError
 
-        try:
-            arch, error = self.app.architectures.get(model), None
-        except EngineProcessError as exc:
-            arch, error = None, str(exc)
-        self.post_message(self.ArchitectureLoaded(model, arch, error))
-
-    def on_method_screen_architecture_loaded(self, message: ArchitectureLoaded) -> None:
+    def on_architecture_loaded(self, message: ArchitectureLoaded) -> None:
         model, arch, error = message.model, message.arch, message.error
         if model != self.project.model:
             return

@@ -25,28 +25,20 @@ from engine import estimate as E
 from engine import gpu
 from engine.errors import TunedeckError
 
-from ..project import Project
+from ..project import ArchitectureLoaded, Project
 from ..widgets.config_form import ConfigForm, field_named
-from .base import JobFailed, error_sentence, in_thread
+from .base import JobFailed, error_sentence
 
 ESTIMATE_DELAY = 0.6  # seconds of quiet typing before the estimate is recomputed
 
 
-GLOSSARY_FOR = {
-    "learning_rate": "learning rate", "epochs": "epoch", "max_steps": "step", "batch_size": "batch size",
-    "gradient_accumulation_steps": "gradient accumulation", "max_length": "max length", "lora.r": "rank",
-    "lora.alpha": "alpha",
-}
-METHOD_TERM = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
-
-
 def explain(spec, method: str) -> str:
-    """The long explanation of a field, from the glossary when it has one."""
+    """The long explanation of a field: its glossary term (the method's own for the method field)."""
+    from engine.config import METHOD_NAMES
     from engine.glossary import GLOSSARY
 
-    term = METHOD_TERM.get(method) if spec.key == "method" else GLOSSARY_FOR.get(spec.key)
-    text = GLOSSARY.get(term or "", spec.help)
-    return f"{spec.label}: {text}"
+    term = METHOD_NAMES.get(method) if spec.key == "method" else spec.glossary
+    return f"{spec.label}: {GLOSSARY.get(term or '', spec.help)}"
 
 
 def setup_of(project: Project) -> tuple:
@@ -167,10 +159,6 @@ class SetupPane(VerticalScroll):
             super().__init__()
             self.run = run
 
-    class ArchitectureLoaded(Message, bubble=False):
-        def __init__(self, model: str, arch: E.Architecture | None, error: str | None) -> None:
-            super().__init__()
-            self.model, self.arch, self.error = model, arch, error
 
     def __init__(self, project: Project, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -297,19 +285,10 @@ class SetupPane(VerticalScroll):
             panel.note(f"No estimate: {self._arch_failed[1]}")
         else:
             panel.note("estimating…")
-            in_thread(self, self._fetch_architecture, config.model, name="tunedeck-estimate")
+            self.app.architectures.fetch_for(self, config.model)
 
-    def _fetch_architecture(self, model: str) -> None:
-        """In a daemon thread: quitting the app never waits for the helper process."""
-        from engine.ipc import EngineProcessError
 
-        try:
-            arch, error = self.app.architectures.get(model), None
-        except EngineProcessError as exc:
-            arch, error = None, str(exc)
-        self.post_message(self.ArchitectureLoaded(model, arch, error))
-
-    def on_setup_pane_architecture_loaded(self, message: ArchitectureLoaded) -> None:
+    def on_architecture_loaded(self, message: ArchitectureLoaded) -> None:
         config = self._estimate_config
         if config is None or config.model != message.model:
             return  # the model changed since; its own estimate is on its way
