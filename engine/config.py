@@ -86,26 +86,8 @@ class Field:
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}.")
             return value.strip()
-        if self.kind == "int":
-            n, lo = _as_int(value), int(self.minimum or 0)
-            if n is None or n < lo:
-                kind = "a positive integer" if lo == 1 else f"an integer >= {lo}"
-                raise ConfigError(f"{where}: {key} must be {kind}{self.hint}, got {value!r}.")
-            if self.maximum is not None and n > self.maximum:
-                raise ConfigError(f"{where}: {key} must be at most {self.maximum:,.0f}, got {value!r}.")
-            return n
-        if self.kind == "float":
-            x = _as_float(value)
-            if x is None or not math.isfinite(x) or x <= (self.minimum or 0):
-                raise ConfigError(f"{where}: {key} must be a positive number{self.hint}, got {value!r}.")
-            if self.maximum is not None and x > self.maximum:
-                raise ConfigError(f"{where}: {key} must be at most {self.maximum:g}, got {value!r}.")
-            return x
-        if self.kind == "fraction":
-            x = _as_float(value)
-            if x is None or not 0 <= x < 1:
-                raise ConfigError(f"{where}: {key} must be a fraction from 0{self.hint} to below 1, got {value!r}.")
-            return x
+        if self.kind in ("int", "float", "fraction"):
+            return self._number(value, where)
         if self.kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -121,6 +103,27 @@ class Field:
             raise ConfigError(f"{where}: {key} must be \"all-linear\" or a list of module names "
                               f"such as [q_proj, v_proj], got {value!r}.")
         raise AssertionError(f"unknown field kind {self.kind}")  # pragma: no cover
+
+    def _number(self, value, where: str):
+        """An int (>= minimum), a positive float, or a fraction in [0, 1), within ``maximum``."""
+        lo = self.minimum or 0
+        if self.kind == "int":
+            x = _as_int(value)
+            ok = x is not None and x >= lo
+            wanted = ("a positive integer" if lo == 1 else f"an integer >= {lo:g}") + self.hint
+        elif self.kind == "fraction":
+            x = _as_float(value)
+            ok = x is not None and 0 <= x < 1
+            wanted = f"a fraction from 0{self.hint} to below 1"
+        else:
+            x = _as_float(value)
+            ok = x is not None and math.isfinite(x) and x > lo
+            wanted = f"a positive number{self.hint}"
+        if not ok:
+            raise ConfigError(f"{where}: {self.key} must be {wanted}, got {value!r}.")
+        if self.maximum is not None and x > self.maximum:
+            raise ConfigError(f"{where}: {self.key} must be at most {self.maximum:,.10g}, got {value!r}.")
+        return x
 
 
 FIELDS: tuple[Field, ...] = (
@@ -151,6 +154,9 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", "int", "Random seed", 42, minimum=0, maximum=2**32 - 1),  # numpy's seeds stop there
     Field("gradient_checkpointing", "bool", "Trade compute for memory", {"lora": False, "qlora": True, "full": False},
           glossary="gradient checkpointing"),
+    Field("padding_free", "bool", "No compute on padding: a batch's rows run as one sequence (exact; checked "
+          "on the model first)", True, glossary="padding-free"),
+    Field("group_by_length", "bool", "Batch rows of similar length together (less padding when padded)", False),
     Field("lora.r", "int", "Adapter size: 8-32; 16 is a good start", 16, minimum=1, maximum=65536, label="LoRA rank",
           glossary="rank"),
     Field("lora.alpha", "int", "Update scale alpha/rank; usually 2 x rank", 32, minimum=1, maximum=1 << 20, label="LoRA alpha",
@@ -203,6 +209,8 @@ class RunConfig:
     eval_data: str | None = _d("eval_data")
     seed: int = _d("seed")
     gradient_checkpointing: bool = _d("gradient_checkpointing")
+    padding_free: bool = _d("padding_free")
+    group_by_length: bool = _d("group_by_length")
     lora: LoraSettings = field(default_factory=LoraSettings)
     processes: int = _d("processes")
     distributed: str = _d("distributed")

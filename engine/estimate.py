@@ -246,6 +246,7 @@ class Plan:
     precision: str = "mixed"  # full fine-tuning only: "mixed" (fp32 master weights) | "bf16" (pure)
     optimizer: str = "adamw"  # "adamw" | "adamw-8bit"
     attention: str = "sdpa"  # "sdpa" | "eager"
+    packed: bool = False  # padding-free: one sequence of seq_len tokens made of several rows, with a mask
 
     def resolved(self) -> "Plan":
         if self.method not in METHODS:
@@ -271,14 +272,28 @@ class Plan:
         return replace(self, gradient_checkpointing=bool(gc), lora_targets=parse_targets(self.lora_targets))
 
 
-def plan_for(config, *, device: str, seq_len: int | None = None) -> Plan:
-    """The Plan a RunConfig trains with on ``device`` ("cuda" | "cpu"); ``seq_len`` defaults to
-    the config's max_length (the longest a batch can be)."""
+def longest_batch(config, lengths: list[int] | None) -> tuple[int, int, bool]:
+    """(rows, tokens per row, packed) of the largest batch the run will really see. From the data's
+    token lengths when known: padded, the longest row times batch_size; padding-free, the batch_size
+    longest rows run as one sequence. Without lengths, every row is assumed max_length long."""
+    rows = config.batch_size
+    packed = bool(getattr(config, "padding_free", False))
+    longest = sorted((min(n, config.max_length) for n in lengths), reverse=True)[:rows] if lengths else []
+    if not longest:
+        longest = [config.max_length] * rows
+    if packed:
+        return 1, sum(longest), rows > 1
+    return rows, longest[0], False
+
+
+def plan_for(config, *, device: str, lengths: list[int] | None = None) -> Plan:
+    """The Plan a RunConfig trains with on ``device`` ("cuda" | "cpu"), for the largest batch of data
+    with these token ``lengths`` (None: every row max_length long)."""
     lora = config.lora
+    rows, seq_len, packed = longest_batch(config, lengths)
     return Plan(method=config.method, lora_r=lora.r, lora_targets=lora.targets, lora_dropout=lora.dropout,
-                seq_len=seq_len or config.max_length, batch_size=config.batch_size,
-                gradient_accumulation_steps=config.gradient_accumulation_steps,
-                gradient_checkpointing=config.gradient_checkpointing, device=device).resolved()
+                seq_len=seq_len, batch_size=rows, gradient_accumulation_steps=config.gradient_accumulation_steps,
+                gradient_checkpointing=config.gradient_checkpointing, device=device, packed=packed).resolved()
 
 
 @dataclass
@@ -333,7 +348,7 @@ def _activation_bytes(arch: Architecture, p: Plan, *, c: int, w: int, base_train
     # norms: fp32 input, + normed value when the norm weight trains
     per = sum(f * d + (w * d if base_trained else 0) for d in arch.layer_norm_dims)
     # attention core
-    padded = p.batch_size > 1
+    padded = p.batch_size > 1 or p.packed  # a mask is passed (padding, or the rows of a pack kept apart)
     kv_saved = q if padded else kv
     per += (2 * q + 2 * kv_saved) * c
     if p.attention == "eager":

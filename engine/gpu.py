@@ -162,6 +162,12 @@ def sample_gpus(pid: int | None = None) -> list[GpuSample]:
     return samples
 
 
+def process_memory(pid: int) -> int | None:
+    """GPU memory NVML says process ``pid`` holds, over every GPU (None without NVML)."""
+    held = [s.process_memory for s in sample_gpus(pid) if s.process_memory]
+    return int(sum(held)) if held else None
+
+
 def _try(read):
     try:
         return read()

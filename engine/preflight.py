@@ -105,8 +105,8 @@ def check(config: RunConfig) -> Report:
 
         cfg = state["config"]
         device = "cpu" if gpu.no_gpu_reason() else "cuda"
-        longest = min(cfg.max_length, int(state.get("stats", {}).get("length", {}).get("max") or cfg.max_length))
-        plan = E.plan_for(cfg, device=device, seq_len=longest)
+        lengths = state.get("stats", {}).get("longest") or None
+        plan = E.plan_for(cfg, device=device, lengths=lengths)
         arch = model_shapes.architecture_for(cfg.model)
         total = E.estimate(arch, plan).memory.total
         targets, reason = gpu.memory_targets(device=device)
@@ -118,7 +118,8 @@ def check(config: RunConfig) -> Report:
             raise TunedeckError(f"Training {fit.reason}{hint}.")
         if fit.verdict == "tight":
             report.warnings.append(f"Training {fit.reason}.")
-        return f"{fit.reason} (the longest batch: {longest} tokens)"
+        shape = f"{plan.seq_len} tokens" + (f" x {plan.batch_size} rows" if plan.batch_size > 1 else "")
+        return f"{fit.reason} (the largest batch: {shape}, {'from the data' if lengths else 'max_length'})"
 
     if step("settings", settings):
         if step("tokenizer", tokenizer):

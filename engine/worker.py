@@ -48,6 +48,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .batching import attention_implementation, liger_available, padding_free_is_exact
 from .config import METHOD_NAMES, RunConfig
 from .errors import DataError, TunedeckError
 from .run_state import effective_events
@@ -134,8 +135,10 @@ def device_plan() -> dict:
         bf16 = torch.cuda.is_bf16_supported()
         index = world()[2]  # this process's GPU under torchrun; 0 alone
         return {"device": "cuda", "name": f"cuda:{index} ({torch.cuda.get_device_name(index)})", "bf16": bf16,
-                "fp16": not bf16, "dtype": torch.bfloat16 if bf16 else torch.float16}
-    return {"device": "cpu", "name": "cpu", "bf16": False, "fp16": False, "dtype": torch.float32}
+                "fp16": not bf16, "dtype": torch.bfloat16 if bf16 else torch.float16,
+                "attention": attention_implementation("cuda"), "liger": liger_available("cuda")}
+    return {"device": "cpu", "name": "cpu", "bf16": False, "fp16": False, "dtype": torch.float32,
+            "attention": attention_implementation("cpu"), "liger": False}
 
 
 def load_model_for(cfg: RunConfig, plan: dict, progress=None):
@@ -160,6 +163,7 @@ def load_model_for(cfg: RunConfig, plan: dict, progress=None):
         dtype = plan["dtype"]  # frozen base in half precision; adapters stay float32
     else:
         dtype = torch.float32  # full fine-tuning keeps float32 master weights (autocast on GPUs)
+    kwargs["attn_implementation"] = plan.get("attention") or attention_implementation(plan["device"])
     model, tokenizer = models.load_model(cfg.model, dtype=dtype, progress=progress, **kwargs)
     ensure_chat_template(tokenizer)
 
@@ -194,7 +198,9 @@ def _keep_4bit_layout_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool):
+def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool, padding_free: bool = False):
+    """``padding_free``: rows concatenated per batch (already truncated to max_length by encode(), so
+    TRL is given no max_length to enforce); otherwise padded to the longest row of each batch."""
     from trl import SFTConfig
 
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps else {"num_train_epochs": cfg.epochs}
@@ -209,9 +215,13 @@ def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool):
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=cfg.max_length,
+        max_length=None if padding_free else cfg.max_length,
         completion_only_loss=True,  # labels from our completion_mask (the encode() mask)
         packing=False,
+        padding_free=padding_free,
+        # transformers 5: group_by_length became one of the training sampling strategies
+        **({"train_sampling_strategy": "group_by_length"} if cfg.group_by_length else {}),
+        use_liger_kernel=bool(plan.get("liger")),
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         logging_nan_inf_filter=False,  # a NaN must reach our callback, not be averaged away
@@ -236,7 +246,7 @@ def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool):
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval_rows: list[dict],
-                  output_dir: Path, plan: dict | None = None, callbacks=()):
+                  output_dir: Path, plan: dict | None = None, callbacks=(), *, padding_free: bool = False):
     """An SFTTrainer over already tokenised rows: TRL turns ``completion_mask`` into labels (-100 off
     the mask) when ``completion_only_loss`` is on, so training uses exactly the encode() mask."""
     from datasets import Dataset
@@ -247,12 +257,42 @@ def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval
     eval_ds = Dataset.from_list(eval_rows) if eval_rows and cfg.eval_steps > 0 else None
     return SFTTrainer(
         model=model,
-        args=sft_config(cfg, output_dir, plan, has_eval=eval_ds is not None),
+        args=sft_config(cfg, output_dir, plan, has_eval=eval_ds is not None, padding_free=padding_free),
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+
+
+def estimate_memory(cfg: RunConfig, plan: dict, lengths: list[int]) -> int | None:
+    """The memory estimate for this run's largest real batch, recorded beside the measured peak."""
+    from . import estimate as E
+    from . import model_shapes
+
+    try:
+        arch = model_shapes.architecture_for(cfg.model)
+        return E.estimate(arch, E.plan_for(cfg, device=plan["device"], lengths=lengths)).memory.total
+    except TunedeckError:  # an architecture the estimate does not know: no estimate, training goes on
+        return None
+
+
+def peak_memory(plan: dict) -> dict:
+    """What this process has used at most so far: on a GPU torch's allocator peak and what NVML says
+    the process holds (context and cache included); on a CPU the resident set's high-water mark."""
+    if plan["device"] == "cuda":
+        import torch
+
+        out = {"peak_memory": int(torch.cuda.max_memory_allocated()), "peak_memory_kind": "gpu"}
+        from . import gpu
+
+        held = gpu.process_memory(os.getpid())
+        if held:
+            out["peak_memory_nvml"] = held
+        return out
+    import resource
+
+    return {"peak_memory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "ram"}
 
 
 def count_params(model) -> tuple[int, int]:
@@ -577,11 +617,22 @@ class Worker:
             notes.append(f"{counts['truncated']} examples were cut to max_length={cfg.max_length}")
         if counts["skipped"]:
             notes.append(f"{counts['skipped']} examples had no token to train and were skipped")
+        padding_free = False
+        if cfg.padding_free:
+            padding_free, why = padding_free_is_exact(model, train_rows)
+            self.say(("Padding-free batching: " if padding_free else "Padding each batch (not padding-free): ") + why)
+        kernels = [f"attention {plan['attention']}", "bf16" if plan["bf16"] else "fp16" if plan["fp16"] else "fp32"]
+        if plan.get("liger"):
+            kernels.append("Liger kernels")
+        self.say("Kernels: " + ", ".join(kernels))
         trainable, total = count_params(model)
+        estimated = estimate_memory(cfg, plan, [len(r["input_ids"]) for r in train_rows])
         info = {
             "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
             "trainable_params": trainable, "total_params": total, "device": plan["name"],
             "resumed_from": checkpoint.name if checkpoint is not None else None, "notes": notes,
+            "batching": "padding-free" if padding_free else "padded", "kernels": kernels,
+            "estimated_memory": estimated,
         }
         if checkpoint is not None:
             info["tokens_before"] = tokens_logged_until(run, self.step)
@@ -589,7 +640,8 @@ class Worker:
             info["device"] = f"{plan['device']} × {self.world} processes"
             info["processes"] = self.world
         callback = events_callback(self, info=info)
-        trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback])
+        trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback],
+                                padding_free=padding_free)
         self.trainer = trainer
         if self.world > 1:
             info["backend"] = trainer.accelerator.state.backend
@@ -727,7 +779,8 @@ def _make_callback_class():
                 message += " (" + "; ".join(notes) + ")"
             event = {k: v for k, v in self.info.items() if k != "notes"}
             w.event(type="start", step=state.global_step, max_steps=state.max_steps, message=message, **event)
-            w.status(state="running", step=state.global_step, max_steps=state.max_steps, message=message)
+            w.status(state="running", step=state.global_step, max_steps=state.max_steps, message=message,
+                     estimated_memory=self.info.get("estimated_memory"), batching=self.info.get("batching"))
             w.say(message)
 
         def on_step_begin(self, args, state, control, **kw):
@@ -803,8 +856,11 @@ def _make_callback_class():
                 event["mean_token_accuracy"] = _num(logs["mean_token_accuracy"])
             if tokens is not None:  # TRL counts from 0 in each attempt: count on from the checkpoint
                 event["num_tokens"] = _num(tokens + self.info.get("tokens_before", 0))
+            peak = peak_memory(w.plan)
+            event.update(peak)
             w.event(type="log", **event)
-            self._status(step=state.global_step, last_loss=_num(loss), tokens_per_second=event["tokens_per_second"])
+            self._status(step=state.global_step, last_loss=_num(loss), tokens_per_second=event["tokens_per_second"],
+                         **peak)
             bad = None
             if not math.isfinite(loss):
                 bad = ("loss", loss)

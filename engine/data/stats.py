@@ -195,6 +195,9 @@ def histogram(lengths, max_length: int, bins: int = HIST_BINS) -> dict:
     return {"edges": [k * width for k in range(bins + 1)], "counts": counts}
 
 
+LONGEST_KEPT = 256  # enough for any batch size people train with
+
+
 def _quantile(sorted_values, q: float) -> int:
     if not sorted_values:
         return 0
@@ -224,6 +227,8 @@ def summarise(part: _Partial, max_length: int, unit: str) -> dict:
             "p99": _quantile(lengths, 0.99),
         },
         "histogram": histogram(lengths, max_length),
+        # the longest rows, longest first: what the memory estimate sizes the largest batch from
+        "longest": lengths[::-1][:LONGEST_KEPT],
     }
 
 
