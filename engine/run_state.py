@@ -76,6 +76,12 @@ class Curves:
     def last_loss(self) -> float | None:
         return self.losses[-1][1] if self.losses else None
 
+    @property
+    def peak_memory(self) -> float | None:
+        """The most memory the worker has measured itself using (bytes)."""
+        peaks = self.points("peak_memory")
+        return max(v for _, v in peaks) if peaks else None
+
 
 @dataclass
 class RunHistory(Curves):
@@ -95,6 +101,8 @@ class RunHistory(Curves):
     num_examples: int | None = None
     trainable_params: int | None = None
     total_params: int | None = None
+    estimated_memory: int | None = None  # bytes, for the largest batch of the run's data
+    batching: str | None = None  # "padding-free" | "padded"
     attempts: int = 0
     resumed_from: str | None = None
     attempt_started: float | None = None
@@ -173,7 +181,8 @@ class RunHistory(Curves):
         self.step_rate = None
         self.resumed_from = event.get("resumed_from")
         self.attempt_message = event.get("message")
-        for key in ("method", "objective", "device", "num_examples", "trainable_params", "total_params"):
+        for key in ("method", "objective", "device", "num_examples", "trainable_params", "total_params",
+                    "estimated_memory", "batching"):
             if event.get(key) is not None:
                 setattr(self, key, event[key])
         self.max_steps = as_int(event.get("max_steps")) or self.max_steps
@@ -245,6 +254,8 @@ class RunView(Curves):
     num_examples: int | None = None
     trainable_params: int | None = None
     total_params: int | None = None
+    estimated_memory: int | None = None
+    batching: str | None = None
     attempts: int = 0  # how many start events (1 + resumes)
     resumed_from: str | None = None
     attempt_started: float | None = None  # time of the latest start event
@@ -268,7 +279,8 @@ class RunView(Curves):
             learning_rate=h.learning_rate, grad_norm=h.grad_norm, tokens_per_second=tokens_per_second,
             epoch=h.epoch, checkpoints=tuple(h.checkpoints), method=h.method, objective=h.objective,
             device=h.device, num_examples=h.num_examples, trainable_params=h.trainable_params,
-            total_params=h.total_params, attempts=h.attempts, resumed_from=h.resumed_from,
+            total_params=h.total_params, estimated_memory=h.estimated_memory, batching=h.batching,
+            attempts=h.attempts, resumed_from=h.resumed_from,
             attempt_started=h.attempt_started, attempt_message=h.attempt_message, earlier_seconds=h.earlier_seconds, last_time=h.last_time,
             ended=h.ended, step_rate=h.step_rate, error=h.error, log_lines=log_lines,
             events_read=h.events_read,

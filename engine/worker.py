@@ -88,11 +88,12 @@ def several_processes(cfg: RunConfig) -> bool:
 
 # --- data --------------------------------------------------------------------------------------
 def load_splits(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
-    """(train examples, eval examples). The eval set is, in order of preference: ``eval_data``, the
+    """(train examples, eval examples). ``data`` may be a list of sources: they are mixed, seeded by
+    ``seed`` (engine.data.dataset.mix). The eval set is, in order of preference: ``eval_data``, the
     data's own validation split, or ``eval_split`` of the training rows (seeded). None if eval is off."""
     from .data import has_validation_split, load_examples
 
-    train = load_examples(cfg.data, split="train")
+    train = load_examples(cfg.data, split="train", seed=cfg.seed)
     if cfg.eval_steps == 0:
         return train, []
     if cfg.eval_data:
@@ -110,14 +111,17 @@ def load_splits(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     return [ex for i, ex in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
-def encode_rows(tokenizer, examples: list[dict], max_length: int) -> tuple[list[dict], dict]:
+def encode_rows(tokenizer, examples: list[dict], max_length: int, *,
+                special_token_text: str = "literal") -> tuple[list[dict], dict]:
     """Training rows ({input_ids, completion_mask}) through the one mask code path, plus counts of
-    what was truncated or skipped (rows left with no trained token train nothing)."""
+    what was truncated or skipped (rows left with no trained token train nothing). A DataError (one
+    sentence) when the rows need what the tokenizer cannot do, such as tools its template ignores.
+    ``special_token_text`` is the run's setting of that name (literal: such text stays text)."""
     from .data.encode import encode
 
     rows, truncated, empty = [], 0, 0
     for example in examples:
-        enc = encode(tokenizer, example, max_length)
+        enc = encode(tokenizer, example, max_length, special_token_text=special_token_text)
         truncated += enc.truncated
         if not any(enc.trained):
             empty += 1
@@ -265,16 +269,17 @@ def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval
     )
 
 
-def estimate_memory(cfg: RunConfig, plan: dict, lengths: list[int]) -> int | None:
-    """The memory estimate for this run's largest real batch, recorded beside the measured peak."""
+def estimate_memory(cfg: RunConfig, plan: dict, lengths: list[int]) -> tuple[int | None, str | None]:
+    """(the memory estimate for this run's largest real batch, the model's type): recorded beside the
+    measured peak, and what later estimates are calibrated by."""
     from . import estimate as E
     from . import model_shapes
 
     try:
         arch = model_shapes.architecture_for(cfg.model)
-        return E.estimate(arch, E.plan_for(cfg, device=plan["device"], lengths=lengths)).memory.total
+        return E.estimate(arch, E.plan_for(cfg, device=plan["device"], lengths=lengths)).memory.total, arch.model_type
     except TunedeckError:  # an architecture the estimate does not know: no estimate, training goes on
-        return None
+        return None, None
 
 
 def peak_memory(plan: dict) -> dict:
@@ -455,6 +460,17 @@ class Worker:
             return False
         return True
 
+    def _calibrate(self) -> None:
+        """Teach later estimates of this kind of run what this one really used."""
+        from . import calibration
+
+        status, info = self.run.read_status(), self.trainer_info
+        try:
+            calibration.record(self.plan["device"], info.get("model_type"), self.cfg.method,
+                               info.get("estimated_memory"), status.get("peak_memory"))
+        except OSError:
+            pass  # a calibration not saved never fails a run
+
     def _tidy_run_folder(self) -> None:
         """We hold the run's lock: put back an output a kill left mid-swap, remove what killed saves
         left behind, and set aside a little disk space to record a full disk with."""
@@ -570,6 +586,8 @@ class Worker:
         return 1
 
     def _finish(self, state: str, message: str, *, error: bool = False) -> None:
+        if state in ("completed", "stopped") and self.main_process and getattr(self, "trainer", None) is not None:
+            self._calibrate()
         if error:
             self.event(type="error", step=self.step, message=message)
         self.event(type="end", step=self.step, state=state, message=message)
@@ -626,19 +644,20 @@ class Worker:
             kernels.append("Liger kernels")
         self.say("Kernels: " + ", ".join(kernels))
         trainable, total = count_params(model)
-        estimated = estimate_memory(cfg, plan, [len(r["input_ids"]) for r in train_rows])
+        estimated, model_type = estimate_memory(cfg, plan, [len(r["input_ids"]) for r in train_rows])
         info = {
             "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
             "trainable_params": trainable, "total_params": total, "device": plan["name"],
             "resumed_from": checkpoint.name if checkpoint is not None else None, "notes": notes,
             "batching": "padding-free" if padding_free else "padded", "kernels": kernels,
-            "estimated_memory": estimated,
+            "estimated_memory": estimated, "model_type": model_type,
         }
         if checkpoint is not None:
             info["tokens_before"] = tokens_logged_until(run, self.step)
         if self.world > 1:
             info["device"] = f"{plan['device']} × {self.world} processes"
             info["processes"] = self.world
+        self.trainer_info = info
         callback = events_callback(self, info=info)
         trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback],
                                 padding_free=padding_free)

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from themes import DEFAULT_THEME, THEMES
 
 from . import settings
-from .project import Architectures, Project
+from .project import Architectures, DataLengths, Project
 from .screens.base import AreaScreen, ShowPane
 from .screens.chat import ChatScreen
 from .screens.data import DataScreen
@@ -59,6 +59,7 @@ class TunedeckApp(App):
         super().__init__()
         self.set_reactive(TunedeckApp.project, Project(model=model, data=data, run_id=attach_run))
         self.architectures = Architectures()  # model shapes, fetched once per model (Method and Train)
+        self.data_lengths = DataLengths()  # the longest rows of the data, measured once (estimates)
         self._attach_run = attach_run
         for theme in THEMES:
             self.register_theme(theme)

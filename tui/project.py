@@ -78,6 +78,64 @@ class Architectures:
             return self._known[model]
 
 
+class DataLengths:
+    """The token lengths of a data file's longest rows, by (model, data, max_length), each measured
+    once (a helper process: it needs the model's tokenizer). Memory estimates size the largest batch
+    the run will really see from them, instead of assuming every row is max_length long."""
+
+    timeout = 600.0
+
+    def __init__(self) -> None:
+        self._known: dict[tuple, list[int]] = {}
+        self._failed: dict[tuple, str] = {}
+        self._busy: set[tuple] = set()
+        self._lock = threading.Lock()
+
+    def known(self, model: str, data: str, max_length: int) -> list[int] | None:
+        return self._known.get((model, data, max_length))
+
+    def failed(self, model: str, data: str, max_length: int) -> str | None:
+        return self._failed.get((model, data, max_length))
+
+    def put(self, model: str, data: str, max_length: int, longest: list[int]) -> None:
+        """Lengths measured elsewhere (the Data screen counts every row's tokens anyway)."""
+        self._known[(model, data, max_length)] = list(longest)
+
+    def fetch_for(self, node, model: str, data: str, max_length: int) -> None:
+        """Measure in a daemon thread (once per key at a time) and post ``LengthsLoaded`` to ``node``."""
+        key = (model, data, max_length)
+        with self._lock:
+            if key in self._busy:
+                return
+            self._busy.add(key)
+
+        def fetch() -> None:
+            from engine.ipc import EngineProcessError, run_json
+
+            try:
+                stats = run_json(["data", "stats", data, "--model", model, "--max-length", str(max_length),
+                                  "--workers", "1", "--json"], timeout=self.timeout)
+                self._known[key] = list(stats.get("longest") or [])
+            except EngineProcessError as exc:
+                self._failed[key] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a timeout, no helper process: said, not raised
+                self._failed[key] = f"the data helper failed ({exc})"
+            finally:
+                with self._lock:
+                    self._busy.discard(key)
+            node.post_message(LengthsLoaded(model, data, max_length))
+
+        threading.Thread(target=fetch, daemon=True, name="tunedeck-data-lengths").start()
+
+
+class LengthsLoaded(Message, bubble=False):
+    """A data file's token lengths are known for this model and max length (or could not be measured)."""
+
+    def __init__(self, model: str, data: str, max_length: int) -> None:
+        super().__init__()
+        self.model, self.data, self.max_length = model, data, max_length
+
+
 class ArchitectureLoaded(Message, bubble=False):
     """A model's architecture arrived (``arch``), or why it could not (``error``)."""
 

@@ -47,16 +47,25 @@ def register(sub) -> None:
     p.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa")
     p.add_argument("--gpu-memory", type=number, metavar="GIB",
                    help="judge against a GPU with this much memory instead of the GPUs found here")
+    p.add_argument("--data", metavar="FILE",
+                   help="size the largest batch from this data's real token lengths (with the model's tokenizer) "
+                        "instead of assuming every row is --max-length long")
+    p.add_argument("--padding-free", action=argparse.BooleanOptionalAction, default=True,
+                   help="batches as the worker runs them by default: rows back to back, no padding (default on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--list", action="store_true", help="list the built-in model configs and exit")
     p.set_defaults(func=run)
 
 
-def _plan(args, method: str):
-    from engine.estimate import Plan
+def _plan(args, method: str, lengths: list[int] | None = None):
+    from types import SimpleNamespace
 
+    from engine.estimate import Plan, longest_batch
+
+    rows, seq_len, packed = longest_batch(
+        SimpleNamespace(batch_size=args.batch_size, max_length=args.seq_len, padding_free=args.padding_free), lengths)
     return Plan(method=method, lora_r=args.lora_r, lora_targets=args.lora_targets,
-                lora_dropout=args.lora_dropout, seq_len=args.seq_len, batch_size=args.batch_size,
+                lora_dropout=args.lora_dropout, seq_len=seq_len, batch_size=rows, packed=packed,
                 gradient_accumulation_steps=args.gradient_accumulation_steps,
                 gradient_checkpointing=args.gradient_checkpointing, device=args.device,
                 precision=args.precision, optimizer=args.optimizer, attention=args.attention)
@@ -69,12 +78,26 @@ def _targets(args) -> tuple[list, str | None]:
     return gpu.memory_targets(device=args.device, planned_gib=args.gpu_memory)
 
 
+def _lengths(args) -> list[int] | None:
+    """The data's token lengths, longest first (None without --data)."""
+    if not args.data:
+        return None
+    from engine import models
+    from engine.data.stats import token_stats
+
+    stats = token_stats(args.data, models.load_tokenizer(args.model), args.seq_len, workers=1)
+    return stats.get("longest") or None
+
+
 def _one(arch, plan, gpus, reason) -> dict:
+    from engine import calibration
     from engine import estimate as E
 
     est = E.estimate(arch, plan)
-    fit = E.judge_fit(est.memory.total, gpus, reason)
+    total, note = calibration.calibrated(est.memory.total, plan.device, arch.model_type, plan.method)
+    fit = E.judge_fit(total, gpus, reason)
     out = est.to_dict()
+    out["calibrated_total"], out["calibration"] = total, note
     out["fit"] = fit.to_dict()
     out["suggestions"] = []
     if fit.verdict in ("no", "tight") and fit.gpu:
@@ -97,6 +120,9 @@ def run(args) -> int:
     methods = list(E.METHODS) if args.method == "all" else [args.method]
     plans = {m: _plan(args, m).resolved() for m in methods}  # bad values fail before the model is built
     arch = shapes.architecture_for(args.model)
+    lengths = _lengths(args)
+    if lengths:
+        plans = {m: _plan(args, m, lengths).resolved() for m in methods}
     gpus, reason = _targets(args)
     results = {m: _one(arch, plans[m], gpus, reason) for m in methods}
     if args.json:
@@ -109,6 +135,7 @@ def run(args) -> int:
             payload = dict(results[args.method])
             payload["architecture"] = arch.to_dict()
             payload["no_gpu_reason"] = reason
+        payload["sized_from"] = "data" if lengths else "max_length"
         json.dump(payload, sys.stdout)
         sys.stdout.write("\n")
         return 0
@@ -130,7 +157,11 @@ def _print(arch, results: dict, args) -> None:
                   f"vocabulary {arch.vocab:,}")
     console.print(f"Parameters: [b]{arch.total_params:,}[/b] ({E.human_count(arch.total_params)}), counted on "
                   f"the meta device")
-    console.print(f"Settings: batch {s['batch_size']} x {s['seq_len']} tokens, gradient accumulation "
+    shape = (f"one sequence of {s['seq_len']} tokens ({args.batch_size} rows back to back)" if s.get("packed")
+             else f"batch {s['batch_size']} x {s['seq_len']} tokens")
+    sized = f"the largest batch of {args.data}" if args.data else f"every row {args.seq_len} tokens (max length)"
+    console.print(f"Sized for: {sized}")
+    console.print(f"Settings: {shape}, gradient accumulation "
                   f"{s['gradient_accumulation_steps']}, LoRA r={s['lora_r']} on {_targets_text(s['lora_targets'])}, "
                   f"training on {where}\n")
     table = Table(show_edge=False, header_style="bold")
@@ -151,6 +182,8 @@ def _print(arch, results: dict, args) -> None:
     for m, r in results.items():
         label = METHOD_LABELS[m] if len(results) > 1 else "Fit"
         console.print(f"[b]{label}:[/b] {r['fit']['reason']}")
+        if r["calibration"]:
+            console.print(f"  [dim]{E.gib(r['calibrated_total'])} expected: {r['calibration']}[/dim]")
         for sug in r["suggestions"]:
             console.print(f"  to fit: {sug['change']} -> {E.gib(sug['total'])}")
         for note in r["notes"]:

@@ -61,6 +61,10 @@ async def wait_for_model(screen: MethodScreen, pilot, timeout: float = 300) -> N
     while screen.arch is None and screen.arch_error is None:
         assert time.monotonic() - start < timeout, "the estimate helper did not answer"
         await asyncio.sleep(0.2)
+    # and the data's lengths, which size the largest batch
+    while screen.sized_from_data is None:
+        assert time.monotonic() - start < timeout, "the data helper did not answer"
+        await asyncio.sleep(0.2)
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
     assert screen.arch_error is None, screen.arch_error

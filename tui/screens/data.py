@@ -514,6 +514,9 @@ class DataScreen(AreaScreen):
             self.stats = stats
             self._set_progress("stats", None)
             self._timings["stats"] = time.perf_counter()
+            if self.ref and stats.get("longest"):  # Method's and Train's estimates size from them too
+                self.app.data_lengths.put(stats.get("model") or self.model or self.project.model, self.ref,
+                                          int(stats["max_length"]), stats["longest"])
         L = stats["length"]
         lines = [
             f"[b]{stats['examples']:,}[/b] examples{'' if final else ' so far'} · tokens each: min {L['min']}, "

@@ -11,6 +11,8 @@ engine.advisor). GPUs are read through engine.gpu (NVML) on a thread.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from dataclasses import dataclass
 
 from textual import on, work
@@ -26,7 +28,7 @@ from engine import estimate as E
 
 from ..widgets.bullets import Bullets
 from ..widgets.memory_bar import MemoryBar
-from ..project import ArchitectureLoaded, Project
+from ..project import ArchitectureLoaded, LengthsLoaded, Project
 from .base import AreaScreen
 
 TERMS = {  # one line each, at 80 columns
@@ -197,6 +199,7 @@ class MethodScreen(AreaScreen):
         self.arch_error: str | None = None
         self.recommendation: advisor.Recommendation | None = None
         self.estimates: dict[str, E.Estimate] = {}
+        self.sized_from_data: list[int] | None = None  # the data's longest rows, once measured
 
     # --- layout ----------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -450,8 +453,12 @@ class MethodScreen(AreaScreen):
                                               max_length=self.chosen_max_length())
             if self.chosen_max_length():
                 shape["max_length"] = self.chosen_max_length()
-            plan = E.Plan(seq_len=shape["max_length"], batch_size=shape["batch_size"],
-                          gradient_accumulation_steps=shape["gradient_accumulation_steps"], device=device)
+            self.sized_from_data = lengths = self._lengths(shape["max_length"])
+            rows, seq_len, packed = E.longest_batch(
+                SimpleNamespace(batch_size=shape["batch_size"], max_length=shape["max_length"], padding_free=True),
+                lengths)
+            plan = E.Plan(seq_len=seq_len, batch_size=rows, packed=packed, device=device,
+                          gradient_accumulation_steps=shape["gradient_accumulation_steps"])
             self.estimates = E.best_estimates(self.arch, plan, capacity)
             method_memory = {m: e.memory.total for m, e in self.estimates.items()}
             trainable = {m: e.trainable_params for m, e in self.estimates.items()}
@@ -509,6 +516,7 @@ class MethodScreen(AreaScreen):
         self.query_one("#methods-where", Static).update(
             f"Memory of one training step on {escape(words)}"
             + (" · CPU training in fp32" if device == "cpu" else "")
+            + (" · sized from your data" if self.sized_from_data else "")
             + (f" · {', '.join(checkpointed)} with gradient checkpointing" if checkpointed else ""))
         rec = self.recommendation
         for row in self.query(MethodRow):
@@ -529,6 +537,18 @@ class MethodScreen(AreaScreen):
                      f"{E.human_count(est.trainable_params)} (all)", est.memory.total, capacity, verdict)
         if self.arch_error:
             self.query_one("#methods-where", Static).update(f"No estimate: {escape(self.arch_error)}")
+
+    def _lengths(self, max_length: int) -> list[int] | None:
+        """The data's longest rows if measured; else start measuring them (the table updates then)."""
+        lengths, model, data = self.app.data_lengths, self.project.model, self.project.data
+        known = lengths.known(model, data, max_length)
+        if known is None and lengths.failed(model, data, max_length) is None:
+            lengths.fetch_for(self, model, data, max_length)
+        return known
+
+    def on_lengths_loaded(self, message: LengthsLoaded) -> None:
+        if (message.model, message.data) == (self.project.model, self.project.data):
+            self.refresh_result()
 
     def chosen_max_length(self) -> int | None:
         """The max length set on the Data screen (or carried before), kept as the user chose it."""

@@ -25,7 +25,7 @@ from engine import estimate as E
 from engine import gpu
 from engine.errors import TunedeckError
 
-from ..project import ArchitectureLoaded, Project
+from ..project import ArchitectureLoaded, LengthsLoaded, Project
 from ..widgets.config_form import ConfigForm, field_named
 from .base import JobFailed, error_sentence
 
@@ -68,29 +68,8 @@ def initial_settings(project: Project) -> dict:
 
 
 # --- the estimate ------------------------------------------------------------------------------------
-def plan_for(config, device: str) -> E.Plan:
-    """The estimate's plan for a RunConfig, on "cuda" or (no NVIDIA GPU: the worker trains there) "cpu"."""
-    lora = config.lora
-    targets = lora.targets if isinstance(lora.targets, str) else ",".join(lora.targets)
-    return E.Plan(method=config.method, lora_r=lora.r, lora_targets=targets, lora_dropout=lora.dropout,
-                  seq_len=config.max_length, batch_size=config.batch_size,
-                  gradient_accumulation_steps=config.gradient_accumulation_steps,
-                  gradient_checkpointing=bool(config.gradient_checkpointing), device=device).resolved()
-
-
-def memory_targets(device: str) -> tuple[list, str | None]:
-    """(what to judge the memory against, why there is no GPU): this machine's RAM for the CPU."""
-    if device == "cpu":
-        import psutil
-
-        vm = psutil.virtual_memory()
-        return [{"index": 0, "name": "this machine's RAM", "where": "this machine's RAM",
-                 "memory_total": int(vm.total), "memory_used": int(vm.total - vm.available)}], None
-    gpus = gpu.list_gpus()
-    return gpus, (None if gpus else (gpu.no_gpu_reason() or "no NVIDIA GPU found"))
-
-
-def estimate_text(est: E.Estimate, fit: E.Fit, suggestions: list[dict]) -> Text:
+def estimate_text(est: E.Estimate, fit: E.Fit, suggestions: list[dict], sized: str, expected: int,
+                  calibration: str) -> Text:
     text = Text()
     total, trainable = est.total_params, est.trainable_params
     if total:
@@ -102,6 +81,9 @@ def estimate_text(est: E.Estimate, fit: E.Fit, suggestions: list[dict]) -> Text:
         if key != "total":
             text.append(f"  {key.replace('_', ' '):<14} {E.gib(value):>11}\n", style="dim")
     text.append(f"  {'total':<14} {E.gib(memory['total']):>11}\n", style="bold")
+    text.append(f"  {sized}\n", style="dim")
+    if calibration:
+        text.append(f"  expected {E.gib(expected)}: {calibration}\n", style="dim")
     verdict, reason = fit.verdict, fit.reason
     if verdict == "no":
         text.append(f"⚠ Will not fit: {reason}\n", style="bold")
@@ -115,15 +97,22 @@ def estimate_text(est: E.Estimate, fit: E.Fit, suggestions: list[dict]) -> Text:
     return text
 
 
-def estimate_for(arch: E.Architecture, config) -> tuple[Text, bool]:
-    """The panel's text for these settings, and whether to warn (will not fit, or only just)."""
+def estimate_for(arch: E.Architecture, config, lengths: list[int] | None) -> tuple[Text, bool]:
+    """The panel's text for these settings, sized from the data's longest rows when they are known,
+    and whether to warn (will not fit, or only just)."""
+    from engine import calibration
+
     device = "cpu" if gpu.no_gpu_reason() else "cuda"
-    plan = plan_for(config, device)
+    plan = E.plan_for(config, device=device, lengths=lengths)
     est = E.estimate(arch, plan)
-    gpus, reason = memory_targets(device)
-    fit = E.judge_fit(est.memory.total, gpus, reason)
+    total, calibrated = calibration.calibrated(est.memory.total, device, arch.model_type, config.method)
+    gpus, reason = gpu.memory_targets(device=device)
+    fit = E.judge_fit(total, gpus, reason)
     suggestions = E.ways_to_fit(arch, plan, fit.gpu["memory_free"]) if fit.verdict in ("no", "tight") and fit.gpu else []
-    return estimate_text(est, fit, suggestions), fit.verdict in ("no", "tight")
+    shape = f"{plan.seq_len} tokens" + (f" x {plan.batch_size}" if plan.batch_size > 1 else "")
+    sized = (f"sized from your data: its largest batch is {shape}" if lengths
+             else f"sized for rows of max length ({shape}); measuring your data…")
+    return estimate_text(est, fit, suggestions, sized, total, calibrated), fit.verdict in ("no", "tight")
 
 
 class EstimatePanel(Static):
@@ -266,7 +255,8 @@ class SetupPane(VerticalScroll):
     def _schedule_estimate(self, config) -> None:
         lora = config.lora
         key = (config.model, config.method, config.batch_size, config.max_length, config.gradient_accumulation_steps,
-               lora.r, lora.dropout, str(lora.targets), config.gradient_checkpointing)
+               lora.r, lora.dropout, str(lora.targets), config.gradient_checkpointing, config.data,
+               config.padding_free)
         if key == self._estimate_key:
             return
         self._estimate_key = key
@@ -274,6 +264,20 @@ class SetupPane(VerticalScroll):
         if self._estimate_timer is not None:
             self._estimate_timer.stop()
         self._estimate_timer = self.set_timer(ESTIMATE_DELAY, self._estimate)
+
+    def _lengths(self, config) -> list[int] | None:
+        """The data's longest rows if measured; else start measuring them (the panel updates then)."""
+        lengths = self.app.data_lengths
+        known = lengths.known(config.model, config.data, config.max_length)
+        if known is None and lengths.failed(config.model, config.data, config.max_length) is None:
+            lengths.fetch_for(self, config.model, config.data, config.max_length)
+        return known
+
+    def on_lengths_loaded(self, message: LengthsLoaded) -> None:
+        config = self._estimate_config
+        if config is not None and (config.model, config.data, config.max_length) == (
+                message.model, message.data, message.max_length):
+            self._estimate()
 
     def _estimate(self) -> None:
         config = self._estimate_config
@@ -301,7 +305,7 @@ class SetupPane(VerticalScroll):
     def _show_estimate(self, arch: E.Architecture, config) -> None:
         panel = self.query_one(EstimatePanel)
         try:
-            text, warn = estimate_for(arch, config)
+            text, warn = estimate_for(arch, config, self._lengths(config))
         except TunedeckError as exc:
             panel.note(f"No estimate: {exc}")
             return
