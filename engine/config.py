@@ -47,7 +47,7 @@ METHOD_LABELS = {m.id: m.label for m in METHOD_LIST}
 
 @dataclass(frozen=True)
 class Field:
-    """One setting of a run. ``kind``: text | path | choice | int | float | fraction | bool | targets."""
+    """One setting of a run. ``kind``: text | path | data | choice | int | float | fraction | bool | targets."""
 
     key: str  # dotted for nested keys: "lora.r"
     kind: str
@@ -82,10 +82,15 @@ class Field:
             if not isinstance(value, str) or value.strip().lower() not in self.choices:
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(self.choices)}, got {value!r}.")
             return value.strip().lower()
-        if self.kind in ("text", "path"):
+        if self.kind in ("text", "path") or (self.kind == "data" and not isinstance(value, list)):
             if not isinstance(value, str) or not value.strip():
+                if self.kind == "data":
+                    raise ConfigError(f"{where}: {key} must be a file, folder, hub id or demo, or a list of them "
+                                      f"to mix (each may be {{path: FILE, weight: 0.2}}), got {value!r}.")
                 raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}.")
             return value.strip()
+        if self.kind == "data":
+            return _data_sources(value, f"{where}: {key}")
         if self.kind in ("int", "float", "fraction"):
             return self._number(value, where)
         if self.kind == "bool":
@@ -128,7 +133,10 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("model", "path", "Model folder, .gguf file, hub id or demo", "demo", label="Model"),
-    Field("data", "path", "JSONL / CSV / Parquet file, or demo", "demo", label="Data"),
+    Field("data", "data", "JSONL / CSV / Parquet file, hub id or demo (YAML: a list of sources to mix)", "demo",
+          label="Data"),
+    Field("special_token_text", "choice", "Special-token text in the data: literal text, or the token", "literal",
+          choices=("literal", "token")),
     Field("method", "choice", "Adapters (LoRA), on 4 bits (QLoRA), or all", "lora", choices=METHODS,
           choice_labels=METHOD_LABELS, label="Method"),
     Field("learning_rate", "float", "Update size: LoRA ~2e-4, full ~2e-5", {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5},
@@ -194,7 +202,8 @@ class RunConfig:
     """A run's settings; see ``FIELDS`` for what each means, its default and its bounds."""
 
     model: str = _d("model")
-    data: str = _d("data")
+    data: str | list[dict] = _d("data")  # one reference, or sources to mix: [{path, weight? | fraction?}]
+    special_token_text: str = _d("special_token_text")
     method: str = _d("method")
     max_steps: int | None = _d("max_steps")
     epochs: float | None = _d("epochs")  # one of max_steps / epochs; epochs=1 when neither is given
@@ -372,6 +381,50 @@ def _as_int(value) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
     return None
+
+
+def _data_sources(value: list, where: str) -> list[dict]:
+    """``data:`` as a list of sources, each ``{path, weight?}`` or ``{path, fraction?}`` (a plain string
+    is ``{path}``): weights are the sources' shares of the mix, given to every source or to none;
+    fraction takes that share of one source's rows (engine.data.dataset.mix)."""
+    if not value:
+        raise ConfigError(f"{where} is an empty list; give at least one file, folder or hub id.")
+    out = []
+    for n, item in enumerate(value, 1):
+        item = {"path": item} if isinstance(item, str) else item
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} item {n} must be a file, folder or hub id, or a mapping such as "
+                              f"{{path: general.jsonl, weight: 0.1}}, got {item!r}.")
+        unknown = [k for k in item if k not in ("path", "weight", "fraction")]
+        if unknown:
+            raise ConfigError(f"{where} item {n} has the unknown key {str(unknown[0])!r}; a source has path and "
+                              "weight or fraction.")
+        path = item.get("path")
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"{where} item {n} needs a path (a file, folder or hub id), got {path!r}.")
+        source = {"path": path.strip()}
+        if "weight" in item and "fraction" in item:
+            raise ConfigError(f"{where} item {n} has both weight and fraction; give one of them.")
+        if "weight" in item:
+            w = _as_float(item["weight"])
+            if w is None or not math.isfinite(w) or w <= 0:
+                raise ConfigError(f"{where} item {n}: weight must be a positive number (its share of the mix), "
+                                  f"got {item['weight']!r}.")
+            source["weight"] = w
+        if "fraction" in item:
+            f = _as_float(item["fraction"])
+            if f is None or not 0 < f <= 1:
+                raise ConfigError(f"{where} item {n}: fraction must be above 0 and at most 1 (the share of its rows "
+                                  f"to use), got {item['fraction']!r}.")
+            source["fraction"] = f
+        out.append(source)
+    weighted = ["weight" in s for s in out]
+    if any(weighted) and not all(weighted):
+        raise ConfigError(f"{where}: give every source a weight (its share of the mix) or none; "
+                          f"source {weighted.index(False) + 1} has none.")
+    if any(weighted) and any("fraction" in s for s in out):
+        raise ConfigError(f"{where}: use weights (shares of the mix) or fractions (shares of each source), not both.")
+    return out
 
 
 def _lora_from(value, where) -> LoraSettings:

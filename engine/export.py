@@ -414,7 +414,7 @@ def write_launch_script(run_ref: str, path: str | Path, *, say: Say | None = Non
     from .config import RunConfig
     from .errors import ConfigError
     from .launch import ACCELERATE_FILE, accelerate_settings, accelerate_yaml
-    from .runs import get_run
+    from .runs import data_label, get_run
 
     say = say or (lambda message: None)
     run = get_run(run_ref)
@@ -458,7 +458,7 @@ def write_launch_script(run_ref: str, path: str | Path, *, say: Say | None = Non
     script = _SCRIPT.format(
         run_id=_comment(run.id), script_name=_comment(path.name), config_name=_comment(config_path.name),
         accelerate_name=_comment(accelerate_path.name), strategy=_comment(strategy), model=_comment(cfg.model),
-        data=_comment(cfg.data), batch_size=int(cfg.batch_size), accumulation=int(cfg.gradient_accumulation_steps),
+        data=_comment(data_label(cfg.data)), batch_size=int(cfg.batch_size), accumulation=int(cfg.gradient_accumulation_steps),
         processes=int(max(1, processes)), run_id_q=shlex.quote(run.id), config_name_q=shlex.quote(config_path.name),
         accelerate_name_q=shlex.quote(accelerate_path.name),
     )

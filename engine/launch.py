@@ -118,7 +118,7 @@ def preflight(config: RunConfig) -> RunConfig:
     """Check ``config`` against this machine; return it with local paths made absolute (the worker
     runs in the run folder). Raises a TunedeckError with one sentence."""
     from . import model_refs as models
-    from .data.dataset import is_local, load_examples
+    from .data.dataset import is_local, load_examples, with_refs
 
     problem = method_problem(config.method) or environment_problem()
     if problem:
@@ -126,10 +126,10 @@ def preflight(config: RunConfig) -> RunConfig:
     models.resolve(config.model)  # ModelNotFound with one sentence
     for ref in (config.data, config.eval_data):
         if ref and is_local(ref):
-            load_examples(ref)  # every row read: DataError with one sentence (missing file, any bad row)
+            load_examples(ref, seed=config.seed)  # every row read: DataError with one sentence (missing file, any bad row)
     d = config.to_dict()
     d["model"] = _absolute_if_local(config.model)
-    d["data"] = _absolute_if_local(config.data)
+    d["data"] = with_refs(config.data, _absolute_if_local)
     d["eval_data"] = _absolute_if_local(config.eval_data)
     if config.accelerate_config:
         d["accelerate_config"] = str(Path(config.accelerate_config).expanduser().resolve())

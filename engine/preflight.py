@@ -62,7 +62,9 @@ def check(config: RunConfig) -> Report:
         from .launch import preflight
 
         state["config"] = preflight(config)
-        return f"settings valid; model {config.model}; every row of {config.data} readable"
+        from .data.dataset import mix_label
+
+        return f"settings valid; model {config.model}; every row of {mix_label(config.data)} readable"
 
     def tokenizer() -> str:
         from . import models
@@ -82,7 +84,8 @@ def check(config: RunConfig) -> Report:
         from .data.stats import token_stats
 
         cfg = state["config"]
-        stats = token_stats(cfg.data, state["tokenizer"], cfg.max_length, workers=1)
+        stats = token_stats(cfg.data, state["tokenizer"], cfg.max_length, workers=1,
+                            special_token_text=cfg.special_token_text, seed=cfg.seed)
         state["stats"] = stats
         examples = stats.get("examples") or 0
         empty = stats.get("nothing_trained") or 0
@@ -118,7 +121,8 @@ def check(config: RunConfig) -> Report:
             raise TunedeckError(f"Training {fit.reason}{hint}.")
         if fit.verdict == "tight":
             report.warnings.append(f"Training {fit.reason}.")
-        shape = f"{plan.seq_len} tokens" + (f" x {plan.batch_size} rows" if plan.batch_size > 1 else "")
+        shape = (f"{plan.seq_len} tokens, {cfg.batch_size} rows back to back" if plan.packed
+                 else f"{plan.seq_len} tokens x {plan.batch_size} rows")
         return f"{fit.reason} (the largest batch: {shape}, {'from the data' if lengths else 'max_length'})"
 
     if step("settings", settings):

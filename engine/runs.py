@@ -291,6 +291,8 @@ class RunInfo:
     log_tail: list[str] = field(default_factory=list)
     last_loss: float | None = None
     tokens_per_second: float | None = None
+    peak_memory: float | None = None  # bytes the worker measured at most
+    estimated_memory: float | None = None  # bytes estimated for the run's largest batch
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("dir", "log_tail")}
@@ -514,14 +516,24 @@ class Run:
             created=as_float(status.get("created")),
             updated=as_float(status.get("updated")),
             model=text(config.get("model")),
-            data=text(config.get("data")),
+            data=data_label(config.get("data")),
             method=text(config.get("method")),
             message=message,
             best_eval_loss=as_float(status.get("best_eval_loss")),
             log_tail=log,
             last_loss=as_float(status.get("last_loss")),
             tokens_per_second=as_float(status.get("tokens_per_second")),
+            peak_memory=as_float(status.get("peak_memory")),
+            estimated_memory=as_float(status.get("estimated_memory")),
         )
+
+
+def data_label(data) -> str | None:
+    """A run's data as people read it: the reference, or the references of a mix joined by +."""
+    if isinstance(data, list):
+        refs = [s if isinstance(s, str) else s.get("path") for s in data if isinstance(s, (str, dict))]
+        return " + ".join(str(r) for r in refs if r) or None
+    return data if isinstance(data, str) else None
 
 
 def as_float(value, default: float | None = None) -> float | None:

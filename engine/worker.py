@@ -51,6 +51,7 @@ from pathlib import Path
 from .batching import attention_implementation, liger_available, padding_free_is_exact
 from .config import METHOD_NAMES, RunConfig
 from .errors import DataError, TunedeckError
+from .data.dataset import mix_label
 from .run_state import effective_events
 from .runs import Run, RunBusy, lock_run, process_identity, swap_in
 
@@ -621,11 +622,11 @@ class Worker:
         self.plan = plan = device_plan()
         self.progress(f"Loading model {cfg.model} for {METHOD_NAMES[cfg.method]} on {plan['name']}…")
         model, tokenizer = load_model_for(cfg, plan, progress=self.progress)
-        self.progress(f"Reading data {cfg.data}…")
+        self.progress(f"Reading data {mix_label(cfg.data)}…")
         train_ex, eval_ex = load_splits(cfg)
         self.progress(f"Tokenising {len(train_ex) + len(eval_ex)} examples…")
-        train_rows, counts = encode_rows(tokenizer, train_ex, cfg.max_length)
-        eval_rows, _ = encode_rows(tokenizer, eval_ex, cfg.max_length)
+        train_rows, counts = encode_rows(tokenizer, train_ex, cfg.max_length, special_token_text=cfg.special_token_text)
+        eval_rows, _ = encode_rows(tokenizer, eval_ex, cfg.max_length, special_token_text=cfg.special_token_text)
         if not train_rows:
             raise DataError(f"None of the {len(train_ex)} training examples of {cfg.data} has a token to train "
                             f"after truncation to max_length={cfg.max_length}; raise max_length or check that "

@@ -1,19 +1,26 @@
 """`tunedeck data inspect|render|stats|serve`: look at training data from the command line.
 
-  inspect FILE [--model REF]       format, rows, every bad row by line/record, warnings (+ token stats)
+  inspect FILE... [--model REF]    format, rows, every bad row by line/record, warnings (+ token stats);
+                                   several FILEs, or --config RUN.yaml (its data:), show each source and the mix
                                    exit 0 clean, 1 some rows bad, 2 the file is unusable
   render FILE --row N [--model]    one row through the chat template, trained tokens highlighted
   stats FILE --model REF           token length histogram, rows over --max-length, trainable tokens
   serve --model REF                a warm helper for the TUI: JSON requests on stdin, answers on stdout
 
 ``--progress`` prints JSON lines ``{"event": "progress", ...}`` while working, then the result.
+With ``--json`` (or ``--progress``) the answer is always one JSON object on stdout, a refusal too:
+``{"error": "one sentence", "exit": 2, "kind"?: "preference", ...}`` (same exit codes, the sentence
+also on stderr).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from engine import ipc
+from engine.config import FIELD
+from engine.errors import DataError, TunedeckError
 
 DEFAULT_MAX_LENGTH = 1024
 
@@ -24,38 +31,97 @@ def register(sub) -> None:
     dsub = parser.add_subparsers(dest="data_command", metavar="ACTION")
 
     p = dsub.add_parser("inspect", help="detect the format, list bad rows by line, warnings (and token stats with --model)")
-    _common(p)
+    _common(p, several=True)
+    p.add_argument("--config", default=None, metavar="RUN.yaml",
+                   help="inspect the data of this run config (its sources, mix, seed, max_length)")
     p.add_argument("--model", default=None, help="also compute token statistics with this model's tokenizer")
     p.add_argument("--max-errors", type=int, default=1000, help="list at most this many bad rows (default 1000)")
-    p.set_defaults(func=cmd_inspect)
+    p.set_defaults(func=_answering(cmd_inspect))
 
     p = dsub.add_parser("render", help="show one row as tokens, trained tokens highlighted")
     _common(p)
     p.add_argument("--row", type=int, required=True, help="row number, counted from 1")
     p.add_argument("--model", default="demo", help="model whose tokenizer and chat template to use (default demo)")
-    p.set_defaults(func=cmd_render)
+    p.set_defaults(func=_answering(cmd_render))
 
     p = dsub.add_parser("stats", help="token length histogram, rows over max length, trainable tokens")
     _common(p)
     p.add_argument("--model", default="demo", help="model whose tokenizer to use (default demo)")
     p.add_argument("--workers", type=int, default=None, help="processes for big JSON Lines files (default: CPU count)")
-    p.set_defaults(func=cmd_stats)
+    p.set_defaults(func=_answering(cmd_stats))
 
     p = dsub.add_parser("serve", help="warm helper for the app: JSON lines in, JSON lines out")
     p.add_argument("--model", default="demo")
     p.set_defaults(func=cmd_serve)
 
 
-def _common(p) -> None:
-    p.add_argument("file", metavar="FILE", help="a .jsonl/.json/.csv/.tsv/.parquet file, a save_to_disk folder, or demo")
+def _common(p, *, several: bool = False) -> None:
+    what = "a .jsonl/.json/.csv/.tsv/.parquet file, a save_to_disk folder, a hub id, or demo"
+    if several:
+        p.add_argument("file", metavar="FILE", nargs="*", help=what + " (several: each source and their mix)")
+    else:
+        p.add_argument("file", metavar="FILE", help=what)
     p.add_argument("--split", default="train", help="split of a saved dataset folder or of demo (default train)")
-    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help=f"tokens per example (default {DEFAULT_MAX_LENGTH})")
+    p.add_argument("--max-length", type=int, default=None, help=f"tokens per example (default {DEFAULT_MAX_LENGTH})")
+    p.add_argument("--special-token-text", choices=FIELD["special_token_text"].choices, default=None,
+                   help="special-token text in the data stays literal text (default) or becomes the token")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--progress", action="store_true", help="print JSON-lines progress events while working")
 
 
 def _emit(obj: dict) -> None:
     ipc.write_line(sys.stdout, obj)
+
+
+def _answering(command):
+    """With --json or --progress, every outcome is JSON on stdout: a refusal is {"error", "exit",
+    ...} (the sentence also on stderr, the exit code unchanged); anything else unexpected too, and
+    then it is raised, so its traceback still reaches stderr."""
+
+    def run(args) -> int:
+        if not (args.json or args.progress):
+            return command(args)
+        try:
+            return command(args)
+        except TunedeckError as exc:
+            from engine.data.dataset import RefusedData
+            from engine.data.formats import DESCRIPTIONS
+
+            out = {"error": str(exc), "exit": exc.exit_code}
+            if isinstance(exc, RefusedData):
+                out.update(kind=exc.kind, file=exc.display, format_description=DESCRIPTIONS[exc.kind])
+            _emit({**out, "event": "error"} if args.progress else out)
+            print(f"tunedeck: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except Exception as exc:
+            _emit({"error": f"{type(exc).__name__}: {exc}", "exit": 1, **({"event": "error"} if args.progress else {})})
+            raise
+
+    return run
+
+
+def _settings(args) -> tuple[object, int, int, str]:
+    """(data, seed, max_length, special_token_text) from FILE(s) or --config and the options."""
+    from engine.config import RunConfig
+    from engine.data.dataset import DEFAULT_SEED, with_refs
+
+    files = args.file if isinstance(args.file, list) else [args.file]
+    config = getattr(args, "config", None)
+    if config:
+        if files:
+            raise DataError("Give data files or --config, not both.")
+        from engine.commands.train import _resolve_relative
+
+        cfg = RunConfig.load(config)
+        data = with_refs(cfg.data, lambda ref: _resolve_relative(ref, Path(config).expanduser().parent))
+        seed, max_length, mode = cfg.seed, cfg.max_length, cfg.special_token_text
+    else:
+        if not files:
+            raise DataError("No data given: pass a file, folder, hub id or demo (several to see their mix), "
+                            "or --config RUN.yaml.")
+        data = files[0] if len(files) == 1 else list(files)
+        seed, max_length, mode = DEFAULT_SEED, DEFAULT_MAX_LENGTH, "literal"
+    return data, seed, max_length if args.max_length is None else args.max_length, args.special_token_text or mode
 
 
 def _progress_printer(phase: str, enabled: bool):
@@ -90,29 +156,59 @@ def _tokenizer(ref: str, progress: bool):
 
 
 def cmd_inspect(args) -> int:
-    from engine.data.dataset import inspect
+    from engine.data.dataset import data_sources, inspect, mix_label, mix_summary
     from engine.data.hub import open_source
 
-    source = open_source(args.file, split=args.split)
-    report = inspect(source, progress=_progress_printer("rows", args.progress), max_errors=args.max_errors)
+    data, seed, max_length, mode = _settings(args)
+    reports = [inspect(open_source(s.ref, split=args.split), progress=_progress_printer("rows", args.progress),
+                       max_errors=args.max_errors) for s in data_sources(data)]
+    if isinstance(data, list):
+        out = _mix_report(data, reports, mix_summary(data_sources(data), [r.valid_rows for r in reports]), seed)
+        unit = "record"
+    else:
+        out = reports[0].as_json()
+        unit = reports[0].unit
+    stats_warnings: list[str] = []
     if args.model:
         from engine.data.stats import token_stats
 
         tok = _tokenizer(args.model, args.progress)
-        report.stats = token_stats(
-            open_source(args.file, split=args.split), tok, args.max_length, progress=_progress_printer("tokens", args.progress)
-        )
-        report.stats["model"] = args.model
-        _stats_warnings(report.stats, report.warnings, source.unit)
-    code = 1 if report.error_count else 0
+        out["stats"] = token_stats(data if isinstance(data, list) else open_source(data, split=args.split), tok,
+                                   max_length, progress=_progress_printer("tokens", args.progress),
+                                   special_token_text=mode, seed=seed)
+        out["stats"]["model"] = args.model
+        _stats_warnings(out["stats"], stats_warnings, unit)
+        out["warnings"] += stats_warnings
+    code = 1 if out["bad_rows"] else 0
     if args.json or args.progress:
-        out = report.as_json()
         if args.progress:
             out["event"] = "report"
         _emit(out)
         return code
-    _print_report(report)
+    for k, report in enumerate(reports):
+        _print_report(report, out["sources"][k] if "sources" in out else None)
+    if "sources" in out:
+        sys.stdout.write(f"mix of {mix_label(data)} (seed {seed}): {out['examples']:,} examples — "
+                         + ", ".join(f"{s['taken']:,} from {s['ref']} ({s['share']:.0%})" for s in out["sources"])
+                         + "\n")
+    for w in stats_warnings:
+        sys.stdout.write(f"warning: {w}\n")
+    if out.get("stats"):
+        _print_stats(out["stats"])
     return code
+
+
+def _mix_report(data, reports, summary: list[dict], seed: int) -> dict:
+    """inspect's answer for several sources: each source's report with its part of the mix, and totals."""
+    from engine.data.dataset import mix_label
+
+    return {
+        "file": mix_label(data), "format": "mix", "seed": seed,
+        "sources": [{**r.as_json(), **m} for r, m in zip(reports, summary)],
+        "rows": sum(r.rows for r in reports), "valid_rows": sum(r.valid_rows for r in reports),
+        "bad_rows": sum(r.error_count for r in reports), "examples": sum(m["taken"] for m in summary),
+        "warnings": [f"{r.display}: {w}" for r in reports for w in r.warnings], "stats": {},
+    }
 
 
 def _stats_warnings(stats: dict, warnings: list[str], unit: str) -> None:
@@ -130,23 +226,36 @@ def _stats_warnings(stats: dict, warnings: list[str], unit: str) -> None:
             f"{n} example{'s have' if n > 1 else ' has'} no trained token left after the cut at {stats['max_length']}; "
             "raise max_length or shorten the prompts."
         )
+    from engine.data.render import special_text_warnings
+
+    listed = stats.get("special_token_text_where") or []
+    for row in listed:
+        warnings += [f"{unit} {row[unit]}: {w}" for w in special_text_warnings(row["found"], stats["special_token_text_mode"])]
+    if stats.get("special_token_text", 0) > len(listed):
+        warnings.append(f"... and {stats['special_token_text'] - len(listed)} more rows hold special-token text.")
 
 
-def _print_report(report) -> None:
+def _print_report(report, part: dict | None = None) -> None:
     from engine.data.formats import DESCRIPTIONS
 
     out = sys.stdout
     fmt = report.format or "unknown"
     out.write(f"{report.display}: {fmt} — {DESCRIPTIONS.get(fmt, 'no known format')}\n")
     out.write(f"{report.rows} rows: {report.valid_rows} usable, {report.error_count} bad\n")
+    if part is not None:
+        asked = (f"weight {part['weight']:g}" if part["weight"] is not None else
+                 f"fraction {part['fraction']:g}" if part["fraction"] is not None else "all of it")
+        out.write(f"  in the mix ({asked}): {part['taken']:,} examples, {part['share']:.0%} of the mix\n")
+    if report.tool_rows:
+        calls = ", ".join(f"{name} ×{n}" for name, n in list(report.tool_calls.items())[:8])
+        out.write(f"{report.tool_rows} row{'s use' if report.tool_rows > 1 else ' uses'} tools"
+                  + (f"; calls: {calls}" if calls else "") + "\n")
     for problem in report.errors:
         out.write(f"  {report.unit} {problem.where}: {problem.message}\n")
     if report.error_count > len(report.errors):
         out.write(f"  ... and {report.error_count - len(report.errors)} more\n")
     for w in report.warnings:
         out.write(f"warning: {w}\n")
-    if report.stats:
-        _print_stats(report.stats)
 
 
 def _print_stats(s: dict) -> None:
@@ -175,24 +284,39 @@ def _print_stats(s: dict) -> None:
 def cmd_render(args) -> int:
     from engine.data.render import render_row, row_example
 
+    _, _, max_length, mode = _settings(args)
     row_example(args.file, args.row, split=args.split)  # a bad row fails before the model loads
     tok = _tokenizer(args.model, args.progress)
-    out = render_row(args.file, args.row, tok, args.max_length, split=args.split)
+    out = render_row(args.file, args.row, tok, max_length, split=args.split, special_token_text=mode)
     if args.json or args.progress:
         _emit(out)
         return 0
+    import json
+
     from rich.console import Console
     from rich.text import Text
 
     console = Console(highlight=False)
+    for tool in out["tools"]:
+        fn = tool["function"]
+        params = ", ".join((fn.get("parameters") or {}).get("properties") or {})
+        console.print(f"tool {fn['name']}({params})" + (f" — {fn['description']}" if fn.get("description") else ""),
+                      style="cyan", markup=False)
+    for call in out["tool_calls"]:
+        console.print(f"message {call['message']} calls {call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})",
+                      style="bold cyan", markup=False)
+    if out["tools"] or out["tool_calls"]:
+        console.print()
     text = Text()
     for piece, trained in zip(out["tokens"], out["trained"]):
         text.append(piece, style="bold black on green" if trained else "dim")
     console.print(text)
     console.print(
         f"\n{out['length']} tokens, {out['trained_tokens']} trained (highlighted)"
-        + (f"; cut from {out['full_length']} at max_length {args.max_length}" if out["truncated"] else "")
+        + (f"; cut from {out['full_length']} at max_length {max_length}" if out["truncated"] else "")
     )
+    for w in out["warnings"]:
+        console.print(f"warning: {w}", markup=False)
     return 0
 
 
@@ -203,12 +327,13 @@ def cmd_stats(args) -> int:
     from engine.data.hub import open_source
     from engine.data.stats import token_stats
 
+    _, _, max_length, mode = _settings(args)
     source = open_source(args.file, split=args.split)  # a missing file fails before the model loads
     tok = _tokenizer(args.model, args.progress)
     partial = (lambda s: _emit({"event": "partial", **s})) if args.progress else None
     stats = token_stats(
-        source, tok, args.max_length, progress=_progress_printer("tokens", args.progress),
-        workers=args.workers, partial=partial,
+        source, tok, max_length, progress=_progress_printer("tokens", args.progress),
+        workers=args.workers, partial=partial, special_token_text=mode,
     )
     stats["model"] = args.model
     warnings: list[str] = []
@@ -230,7 +355,7 @@ def cmd_stats(args) -> int:
 
 def cmd_serve(args) -> int:
     """A server speaking engine/ipc.py's framing. Requests, one JSON object a line on stdin:
-    {"id": 1, "op": "render", "example": {...}, "max_length": 1024}
+    {"id": 1, "op": "render", "example": {...}, "max_length": 1024, "special_token_text"?: "literal"}
     {"id": 2, "op": "render_row", "file": "data.jsonl", "row": 3, "max_length": 1024}
     Each answer: {"id": 1, "ok": true, ...render...} or {"id": 1, "ok": false, "error": "one sentence"}.
     The first line is {"id": null, "ok": true, "event": "ready", "model": ...} once the tokenizer is loaded."""
@@ -246,11 +371,11 @@ def cmd_serve(args) -> int:
 
 def _serve_one(tok, req: dict) -> dict:
     from engine.data.render import render_example, render_row
-    from engine.errors import TunedeckError
 
-    op, max_length = req.get("op"), req.get("max_length")
+    op, max_length, mode = req.get("op"), req.get("max_length"), req.get("special_token_text", "literal")
     if op == "render":
-        return render_example(tok, req["example"], max_length)
+        return render_example(tok, req["example"], max_length, special_token_text=mode)
     if op == "render_row":
-        return render_row(req["file"], int(req["row"]), tok, max_length, split=req.get("split", "train"))
+        return render_row(req["file"], int(req["row"]), tok, max_length, split=req.get("split", "train"),
+                          special_token_text=mode)
     raise TunedeckError(f"unknown request {op!r}")

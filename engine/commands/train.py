@@ -56,6 +56,7 @@ def build_config(args):
     import yaml
 
     from ..config import RunConfig
+    from ..data.dataset import with_refs
     from ..errors import ConfigError
 
     raw: dict = {}
@@ -65,7 +66,7 @@ def build_config(args):
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for key in ("model", "data", "eval_data", "accelerate_config"):
             if key in raw:
-                raw[key] = _resolve_relative(raw[key], path.parent)
+                raw[key] = with_refs(raw[key], lambda ref: _resolve_relative(ref, path.parent))
     flags: dict = {}
     for spec in FIELDS:
         key = spec.key

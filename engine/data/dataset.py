@@ -1,4 +1,4 @@
-"""A dataset reference -> rows -> format, problems and training examples.
+"""A dataset reference -> rows -> format, problems and training examples; several sources -> a mix.
 
 ``open_source`` turns what the user wrote (a file, a ``save_to_disk`` folder, ``demo``) into a lazy
 ``Source``. No ML library here (the TUI and the launcher use this module): a hub dataset id is
@@ -6,10 +6,17 @@ opened by ``engine.data.hub``, the one module that imports ``datasets``, and its
 through the same ``inspect`` / ``load_examples``. ``inspect`` makes one pass over every row: file format, counts, each bad
 row with its line/record number, warnings. ``load_examples`` is what the trainer calls: every row
 normalised, or one DataError that names the first bad row and how many there are.
+
+A run's ``data`` is one reference or a list of sources (``engine.config``: each ``{path, weight?,
+fraction?}``). ``mix`` draws the training examples of a list, seeded: with weights, each source's
+share of the mix is its weight (normalised), and the mix is as large as it can be without repeating
+a row (the source that runs out first is used whole); with ``fraction``, that share of the source's
+rows is used; a source with neither is used whole.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,8 +41,81 @@ def _looks_like_hub_id(ref: str) -> bool:
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "~", "/")) and not Path(ref).suffix
 
 
-def is_local(ref: str) -> bool:
+class RefusedData(DataError):
+    """Data recognised as something other than supervised fine-tuning data (``formats.REFUSED``):
+    ``kind`` says what it is (preference, kto, prompt_only, classification, multimodal)."""
+
+    def __init__(self, message: str, kind: str, display: str):
+        super().__init__(message)
+        self.kind, self.display = kind, display
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One source of a run's data: a file, folder, hub id or demo, and how much of it to use."""
+
+    ref: str
+    weight: float | None = None
+    fraction: float | None = None
+
+
+def data_sources(data) -> list[DataSource]:
+    """The sources of a run's ``data`` value (a reference, or the list ``engine.config`` checked)."""
+    if isinstance(data, (list, tuple)):
+        return [DataSource(s) if isinstance(s, str) else
+                DataSource(s["path"], s.get("weight"), s.get("fraction")) for s in data]
+    return [DataSource(data)]
+
+
+def with_refs(data, fn: Callable[[str], str]):
+    """``data`` (a reference, or a list of sources, even unchecked YAML) with ``fn`` applied to each
+    reference: for making paths absolute or relative to a config file."""
+    if isinstance(data, str):
+        return fn(data)
+    if isinstance(data, list):
+        return [fn(s) if isinstance(s, str) else
+                {**s, "path": fn(s["path"])} if isinstance(s, dict) and isinstance(s.get("path"), str) else s
+                for s in data]
+    return data
+
+
+def mix_label(data) -> str:
+    return " + ".join(s.ref for s in data_sources(data))
+
+
+def mix_counts(sources: list[DataSource], available: list[int]) -> list[int]:
+    """How many examples each source gives the mix, given how many it has."""
+    weights = [s.weight for s in sources]
+    if any(w is not None for w in weights):
+        shares = [(w or 0) / sum(w or 0 for w in weights) for w in weights]
+        total = min(n / p for n, p in zip(available, shares) if p > 0)  # no row used twice
+        return [min(n, round(p * total)) for n, p in zip(available, shares)]
+    return [n if s.fraction is None or not n else min(n, max(1, round(s.fraction * n)))
+            for s, n in zip(sources, available)]
+
+
+def mix(sources: list[DataSource], examples: list[list[dict]], seed: int) -> list[dict]:
+    """The mixed examples: each source's share drawn at random (seeded), then interleaved."""
+    rng = random.Random(seed)
+    out: list[dict] = []
+    for rows, take in zip(examples, mix_counts(sources, [len(e) for e in examples])):
+        out += rows if take >= len(rows) else [rows[i] for i in sorted(rng.sample(range(len(rows)), take))]
+    rng.shuffle(out)
+    return out
+
+
+def mix_summary(sources: list[DataSource], available: list[int]) -> list[dict]:
+    """Per source: what the user asked for and what the mix takes (for inspect and the Data screen)."""
+    taken = mix_counts(sources, available)
+    total = sum(taken) or 1
+    return [{"ref": s.ref, "weight": s.weight, "fraction": s.fraction, "examples": n, "taken": t,
+             "share": round(t / total, 4)} for s, n, t in zip(sources, available, taken)]
+
+
+def is_local(ref) -> bool:
     """True when ``ref`` is read from the disk (everything but a hub id); no import, no network."""
+    if isinstance(ref, (list, tuple)):
+        return all(is_local(s.ref) for s in data_sources(ref))
     ref = (ref or "").strip()
     return ref == demo.DEMO or Path(ref).expanduser().exists() or not _looks_like_hub_id(ref)
 
@@ -71,9 +151,11 @@ def open_source(ref: str, *, split: str = "train") -> Source:
     raise DataError(f"Data file {ref} does not exist; check the path (or use demo for the built-in data).")
 
 
-def has_validation_split(ref: str) -> bool:
+def has_validation_split(ref) -> bool:
     """True when the reference carries its own validation data (demo, a saved DatasetDict, a folder
-    with a validation file)."""
+    with a validation file). A mix of sources has none: its evaluation rows are held out of the mix."""
+    if isinstance(ref, (list, tuple)):
+        return False
     ref = (ref or "").strip()
     if ref == demo.DEMO:
         return True
@@ -122,6 +204,8 @@ class Report:
     error_count: int = 0
     warnings: list[str] = field(default_factory=list)
     roles: dict = field(default_factory=dict)
+    tool_rows: int = 0  # rows that declare tools or call them
+    tool_calls: dict = field(default_factory=dict)  # function name -> calls
     seconds: float = 0.0
     stats: dict | None = None
 
@@ -144,6 +228,8 @@ class Report:
             "warnings": list(self.warnings),
             "formats_seen": dict(self.formats_seen),
             "messages_by_role": dict(self.roles),
+            "tool_rows": self.tool_rows,
+            "tool_calls": dict(self.tool_calls),
             "seconds": round(self.seconds, 3),
             "stats": self.stats if self.stats is not None else {},
         }
@@ -189,11 +275,12 @@ def iter_checked(source: Source, file_format: str | None = None) -> Iterator[Che
         yield check(raw, file_format)
 
 
-def unusable_reason(source: Source, file_format: str | None) -> str | None:
-    """Why a whole file cannot be used (before a full pass), or None."""
-    if file_format == "preference":
-        return f"{source.display} {formats.PREFERENCE_SENTENCE}."
-    return None
+def refuse(source: Source, file_format: str | None) -> None:
+    """RefusedData when the file as a whole is not supervised fine-tuning data (before a full pass)."""
+    if file_format in formats.REFUSED:
+        record = next(r.record for r in source.head(DETECT_ROWS)
+                      if r.record is not None and formats.detect(r.record) == file_format)
+        raise RefusedData(f"{source.display} {formats.refusal(file_format, record)}.", file_format, source.display)
 
 
 def inspect(
@@ -208,13 +295,12 @@ def inspect(
     source = ref if isinstance(ref, Source) else open_source(ref, split=split)
     file_format = detect_file_format(source)
     report = Report(str(ref if isinstance(ref, str) else source.display), source.display, source.kind, source.unit, file_format)
-    reason = unusable_reason(source, file_format)
-    if reason:
-        raise DataError(reason)
+    refuse(source, file_format)
     seen_hashes: set[int] = set()
     duplicates = 0
     formats_seen: Counter = Counter()
     roles: Counter = Counter()
+    calls: Counter = Counter()
     last_tick = time.perf_counter()
     n = 0
     for n, checked in enumerate(iter_checked(source, file_format), 1):
@@ -230,6 +316,9 @@ def inspect(
             if "messages" in ex:
                 for m in ex["messages"]:
                     roles[m["role"]] += 1
+                if formats.uses_tools(ex):
+                    report.tool_rows += 1
+                    calls.update(c["name"] for c in formats.tool_calls(ex))
             key = hash(checked.raw.text) if checked.raw.text is not None else hash(repr(ex))
             if key in seen_hashes:
                 duplicates += 1
@@ -243,6 +332,7 @@ def inspect(
     report.rows = n
     report.formats_seen = dict(formats_seen)
     report.roles = dict(roles)
+    report.tool_calls = dict(calls.most_common())
     if progress:
         progress(1.0, n)
     if n == 0:
@@ -273,14 +363,27 @@ def bad_rows_sentence(report: Report, ref: str) -> str:
     )
 
 
-def load_examples(ref: str | Source, *, split: str = "train") -> list[dict]:
-    """Every row of the data normalised for training; DataError if the data is unusable or any row is bad."""
+DEFAULT_SEED = 42  # engine.config's default seed: a mix looked at outside a run is the one a default run trains on
+
+
+def load_mix(data, load_one: Callable[..., list[dict]], *, split: str = "train", seed: int = DEFAULT_SEED) -> list[dict]:
+    """The examples of a list of sources, mixed (``load_one(ref, split=...)`` reads one source)."""
+    if split != "train":
+        raise DataError(f"A mix of sources ({mix_label(data)}) has no '{split}' split; set eval_data, or let "
+                        "eval_split hold rows out of the mix.")
+    sources = data_sources(data)
+    return mix(sources, [load_one(s.ref, split="train") for s in sources], seed)
+
+
+def load_examples(ref, *, split: str = "train", seed: int = DEFAULT_SEED) -> list[dict]:
+    """Every row of the data normalised for training (a list of sources: mixed, ``seed``ed); DataError
+    if the data is unusable or any row is bad."""
+    if isinstance(ref, (list, tuple)):
+        return load_mix(ref, load_examples, split=split, seed=seed)
     source = ref if isinstance(ref, Source) else open_source(ref, split=split)
     ref = ref if isinstance(ref, str) else source.display
     file_format = detect_file_format(source)
-    reason = unusable_reason(source, file_format)
-    if reason:
-        raise DataError(reason)
+    refuse(source, file_format)
     examples: list[dict] = []
     first: Problem | None = None
     bad = 0

@@ -2,9 +2,19 @@
 the Data screen shows this mask and the worker trains with it (TRL's SFTTrainer accepts a
 pre-tokenised dataset with ``input_ids`` + ``completion_mask`` and ``completion_only_loss``).
 
-An example is a dict with either ``messages`` (chat; each message may carry ``weight`` 0/1) or
-``text`` (continued pre-training: every token trained). For chat data only the assistant turns
-are trained, with their end-of-turn token, never the prompt or the template's scaffolding.
+An example is a dict with either ``messages`` (chat; each message may carry ``weight`` 0/1; tools
+in ``tools``, see ``engine.data.formats``) or ``text`` (continued pre-training: every token trained).
+For chat data only the assistant turns are trained (their answers and their tool calls), with their
+end-of-turn token, never the prompt, the tool results or the template's scaffolding. Tools are
+rendered by the model's own chat template (``apply_chat_template(..., tools=...)``); a template that
+leaves tools or calls out is refused with one sentence (``tool_support_problem``), never trained
+without them.
+
+Special-token text inside the data (a completion holding the characters ``<|endoftext|>``): by
+default (``special_token_text="literal"``) it stays text, tokenised as ordinary characters, and only
+the tokens the chat template writes are special; ``"token"`` lets the tokenizer read it as the
+special token. This is transformers' ``apply_chat_template(..., sanitize_control_tokens=True)``,
+done here with character offsets, which the mask needs and that path does not return.
 
 How the mask is found: the conversation is rendered once through the chat template and tokenised
 with character offsets; each assistant turn's character span is located by rendering the
@@ -15,8 +25,15 @@ characters fall in a trained span is marked.
 from __future__ import annotations
 
 import bisect
+import json
 import operator
+import re
+import weakref
 from dataclasses import dataclass, field
+
+from ..config import FIELD
+from ..errors import DataError
+from .formats import uses_tools
 
 # Used when a tokenizer has no chat template of its own (base models): ChatML, which is also
 # what the demo model speaks. It is saved with the run's adapter so chat uses the same one.
@@ -48,19 +65,81 @@ def ensure_chat_template(tokenizer) -> None:
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
 
 
-def _render(tokenizer, messages, *, add_generation_prompt: bool) -> str:
-    clean = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=add_generation_prompt)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _apply(tokenizer, messages, *, add_generation_prompt: bool, tools=None) -> str:
+    clean = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
+    return tokenizer.apply_chat_template(clean, tools=tools or None, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+def _render(tokenizer, messages, *, add_generation_prompt: bool, tools=None) -> str:
+    try:
+        return _apply(tokenizer, messages, add_generation_prompt=add_generation_prompt, tools=tools)
+    except Exception as exc:  # a template raises what it likes (jinja's raise_exception, a TypeError)
+        raise DataError(f"The chat template of this model cannot render a conversation of this data "
+                        f"({_first_line(exc)}); change the data to what the template accepts, or use another model.") from None
+
+
+# --- tools -----------------------------------------------------------------------------------------
+
+_PROBE_NAME, _PROBE_VALUE, _PROBE_RESULT = "tunedeck_probe_tool", "tunedeck-probe-value", "tunedeck-probe-result"
+_PROBE_TOOLS = [{"type": "function", "function": {
+    "name": _PROBE_NAME, "description": "Looks something up.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+_PROBE = [
+    {"role": "user", "content": "Look it up."},
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "a1b2c3d4e",  # Mistral wants 9 characters
+        "type": "function", "function": {"name": _PROBE_NAME, "arguments": {"query": _PROBE_VALUE}}}]},
+    {"role": "tool", "tool_call_id": "a1b2c3d4e", "name": _PROBE_NAME, "content": _PROBE_RESULT},
+    {"role": "assistant", "content": "Found it."},
+]
+_TOOL_SUPPORT: dict[str, str | None] = {}  # chat template -> problem (None: it renders tools)
+
+
+def tool_support_problem(tokenizer) -> str | None:
+    """Why this chat template cannot train tool calling (one sentence), or None. Found by rendering a
+    probe conversation: the tools, the call's name and arguments and the result must all appear."""
+    ensure_chat_template(tokenizer)
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else json.dumps(tokenizer.chat_template)
+    if template in _TOOL_SUPPORT:
+        return _TOOL_SUPPORT[template]
+    advice = ("use a model whose chat template renders tools (Qwen2.5, Llama 3.1 and later instruct models do), "
+              "or data without tool calls.")
+    try:
+        declared = _apply(tokenizer, _PROBE[:1], add_generation_prompt=True, tools=_PROBE_TOOLS)
+        full = _apply(tokenizer, _PROBE, add_generation_prompt=False, tools=_PROBE_TOOLS)
+    except Exception as exc:  # as in _render
+        problem = f"The chat template of this model cannot render tool calls ({_first_line(exc)}); " + advice
+    else:
+        missing = [what for what, ok in (
+            ("the tool definitions", _PROBE_NAME in declared),
+            ("the tool calls", _PROBE_VALUE in full and full.count(_PROBE_NAME) > declared.count(_PROBE_NAME)),
+            ("the tool results", _PROBE_RESULT in full)) if not ok]
+        problem = (f"The chat template of this model has no tool support: it leaves out {' and '.join(missing)}, so "
+                   f"the model would be trained on conversations without them; {advice}") if missing else None
+    _TOOL_SUPPORT[template] = problem
+    return problem
+
+
+def _require_tool_support(tokenizer, example: dict) -> None:
+    if "messages" in example and uses_tools(example):
+        problem = tool_support_problem(tokenizer)
+        if problem:
+            raise DataError(problem)
 
 
 def _end_of_turn(tokenizer) -> str | None:
     return tokenizer.eos_token
 
 
-def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+def trained_spans(tokenizer, messages: list[dict], tools=None) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of the assistant turns to train."""
     ensure_chat_template(tokenizer)
-    full = _render(tokenizer, messages, add_generation_prompt=False)
+    full = _render(tokenizer, messages, add_generation_prompt=False, tools=tools)
     eot = _end_of_turn(tokenizer)
     spans: list[tuple[int, int]] = []
     search_from = 0
@@ -70,11 +149,15 @@ def trained_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int,
         if message.get("weight", 1) == 0:
             search_from = _advance(full, message["content"], search_from)
             continue
-        before = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools) if i else ""
         # the conversation through the last turn is the whole conversation: no second render
-        through = full if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        through = full if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1], add_generation_prompt=False, tools=tools)
         if full.startswith(through) and through.startswith(before):
             start, end = len(before), len(through)
+        elif message.get("tool_calls"):
+            raise DataError(f"The chat template of this model rewrites earlier turns, so the tool call of message "
+                            f"{i + 1} cannot be located to train it; use a model whose chat template renders "
+                            "conversations turn by turn (Qwen2.5, Llama 3.1).")
         else:  # template is not prefix-stable (e.g. it rewrites earlier turns): find the content
             start = full.find(message["content"], search_from)
             if start < 0:
@@ -105,7 +188,124 @@ def text_and_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]
         if tokenizer.eos_token:
             text += tokenizer.eos_token
         return text, [(0, len(text))]
-    return trained_spans(tokenizer, example["messages"])
+    _require_tool_support(tokenizer, example)
+    return trained_spans(tokenizer, example["messages"], example.get("tools"))
+
+
+# --- special-token text in the data ----------------------------------------------------------------
+
+_CONTROL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (template, pattern)
+_SENTINEL = "\ue000"  # a private-use character: stands in for special-token text while rendering
+
+
+def control_pattern(tokenizer) -> re.Pattern | None:
+    """A regex for the text of the tokenizer's control tokens (its special tokens, and the added
+    tokens its chat template writes, as transformers' sanitize_control_tokens counts them), longest
+    first; None when there are none."""
+    template = str(getattr(tokenizer, "chat_template", "") or "")
+    cached = _CONTROL.get(tokenizer)
+    if cached and cached[0] == template:
+        return cached[1]
+    tokens = {t for t in tokenizer.all_special_tokens if t}
+    tokens |= {t.content for t in tokenizer.added_tokens_decoder.values()
+               if t.content and (t.special or (t.content in template and not t.content.isspace()))}
+    pattern = re.compile("|".join(map(re.escape, sorted(tokens, key=len, reverse=True)))) if tokens else None
+    _CONTROL[tokenizer] = (template, pattern)
+    return pattern
+
+
+def _map_strings(value, fn):
+    """``value`` with ``fn`` applied to every string inside it (dict keys untouched)."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (dict, list)):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from _strings(v)
+
+
+def _places(example: dict):
+    """(where, string) for every string the data holds: "the text", "message 2 (assistant)", "the tools"."""
+    if "text" in example and "messages" not in example:
+        yield "the text", example["text"]
+    for n, m in enumerate(example.get("messages", ()), 1):
+        yield from ((f"message {n} ({m['role']})", s) for s in _strings({k: v for k, v in m.items() if k != "role"}))
+    yield from (("the tools", s) for s in _strings(example.get("tools")))
+
+
+def special_token_text(tokenizer, example: dict) -> list[dict]:
+    """Each place where the data holds the text of a special token: [{"place", "token"}]."""
+    pattern = control_pattern(tokenizer)
+    if pattern is None:
+        return []
+    out = []
+    for place, s in _places(example):
+        for token in dict.fromkeys(pattern.findall(s)):
+            out.append({"place": place, "token": token})
+    return out
+
+
+def _encode_literal(tokenizer, example: dict, pattern: re.Pattern):
+    """(text, spans, ids, offsets) with the data's special-token text tokenised as ordinary text, or
+    None when the rendering shows none of it. The example is rendered once more with each such text
+    replaced by as many sentinel characters, which tells where the data's (not the template's)
+    special-token text lies in the real rendering; that is then tokenised in pieces split there, as
+    transformers' ``encode_marked_chat`` does (same ids, checked by the tests)."""
+    masked = _map_strings(example, lambda s: pattern.sub(lambda m: _SENTINEL * len(m.group()), s))
+    masked_text, spans = text_and_spans(tokenizer, masked)
+    if "messages" in example:
+        text = _render(tokenizer, example["messages"], add_generation_prompt=False, tools=example.get("tools"))
+    else:
+        text, _ = text_and_spans(tokenizer, example)
+    if len(text) != len(masked_text):
+        raise DataError("The chat template of this model changes the text around special-token text in the data, "
+                        "so it cannot be kept as literal text; set special_token_text: token, or remove that text.")
+    literal = [m for m in pattern.finditer(text) if masked_text[m.start():m.end()] == _SENTINEL * len(m.group())]
+    if not literal:  # e.g. it was in a tool declaration the template does not show
+        return None
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+
+    def piece(start: int, end: int, as_text: bool) -> None:
+        if start == end:
+            return
+        kwargs = dict(add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=as_text)
+        if start or as_text:  # after a newline, so a SentencePiece tokenizer adds no prefix space mid-text
+            enc = tokenizer("\n" + text[start:end], **kwargs)
+            if enc["input_ids"][: len(newline)] == newline:
+                ids.extend(enc["input_ids"][len(newline):])
+                offsets.extend((start + a - 1, start + b - 1) for a, b in enc["offset_mapping"][len(newline):])
+                return
+        enc = tokenizer(text[start:end], **kwargs)
+        ids.extend(enc["input_ids"])
+        offsets.extend((start + a, start + b) for a, b in enc["offset_mapping"])
+
+    at = 0
+    for m in literal:
+        piece(at, m.start(), False)
+        piece(m.start(), m.end(), True)
+        at = m.end()
+    piece(at, len(text), False)
+    return text, spans, ids, offsets
+
+
+def _literal_needed(tokenizer, example: dict, special_token_text: str) -> re.Pattern | None:
+    if special_token_text not in FIELD["special_token_text"].choices:
+        raise DataError(f"special_token_text must be literal or token, not {special_token_text!r}.")
+    pattern = control_pattern(tokenizer) if special_token_text == "literal" else None
+    if pattern is not None and any(pattern.search(s) for _, s in _places(example)):
+        return pattern
+    return None
 
 
 def _mask(offsets, spans: list[tuple[int, int]]) -> list[bool]:
@@ -143,21 +343,33 @@ def _finish(tokenizer, text, ids, trained, max_length, with_pieces) -> Encoded:
     return Encoded(ids, trained, text, truncated, full_length, pieces)
 
 
-def encode(tokenizer, example: dict, max_length: int | None = None, *, with_pieces: bool = False) -> Encoded:
+def encode(tokenizer, example: dict, max_length: int | None = None, *, with_pieces: bool = False,
+           special_token_text: str = "literal") -> Encoded:
     """Tokenise one normalised example and mark the tokens that will be trained."""
+    pattern = _literal_needed(tokenizer, example, special_token_text)
+    literal = _encode_literal(tokenizer, example, pattern) if pattern is not None else None
+    if literal is not None:
+        text, spans, ids, offsets = literal
+        return _finish(tokenizer, text, ids, _mask(offsets, spans), max_length, with_pieces)
     text, spans = text_and_spans(tokenizer, example)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     return _finish(tokenizer, text, ids, _mask(enc["offset_mapping"], spans), max_length, with_pieces)
 
 
-def encode_many(tokenizer, examples: list[dict], max_length: int | None = None) -> list[Encoded]:
+def encode_many(tokenizer, examples: list[dict], max_length: int | None = None, *,
+                special_token_text: str = "literal") -> list[Encoded]:
     """``encode`` for many examples at once (one batched tokeniser call); same result, faster."""
-    prepared = [text_and_spans(tokenizer, ex) for ex in examples]
-    if not prepared:
-        return []
-    enc = tokenizer([t for t, _ in prepared], add_special_tokens=False, return_offsets_mapping=True)
-    return [
-        _finish(tokenizer, text, list(ids), _mask(offsets, spans), max_length, False)
-        for (text, spans), ids, offsets in zip(prepared, enc["input_ids"], enc["offset_mapping"])
-    ]
+    out: list[Encoded | None] = [None] * len(examples)
+    plain = []
+    for k, ex in enumerate(examples):
+        if _literal_needed(tokenizer, ex, special_token_text) is not None:
+            out[k] = encode(tokenizer, ex, max_length, special_token_text=special_token_text)
+        else:
+            plain.append(k)
+    prepared = [text_and_spans(tokenizer, examples[k]) for k in plain]
+    if prepared:
+        enc = tokenizer([t for t, _ in prepared], add_special_tokens=False, return_offsets_mapping=True)
+        for k, (text, spans), ids, offsets in zip(plain, prepared, enc["input_ids"], enc["offset_mapping"]):
+            out[k] = _finish(tokenizer, text, list(ids), _mask(offsets, spans), max_length, False)
+    return out

@@ -1,16 +1,36 @@
-"""Recognise the common fine-tuning formats and normalise a row to what the trainer eats.
+"""Recognise the layouts fine-tuning data comes in and normalise a row to what the trainer eats.
 
-A normalised example is ``{"messages": [{"role", "content", optional "weight"}, ...]}`` (chat) or
-``{"text": "..."}`` (continued pre-training). Formats:
+A normalised example is chat, ``{"messages": [...], "tools"?: [...]}``, or ``{"text": "..."}``
+(continued pre-training). Messages are OpenAI-style, the form transformers'
+``apply_chat_template(messages, tools=tools)`` takes: ``{"role": system|user|assistant|tool,
+"content": str}``; an assistant message may carry ``weight`` (0/1) and ``tool_calls``
+(``[{"type": "function", "function": {"name", "arguments": {...}}, "id"?}]``, arguments parsed), a
+tool message ``tool_call_id``/``name``; ``tools`` are function declarations
+(``{"type": "function", "function": {"name", "description", "parameters"}}``).
 
-  messages           OpenAI fine-tuning JSONL: {"messages": [{"role", "content", "weight"?}]}
-  sharegpt           {"conversations": [{"from", "value"}], "system"?}
-  alpaca             {"instruction", "input"?, "output", "system"?, "history"?: [[user, assistant]...]}
-  prompt_completion  TRL's {"prompt", "completion"}: strings, or lists of messages
-  text               {"text": "..."}
-  preference         {"prompt"?, "chosen", "rejected"}: recognised, refused (it is for DPO/ORPO, not SFT)
+The conversation is found by what its turns look like, whatever its column is called (messages,
+conversations, conversation, dialog, ...). Formats (a row's and a file's):
 
-``normalise`` raises ``RowError`` with one sentence (no location: the caller knows the line).
+  messages           role/content turns; OpenAI tool calling (tools, tool_calls, tool messages)
+  sharegpt           from/value turns (human/gpt/system; function_call/observation with a 'tools'
+                     column: the LLaMA-Factory / Glaive layout), optional 'system' column
+  pairs              {user, assistant} turn pairs
+  alpaca             {instruction, input?, output|response, system?, history?}
+  prompt_completion  TRL's {prompt, completion}: strings, or lists of messages
+  text               {text}
+
+Recognised by name and refused for supervised fine-tuning (``REFUSED``; the kind is what a
+preference/RL trainer will accept later; TRL's dataset types use the same column names):
+
+  preference         prompt?/chosen/rejected (text or conversational), chosen_messages/rejected_messages,
+                     OpenAI's preferred_output/non_preferred_output
+  kto                an answer or conversation with a true/false label (KTO's unpaired layout)
+  prompt_only        prompts without answers (GRPO's layout)
+  classification     text + label
+  multimodal         images/videos/audios columns, media content parts, <image>-style placeholders
+
+No ML import here (the TUI uses this module). ``normalise`` raises ``RowError`` with one sentence
+(no location: the caller knows the line).
 """
 
 from __future__ import annotations
@@ -19,8 +39,13 @@ import json
 
 from .reader import json_limit
 
-FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference")
-ROLES = ("system", "user", "assistant")
+CHAT_FORMATS = ("messages", "sharegpt", "pairs")
+TRAINABLE = (*CHAT_FORMATS, "alpaca", "prompt_completion", "text")
+REFUSED = ("preference", "kto", "prompt_only", "classification", "multimodal")
+FORMATS = TRAINABLE + REFUSED
+ROLES = ("system", "user", "assistant", "tool")
+ROLE_ALIASES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+                "tool": "tool", "function": "tool", "ipython": "tool"}
 SHAREGPT_ROLES = {
     "system": "system",
     "human": "user",
@@ -31,47 +56,150 @@ SHAREGPT_ROLES = {
     "chatgpt": "assistant",
     "bard": "assistant",
     "bing": "assistant",
+    "function_call": "call",  # an assistant turn that calls tools: its value is the call as JSON
+    "observation": "tool",
+    "tool": "tool",
 }
+CHAT_KEYS = ("messages", "conversations", "conversation", "dialog", "dialogue", "chat", "turns")
+USER_KEYS = ("user", "human")
+ASSISTANT_KEYS = ("assistant", "gpt", "bot", "model")
+NOT_CHAT = {"prompt", "completion", "chosen", "rejected", "chosen_messages", "rejected_messages", "tools",
+            "functions", "history"}
+MEDIA_COLUMNS = ("images", "image", "videos", "video", "audios", "audio")
+MEDIA_PARTS = {"image": "image", "image_url": "image", "input_image": "image", "video": "video",
+               "video_url": "video", "audio": "audio", "input_audio": "audio", "audio_url": "audio", "file": "file"}
+PLACEHOLDERS = ("<image>", "<video>", "<audio>")
+LABEL_COLUMNS = ("label", "kto_tag")
+PREFERENCE_PAIRS = ({"chosen", "rejected"}, {"chosen_messages", "rejected_messages"},
+                    {"preferred_output", "non_preferred_output"})  # TRL's, UltraFeedback's, OpenAI's
 DESCRIPTIONS = {
-    "messages": "chat messages (OpenAI fine-tuning format)",
-    "sharegpt": "ShareGPT conversations",
+    "messages": "chat messages (role / content)",
+    "sharegpt": "ShareGPT conversations (from / value)",
+    "pairs": "chat turns as user / assistant pairs",
     "alpaca": "Alpaca instruction / input / output",
     "prompt_completion": "prompt / completion pairs",
     "text": "plain text (continued pre-training: every token is trained)",
     "preference": "preference pairs (prompt / chosen / rejected)",
+    "kto": "answers labelled good or bad (KTO)",
+    "prompt_only": "prompts without answers (for GRPO)",
+    "classification": "labelled text (text / label)",
+    "multimodal": "multimodal data (images, video or audio)",
 }
 EXPECTED = (
     "messages, conversations (ShareGPT), instruction + output (Alpaca), prompt + completion, or text"
 )
-PREFERENCE_SENTENCE = (
-    "is preference data (prompt / chosen / rejected): it is for preference tuning such as DPO, "
-    "not supervised fine-tuning; pick a file with messages, conversations, instruction/output, "
-    "prompt/completion or text"
-)
+_SFT_FILE = "pick a file with messages, conversations, instruction/output, prompt/completion or text"
 
 
 class RowError(ValueError):
     """One row cannot be used; the message is one sentence without the location."""
 
 
-def detect(record: dict) -> str | None:
-    """The format a single row is in, or None if its keys match none."""
-    keys = record.keys()
-    if "chosen" in keys and "rejected" in keys:
-        return "preference"
-    if "messages" in keys:
-        msgs = record["messages"]
-        if isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) and "from" in msgs[0] and "role" not in msgs[0]:
-            return "sharegpt"
+# --- detection -------------------------------------------------------------------------------
+
+
+def _parsed_list(value):
+    """A list stored as JSON text (CSV and some Parquet columns) parsed; anything else as it is."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except (RecursionError, ValueError):
+            return value
+    return value
+
+
+def _turn_layout(turn) -> str | None:
+    if not isinstance(turn, dict):
+        return None
+    if "role" in turn:
         return "messages"
-    if "conversations" in keys:
+    if "from" in turn:
         return "sharegpt"
+    if any(k in turn for k in USER_KEYS) and any(k in turn for k in ASSISTANT_KEYS):
+        return "pairs"
+    return None
+
+
+def _chat(record: dict) -> tuple[str, object, str] | None:
+    """(column, turns, format) of the row's conversation, or None. A column with a usual name is
+    the conversation even when its turns are broken (normalise then says what is wrong); any other
+    column is one when its first item looks like a turn."""
+    for key in CHAT_KEYS:
+        turns = _parsed_list(record.get(key))
+        if isinstance(turns, list) or key in ("messages", "conversations") and key in record:
+            layout = _turn_layout(turns[0]) if isinstance(turns, list) and turns else None
+            return key, record[key], layout or ("sharegpt" if key == "conversations" else "messages")
+    for key, value in record.items():
+        if key not in NOT_CHAT and isinstance(value, list) and value:
+            layout = _turn_layout(value[0])
+            if layout:
+                return key, value, layout
+    return None
+
+
+def _contents(record: dict):
+    """(column, value) for what people wrote in a row: its top-level values and every value of each turn
+    of a list column (content, value, user, ...). Tool declarations and plain text are left out."""
+    for key, value in record.items():
+        if key in ("tools", "functions", "text"):
+            continue
+        if isinstance(value, list):
+            for turn in value:
+                if isinstance(turn, dict):
+                    for v in turn.values():
+                        yield key, v
+        else:
+            yield key, value
+
+
+def _media_part(part) -> str | None:
+    """"image", "audio", ... for a media content part, else None."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    return MEDIA_PARTS.get(kind) if isinstance(kind, str) else None
+
+
+def media(record: dict) -> str | None:
+    """What makes a row multimodal, in words ("an 'images' column"), or None."""
+    for key in MEDIA_COLUMNS:
+        if record.get(key) not in (None, "", [], {}):
+            return f"an '{key}' column" if key[0] in "aeiou" else f"a '{key}' column"
+    for key, value in _contents(record):
+        if isinstance(value, str):
+            tag = next((p for p in PLACEHOLDERS if p in value), None)
+            if tag:
+                return f"the {tag} placeholder in '{key}'"
+        elif isinstance(value, list):
+            kind = next(filter(None, map(_media_part, value)), None)
+            if kind:
+                return f"{kind} parts in '{key}'"
+    return None
+
+
+def _boolish(value) -> bool:
+    if isinstance(value, bool) or value in (0, 1):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("true", "false")
+
+
+def detect(record: dict) -> str | None:
+    """The format (or refused kind) of a single row, or None if it matches none."""
+    if media(record):
+        return "multimodal"
+    keys = record.keys()
+    if any(pair <= keys for pair in PREFERENCE_PAIRS):
+        return "preference"
+    label = next((record[k] for k in LABEL_COLUMNS if k in keys), None)
+    if "prompt" in keys and "completion" in keys:
+        return "kto" if _boolish(label) else "prompt_completion"
+    chat = _chat(record)
+    if chat:
+        return "kto" if _boolish(label) else chat[2]
     if "instruction" in keys and ("output" in keys or "response" in keys):
         return "alpaca"
-    if "prompt" in keys and "completion" in keys:
-        return "prompt_completion"
+    if "prompt" in keys:
+        return "prompt_only"
     if "text" in keys:
-        return "text"
+        return "classification" if "label" in keys else "text"
     return None
 
 
@@ -87,20 +215,32 @@ def missing_columns_sentence(record: dict) -> str:
     return f"{describe_keys(record)}, which match no format; expected {EXPECTED}"
 
 
-def _as_text(value, what: str) -> str:
-    """A message's content as a string: strings, or OpenAI-style lists of text parts."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(isinstance(p, dict) for p in value):
-        texts = []
-        for part in value:
-            if part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
-                raise RowError(f"{what} has a {part.get('type', 'non-text')!s} part; only text content is supported")
-            texts.append(part["text"])
-        return "".join(texts)
-    if value is None:
-        raise RowError(f"{what} has no content")
-    raise RowError(f"{what} has {_kind(value)} as content; content must be a string")
+def refusal(kind: str, record: dict) -> str:
+    """Why a row of a refused kind is not supervised fine-tuning data: what it is, what it is for."""
+    if kind == "preference":
+        return ("is preference data (a prompt with a chosen and a rejected answer): it is for preference tuning "
+                f"such as DPO, not supervised fine-tuning; {_SFT_FILE}")
+    if kind == "kto":
+        col = next(k for k in LABEL_COLUMNS if k in record)
+        return (f"is labelled data (answers marked good or bad in a '{col}' column, the KTO layout): it is for "
+                "preference tuning such as KTO, and supervised fine-tuning would train the bad answers too; keep "
+                f"only the rows labelled true and drop the '{col}' column to fine-tune on them")
+    if kind == "prompt_only":
+        return (f"has prompts without answers ({describe_keys(record)[4:]}): it is data for reinforcement "
+                "learning with reward functions such as GRPO, not supervised fine-tuning, which needs an answer "
+                "to learn from; if a column holds the answers, name it 'completion'")
+    if kind == "classification":
+        return ("is labelled text (text and label, a classification data set): supervised fine-tuning would "
+                "train on the text and ignore the labels; to teach the labels, make each row a prompt (the text) "
+                "and a completion (the label)")
+    if kind == "multimodal":
+        return (f"is multimodal data ({media(record)}): the models Tunedeck trains read text only, so what the "
+                "images, video or audio show would be lost and the model trained on conversations it cannot see; "
+                "use a text-only data set")
+    raise AssertionError(kind)  # pragma: no cover
+
+
+# --- normalisation ---------------------------------------------------------------------------
 
 
 def _kind(value) -> str:
@@ -109,83 +249,186 @@ def _kind(value) -> str:
     )
 
 
-def _check_messages(messages: list[dict], *, need_assistant: bool = True) -> list[dict]:
-    if not messages:
-        raise RowError("has no messages")
-    for n, m in enumerate(messages, 1):
-        if not m["content"].strip():
-            raise RowError(f"message {n} ({m['role']}) has empty content")
-    if need_assistant:
-        assistants = [m for m in messages if m["role"] == "assistant"]
-        if not assistants:
-            raise RowError("has no assistant message, so there is nothing to learn from")
-        if all(m.get("weight", 1) == 0 for m in assistants):
-            raise RowError("has every assistant message at weight 0, so there is nothing to learn from")
-    return messages
+def _json(value: str, what: str):
+    try:
+        return json.loads(value)
+    except (RecursionError, ValueError) as exc:
+        raise RowError(f"{what} is not valid JSON ({getattr(exc, 'msg', None) or json_limit(exc)})") from None
+
+
+def _as_text(value, what: str) -> str:
+    """A message's content as a string: a string, or a list of text parts ``{type: text, text|value}``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(p, dict) for p in value):
+        texts = []
+        for part in value:
+            kind = part.get("type", "text")
+            text = part.get("text", part.get("value"))
+            if kind != "text":
+                what_kind = _media_part(part)
+                if what_kind:
+                    raise RowError(f"{what} has {'an' if what_kind[0] in 'aeiou' else 'a'} {what_kind} part; "
+                                   "the models Tunedeck trains read text only")
+                raise RowError(f"{what} has a part of type {kind!r}; only text parts are supported")
+            if not isinstance(text, str):
+                raise RowError(f"{what} has a text part with no 'text' string")
+            texts.append(text)
+        return "".join(texts)
+    if value is None:
+        raise RowError(f"{what} has no content")
+    raise RowError(f"{what} has {_kind(value)} as content; content must be a string")
+
+
+def _tools(record: dict) -> list[dict] | None:
+    """The row's tool declarations ('tools', or the older 'functions'), as OpenAI function tools."""
+    key = "tools" if "tools" in record else "functions"
+    value = record.get(key)
+    if isinstance(value, str):  # LLaMA-Factory / Glaive keep the tools as JSON text
+        value = _json(value, f"the '{key}' text") if value.strip() else None
+    if value in (None, [], {}):
+        return None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise RowError(f"has '{key}' as {_kind(value)}; it must be a list of function declarations")
+    out = []
+    for n, tool in enumerate(value, 1):
+        fn = tool.get("function") if isinstance(tool, dict) and isinstance(tool.get("function"), dict) else tool
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise RowError(f"tool {n} of '{key}' has no name; a tool is {{name, description, parameters}}")
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_calls(calls, what: str) -> list[dict]:
+    """Tool calls (OpenAI's, a legacy function_call, or ShareGPT's JSON) as [{type, function: {name,
+    arguments: dict}, id?}]."""
+    if isinstance(calls, str):
+        calls = _json(calls, f"the tool call of {what}")
+    if isinstance(calls, dict):
+        calls = [calls]
+    if not isinstance(calls, list) or not calls:
+        raise RowError(f"{what} has tool calls that are {_kind(calls)}, not a list of calls")
+    out = []
+    for k, call in enumerate(calls, 1):
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise RowError(f"{what}: tool call {k} has no function name")
+        name = fn["name"]
+        args = fn.get("arguments", fn.get("parameters", {}))
+        if isinstance(args, str):  # OpenAI sends arguments as JSON text; templates want the object
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except (RecursionError, ValueError) as exc:
+                raise RowError(f"{what} calls {name} with arguments that are not valid JSON "
+                               f"({getattr(exc, 'msg', None) or json_limit(exc)})") from None
+        if not isinstance(args, dict):
+            raise RowError(f"{what} calls {name} with {_kind(args)} as arguments; arguments must be a JSON object")
+        one = {"type": "function", "function": {"name": name, "arguments": args}}
+        if isinstance(call.get("id"), str):
+            one["id"] = call["id"]
+        out.append(one)
+    return out
+
+
+def _message(m, n: int, allow_weight: bool) -> dict:
+    if not isinstance(m, dict):
+        raise RowError(f"message {n} is {_kind(m)}, not an object with role and content")
+    if "role" not in m:
+        raise RowError(f"message {n} has no 'role' ({describe_keys(m)[4:]})")
+    role = ROLE_ALIASES.get(m["role"]) if isinstance(m["role"], str) else None
+    if role is None:
+        raise RowError(f"message {n} has role {m['role']!r}; roles must be system, user, assistant or tool")
+    what = f"message {n} ({role})"
+    calls = m.get("tool_calls") or m.get("function_call")
+    if calls and role != "assistant":
+        raise RowError(f"{what} has tool calls; only assistant messages call tools")
+    if "content" not in m and not calls:
+        raise RowError(f"{what} has no 'content'")
+    content = m.get("content")
+    msg = {"role": role, "content": "" if content in (None, "") and calls else _as_text(content, what)}
+    if calls:
+        msg["tool_calls"] = _tool_calls(calls, what)
+    if role == "tool":
+        msg.update({k: m[k] for k in ("tool_call_id", "name") if isinstance(m.get(k), str)})
+    if "weight" in m and m["weight"] is not None:
+        w = m["weight"]
+        if not allow_weight:
+            raise RowError(f"message {n} has a 'weight', which this format does not allow")
+        if isinstance(w, bool) or w not in (0, 1):
+            raise RowError(f"message {n} has weight {w!r}; weight must be 0 or 1")
+        if role != "assistant":
+            raise RowError(f"{what} has a weight; only assistant messages may carry one")
+        msg["weight"] = int(w)
+    return msg
 
 
 def _messages(value, *, field: str = "messages", allow_weight: bool = True) -> list[dict]:
     if isinstance(value, str) and value.lstrip().startswith("["):  # a JSON-encoded column (CSV)
-        try:
-            value = json.loads(value)
-        except (RecursionError, ValueError) as exc:
-            raise RowError(f"has a '{field}' text that is not valid JSON ({getattr(exc, 'msg', None) or json_limit(exc)})") from None
+        value = _json(value, f"the '{field}' text")
     if not isinstance(value, list):
         raise RowError(f"has '{field}' as {_kind(value)}; it must be a list of messages")
-    out = []
-    for n, m in enumerate(value, 1):
-        if not isinstance(m, dict):
-            raise RowError(f"message {n} is {_kind(m)}, not an object with role and content")
-        if "role" not in m:
-            raise RowError(f"message {n} has no 'role'")
-        role = m["role"]
-        if role not in ROLES:
-            raise RowError(f"message {n} has role {role!r}; roles must be system, user or assistant")
-        if "content" not in m:
-            extra = " (tool calls are not supported)" if "tool_calls" in m or "function_call" in m else ""
-            raise RowError(f"message {n} ({role}) has no 'content'{extra}")
-        if m["content"] is None and ("tool_calls" in m or "function_call" in m):
-            raise RowError(f"message {n} ({role}) is a tool call; tool calls are not supported")
-        msg = {"role": role, "content": _as_text(m["content"], f"message {n} ({role})")}
-        if "weight" in m and m["weight"] is not None:
-            w = m["weight"]
-            if not allow_weight:
-                raise RowError(f"message {n} has a 'weight', which this format does not allow")
-            if isinstance(w, bool) or w not in (0, 1):
-                raise RowError(f"message {n} has weight {w!r}; weight must be 0 or 1")
-            if role != "assistant":
-                raise RowError(f"message {n} ({role}) has a weight; only assistant messages may carry one")
-            msg["weight"] = int(w)
-        out.append(msg)
-    return out
+    return [_message(m, n, allow_weight) for n, m in enumerate(value, 1)]
 
 
-def _sharegpt(record: dict) -> list[dict]:
-    turns = record.get("conversations", record.get("messages"))
-    if isinstance(turns, str) and turns.lstrip().startswith("["):
-        try:
-            turns = json.loads(turns)
-        except (RecursionError, ValueError) as exc:
-            raise RowError(f"has a 'conversations' text that is not valid JSON ({getattr(exc, 'msg', None) or json_limit(exc)})") from None
-    if not isinstance(turns, list):
-        raise RowError(f"has 'conversations' as {_kind(turns)}; it must be a list of turns")
-    out = []
+def _system_column(record: dict) -> list[dict]:
     system = record.get("system")
-    if system not in (None, ""):
-        out.append({"role": "system", "content": _as_text(system, "the system prompt")})
+    return [] if system in (None, "") else [{"role": "system", "content": _as_text(system, "the system prompt")}]
+
+
+def _sharegpt(turns, field: str, record: dict) -> list[dict]:
+    if isinstance(turns, str) and turns.lstrip().startswith("["):
+        turns = _json(turns, f"the '{field}' text")
+    if not isinstance(turns, list):
+        raise RowError(f"has '{field}' as {_kind(turns)}; it must be a list of turns")
+    out = _system_column(record)
     for n, t in enumerate(turns, 1):
         if not isinstance(t, dict):
             raise RowError(f"turn {n} is {_kind(t)}, not an object with from and value")
         if "from" not in t:
-            raise RowError(f"turn {n} has no 'from'")
+            raise RowError(f"turn {n} has no 'from' ({describe_keys(t)[4:]})")
         who = t["from"]
-        role = SHAREGPT_ROLES.get(str(who).lower()) if isinstance(who, str) else None
+        role = SHAREGPT_ROLES.get(who.lower()) if isinstance(who, str) else None
         if role is None:
-            raise RowError(f"turn {n} is from {who!r}; it must be human, gpt or system")
+            raise RowError(f"turn {n} is from {who!r}; it must be human, gpt, system, function_call or observation")
         if "value" not in t:
             raise RowError(f"turn {n} ({who}) has no 'value'")
-        out.append({"role": role, "content": _as_text(t["value"], f"turn {n} ({who})")})
+        value = t["value"]
+        if role == "call":
+            out.append({"role": "assistant", "content": "", "tool_calls": _tool_calls(value, f"turn {n} ({who})")})
+        elif role == "tool" and isinstance(value, (dict, list)):  # a tool result given as JSON, not text
+            out.append({"role": "tool", "content": json.dumps(value, ensure_ascii=False)})
+        else:
+            out.append({"role": role, "content": _as_text(value, f"turn {n} ({who})")})
     return out
+
+
+def _pairs(turns: list, record: dict) -> list[dict]:
+    out = _system_column(record)
+    for n, t in enumerate(turns, 1):
+        if not isinstance(t, dict):
+            raise RowError(f"turn {n} is {_kind(t)}, not an object with user and assistant")
+        user = next((k for k in USER_KEYS if k in t), None)
+        if user is None:
+            raise RowError(f"turn {n} has no {' or '.join(repr(k) for k in USER_KEYS)}")
+        out.append({"role": "user", "content": _as_text(t[user], f"turn {n} ({user})")})
+        answer = next((k for k in ASSISTANT_KEYS if t.get(k) is not None), None)
+        if answer:
+            out.append({"role": "assistant", "content": _as_text(t[answer], f"turn {n} ({answer})")})
+    return out
+
+
+def _conversation(record: dict, fmt: str) -> list[dict]:
+    field, turns, _ = _chat(record)
+    if fmt == "sharegpt":
+        return _sharegpt(turns, field, record)
+    if fmt == "pairs":
+        return _pairs(_parsed_list(turns), record)
+    msgs = _messages(turns, field=field)
+    if not any(m["role"] == "system" for m in msgs):
+        msgs = _system_column(record) + msgs  # a separate 'system' column is not dropped
+    return msgs
 
 
 def _str_field(record: dict, key: str, *, required: bool = True) -> str:
@@ -251,16 +494,64 @@ def _prompt_completion(record: dict) -> list[dict]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
 
 
+def _check_messages(messages: list[dict]) -> None:
+    if not messages:
+        raise RowError("has no messages")
+    for n, m in enumerate(messages, 1):
+        if not m["content"].strip() and not m.get("tool_calls") and m["role"] != "tool":
+            raise RowError(f"message {n} ({m['role']}) has empty content")
+    assistants = [m for m in messages if m["role"] == "assistant"]
+    if not assistants:
+        raise RowError("has no assistant message, so there is nothing to learn from")
+    if all(m.get("weight", 1) == 0 for m in assistants):
+        raise RowError("has every assistant message at weight 0, so there is nothing to learn from")
+
+
+def _check_tools(messages: list[dict], tools: list[dict] | None) -> None:
+    """A call names a declared tool; a tool result answers a call of the assistant turn before it."""
+    declared = sorted(t["function"]["name"] for t in tools or ())
+    pending: list = []  # the calls of the last assistant turn not answered yet (their ids, or None)
+    for n, m in enumerate(messages, 1):
+        if m.get("tool_calls"):
+            for call in m["tool_calls"]:
+                name = call["function"]["name"]
+                if not declared:
+                    raise RowError(f"message {n} (assistant) calls {name}, but the row declares no tools; add "
+                                   "their definitions in a 'tools' column so the model learns when to call them")
+                if name not in declared:
+                    raise RowError(f"message {n} (assistant) calls {name}, which is not among the declared tools "
+                                   f"({', '.join(declared)})")
+            pending = [c.get("id") for c in m["tool_calls"]]
+        elif m["role"] == "tool":
+            if not pending:
+                raise RowError(f"message {n} (tool) is a tool result that follows no tool call")
+            answered = m.get("tool_call_id")
+            if answered and any(pending):
+                if answered not in pending:
+                    raise RowError(f"message {n} (tool) answers the call {answered!r}, which the assistant turn "
+                                   "before it did not make")
+                pending.remove(answered)
+            else:
+                pending.pop(0)
+        else:
+            pending = []
+
+
+def _chat_example(messages: list[dict], record: dict) -> dict:
+    tools = _tools(record)
+    _check_messages(messages)
+    _check_tools(messages, tools)
+    return {"messages": messages, "tools": tools} if tools else {"messages": messages}
+
+
 def normalise(record: dict, fmt: str) -> dict:
     """The training example for one row already known to be in ``fmt``; raises RowError."""
-    if fmt == "messages":
-        return {"messages": _check_messages(_messages(record.get("messages")))}
-    if fmt == "sharegpt":
-        return {"messages": _check_messages(_sharegpt(record))}
+    if fmt in CHAT_FORMATS:
+        return _chat_example(_conversation(record, fmt), record)
     if fmt == "alpaca":
-        return {"messages": _check_messages(_alpaca(record))}
+        return _chat_example(_alpaca(record), record)
     if fmt == "prompt_completion":
-        return {"messages": _check_messages(_prompt_completion(record))}
+        return _chat_example(_prompt_completion(record), record)
     if fmt == "text":
         text = record.get("text")
         if not isinstance(text, str):
@@ -268,8 +559,8 @@ def normalise(record: dict, fmt: str) -> dict:
         if not text.strip():
             raise RowError("has an empty 'text'")
         return {"text": text}
-    if fmt == "preference":
-        raise RowError(PREFERENCE_SENTENCE)
+    if fmt in REFUSED:
+        raise RowError(refusal(fmt, record))
     raise RowError(f"is in an unknown format {fmt!r}")  # pragma: no cover
 
 
@@ -278,7 +569,9 @@ def check_row(record: dict, file_format: str | None) -> tuple[str | None, dict |
     fmt = detect(record)
     if fmt is None:
         return None, None, missing_columns_sentence(record)
-    if file_format and fmt != file_format and fmt != "preference":
+    if fmt in REFUSED:
+        return fmt, None, refusal(fmt, record)
+    if file_format and fmt != file_format and file_format not in REFUSED:
         return fmt, None, (
             f"is {fmt} but the file is {file_format}; one format per file (this row {describe_keys(record)})"
         )
@@ -286,6 +579,17 @@ def check_row(record: dict, file_format: str | None) -> tuple[str | None, dict |
         return fmt, normalise(record, fmt), None
     except RowError as exc:
         return fmt, None, str(exc)
+
+
+def tool_calls(example: dict) -> list[dict]:
+    """The tool calls of an example, in order: [{"message": n, "name", "arguments"}] (for display)."""
+    return [{"message": n, "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+            for n, m in enumerate(example.get("messages", ()), 1) for c in m.get("tool_calls", ())]
+
+
+def uses_tools(example: dict) -> bool:
+    return bool(example.get("tools")) or any(m.get("tool_calls") or m["role"] == "tool"
+                                             for m in example.get("messages", ()))
 
 
 def preview(example: dict | None, record: dict | None = None, width: int = 200) -> str:

@@ -19,8 +19,10 @@ def open_source(ref: str, *, split: str = "train") -> Source:
     return open_hub(ref.strip(), split)
 
 
-def load_examples(ref: str, *, split: str = "train") -> list[dict]:
-    """``dataset.load_examples`` for any reference, hub ids included."""
+def load_examples(ref, *, split: str = "train", seed: int = dataset.DEFAULT_SEED) -> list[dict]:
+    """``dataset.load_examples`` for any reference, hub ids included, or a list of them (mixed)."""
+    if isinstance(ref, (list, tuple)):
+        return dataset.load_mix(ref, load_examples, split=split, seed=seed)
     if dataset.is_local(ref):
         return dataset.load_examples(ref, split=split)
     return dataset.load_examples(open_hub(ref.strip(), split), split=split)

@@ -1,5 +1,6 @@
 """Token statistics for a dataset with a model's tokenizer: the length histogram, how many examples
-exceed ``max_length`` (and would be cut), and how many tokens are actually trained.
+exceed ``max_length`` (and would be cut), how many tokens are actually trained, and which rows hold
+the text of a special token. A list of sources is measured as the mix the trainer gets.
 
 Every valid row goes through ``encode.encode_many`` — the same mask the worker trains with. A JSON
 Lines file is split into byte ranges handled by one process each (the tokenizer is loaded once
@@ -17,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import formats
-from .dataset import detect_file_format, unusable_reason
+from .dataset import DEFAULT_SEED, data_sources, detect_file_format, mix, mix_label, refuse
 from .hub import open_source
-from .encode import encode_many
-from .reader import JsonlSource, Source, parse_json_line
+from .encode import encode_many, special_token_text as find_special_text
+from .reader import JsonlSource, RecordsSource, Source, parse_json_line
 from ..errors import DataError
 
 BATCH = 256
@@ -39,6 +40,8 @@ class _Partial:
     over_where: list = field(default_factory=list)
     nothing_trained: int = 0
     nothing_trained_where: list = field(default_factory=list)
+    special: int = 0  # rows holding special-token text
+    special_where: list = field(default_factory=list)  # [(where, [{"place", "token"}])]
     bad: int = 0
     rows: int = 0
 
@@ -50,13 +53,20 @@ class _Partial:
         self.over_where += other.over_where
         self.nothing_trained += other.nothing_trained
         self.nothing_trained_where += other.nothing_trained_where
+        self.special += other.special
+        self.special_where += other.special_where
         self.bad += other.bad
         self.rows += other.rows
 
 
-def _flush(tokenizer, batch: list[tuple[int, dict]], max_length: int, out: _Partial) -> None:
-    encoded = encode_many(tokenizer, [ex for _, ex in batch], max_length)
-    for (where, _), enc in zip(batch, encoded):
+def _flush(tokenizer, batch: list[tuple[int, dict]], max_length: int, out: _Partial, special_token_text: str) -> None:
+    encoded = encode_many(tokenizer, [ex for _, ex in batch], max_length, special_token_text=special_token_text)
+    for (where, ex), enc in zip(batch, encoded):
+        found = find_special_text(tokenizer, ex)
+        if found:
+            out.special += 1
+            if len(out.special_where) < LISTED_OVER:
+                out.special_where.append((where, found))
         out.lengths.append(enc.full_length)
         out.tokens += len(enc.input_ids)
         n = enc.trained_tokens
@@ -72,7 +82,7 @@ def _flush(tokenizer, batch: list[tuple[int, dict]], max_length: int, out: _Part
     batch.clear()
 
 
-def _scan_rows(tokenizer, rows, file_format, max_length, out: _Partial, tick=None) -> None:
+def _scan_rows(tokenizer, rows, file_format, max_length, out: _Partial, tick=None, special_token_text="literal") -> None:
     batch: list[tuple[int, dict]] = []
     for where, record in rows:
         out.rows += 1
@@ -85,11 +95,11 @@ def _scan_rows(tokenizer, rows, file_format, max_length, out: _Partial, tick=Non
             continue
         batch.append((where, example))
         if len(batch) >= BATCH:
-            _flush(tokenizer, batch, max_length, out)
+            _flush(tokenizer, batch, max_length, out, special_token_text)
             if tick:
                 tick(out)
     if batch:
-        _flush(tokenizer, batch, max_length, out)
+        _flush(tokenizer, batch, max_length, out, special_token_text)
         if tick:
             tick(out)
 
@@ -110,7 +120,7 @@ def _jsonl_range(task: tuple[int, int, int, int]) -> _Partial:
         counter[slot] = p.rows
 
     rows = _rows_with_lines(st["source"], start, end, first_line)
-    _scan_rows(st["tokenizer"], rows, st["format"], st["max_length"], out, tick)
+    _scan_rows(st["tokenizer"], rows, st["format"], st["max_length"], out, tick, st["special_token_text"])
     counter[slot] = out.rows
     return out
 
@@ -155,7 +165,8 @@ def _line_starts(path, cuts: list[int]) -> list[int]:
     return out
 
 
-def _parallel_jsonl(tokenizer, source: JsonlSource, file_format, max_length, workers, progress, expected_rows):
+def _parallel_jsonl(tokenizer, source: JsonlSource, file_format, max_length, workers, progress, expected_rows,
+                    special_token_text):
     import multiprocessing as mp
 
     size = source.size
@@ -164,7 +175,8 @@ def _parallel_jsonl(tokenizer, source: JsonlSource, file_format, max_length, wor
     starts = _line_starts(source.path, cuts)
     ctx = mp.get_context("fork")
     counter = ctx.Array("q", workers, lock=False)
-    _FORK_STATE.update(source=source, tokenizer=tokenizer, format=file_format, max_length=max_length, counter=counter)
+    _FORK_STATE.update(source=source, tokenizer=tokenizer, format=file_format, max_length=max_length, counter=counter,
+                       special_token_text=special_token_text)
     tasks = [(cuts[k], cuts[k + 1] if k + 1 < workers else size, starts[k], k) for k in range(workers)]
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     total = _Partial()
@@ -179,6 +191,22 @@ def _parallel_jsonl(tokenizer, source: JsonlSource, file_format, max_length, wor
             total.add(part)
     _FORK_STATE.clear()
     return total
+
+
+def _mixed_source(data, split: str, seed: int) -> Source:
+    """The examples a mix of sources gives the trainer, as a Source (each source's bad rows are left
+    out here; ``data inspect`` lists them source by source)."""
+    from .dataset import iter_checked
+
+    sources = data_sources(data)
+    valid = []
+    for s in sources:
+        src = open_source(s.ref, split=split)
+        file_format = detect_file_format(src)
+        refuse(src, file_format)
+        valid.append([c.example for c in iter_checked(src, file_format) if c.problem is None])
+        src.close()
+    return RecordsSource(mix_label(data), mix(sources, valid, seed))
 
 
 # --- summary ---------------------------------------------------------------------------------------
@@ -218,6 +246,9 @@ def summarise(part: _Partial, max_length: int, unit: str) -> dict:
         "over_max_length_where": {unit: sorted(part.over_where)[:LISTED_OVER]},
         "nothing_trained": part.nothing_trained,
         "nothing_trained_where": {unit: sorted(part.nothing_trained_where)[:LISTED_OVER]},
+        "special_token_text": part.special,
+        "special_token_text_where": [{unit: where, "found": found} for where, found in sorted(
+            part.special_where, key=lambda wf: wf[0])[:LISTED_OVER]],
         "length": {
             "min": lengths[0] if n else 0,
             "max": lengths[-1] if n else 0,
@@ -242,23 +273,28 @@ def token_stats(
     workers: int | None = None,
     partial: Callable[[dict], None] | None = None,
     min_parallel_bytes: int = 8 << 20,
+    special_token_text: str = "literal",
+    seed: int = DEFAULT_SEED,
 ) -> dict:
-    """Statistics over every valid row (bad rows are skipped and counted)."""
+    """Statistics over every valid row (bad rows are skipped and counted); for a list of sources, over
+    the examples the mix takes (``seed``ed as the trainer's), located by their place in the mix."""
     started = time.perf_counter()
     if max_length is None or max_length < 1:
         raise DataError(f"max_length must be a positive number of tokens, not {max_length!r}.")
-    source = ref if isinstance(ref, Source) else open_source(ref, split=split)
-    file_format = detect_file_format(source)
-    reason = unusable_reason(source, file_format)
-    if reason:
-        raise DataError(reason)
+    if isinstance(ref, (list, tuple)):
+        source, file_format = _mixed_source(ref, split, seed), None
+    else:
+        source = ref if isinstance(ref, Source) else open_source(ref, split=split)
+        file_format = detect_file_format(source)
+        refuse(source, file_format)
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if isinstance(source, JsonlSource) and workers > 1 and source.size >= min_parallel_bytes:
         # a rough row count for progress: the average row size of the first rows
         head = source.head(256)
         avg = (source._offsets[len(head) - 1] / max(1, len(head) - 1)) if len(head) > 1 else source.size
         expected = int(source.size / max(1.0, avg))
-        total = _parallel_jsonl(tokenizer, source, file_format, max_length, workers, progress, expected)
+        total = _parallel_jsonl(tokenizer, source, file_format, max_length, workers, progress, expected,
+                                special_token_text)
     else:
         total = _Partial()
         last = [time.perf_counter()]
@@ -273,11 +309,12 @@ def token_stats(
                     partial(summarise(p, max_length, source.unit))
 
         rows = ((raw.where, raw.record) for raw in source.iter_rows())
-        _scan_rows(tokenizer, rows, file_format, max_length, total, tick)
+        _scan_rows(tokenizer, rows, file_format, max_length, total, tick, special_token_text)
     if progress:
         progress(1.0, total.rows)
     out = summarise(total, max_length, source.unit)
-    out["format"] = file_format
+    out["format"] = "mix" if isinstance(ref, (list, tuple)) else file_format
     out["file"] = source.display
+    out["special_token_text_mode"] = special_token_text
     out["seconds"] = round(time.perf_counter() - started, 3)
     return out

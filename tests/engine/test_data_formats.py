@@ -73,7 +73,7 @@ def test_bad_rows_are_located_by_line():
     assert report.rows == 13 and report.valid_rows == 2  # the blank line 7 is not a row
     got = {p.where: p.message for p in report.errors}
     assert sorted(got) == [2, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14]
-    assert got[2] == "message 2 has role 'bot'; roles must be system, user or assistant"
+    assert got[2] == "message 2 has role 'bot'; roles must be system, user, assistant or tool"
     assert "empty content" in got[3]
     assert "a number as content" in got[4]
     assert "no assistant message" in got[5]

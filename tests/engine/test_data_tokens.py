@@ -54,8 +54,8 @@ def test_render_cli_shows_the_same_mask_as_encode(tok, tiny_model):
 def test_render_cli_refuses_a_bad_row_with_its_line(tiny_model):
     proc = _cli("data", "render", str(FIX / "bad_rows.jsonl"), "--row", "2", "--model", str(tiny_model), ok=(1,))
     assert proc.stderr.strip() == (
-        f"tunedeck: {FIX / 'bad_rows.jsonl'}:2: message 2 has role 'bot'; roles must be system, user or "
-        "assistant; fix this row to render it."
+        f"tunedeck: {FIX / 'bad_rows.jsonl'}:2: message 2 has role 'bot'; roles must be system, user, assistant or "
+        "tool; fix this row to render it."
     )
 
 
@@ -124,9 +124,10 @@ def test_inspect_cli_exit_codes_and_json(tiny_model):
     bad = _cli("data", "inspect", str(FIX / "bad_rows.jsonl"), "--json", ok=(1,))
     report = json.loads(bad.stdout)
     assert set(report) >= {"format", "rows", "errors", "warnings", "stats"}
-    assert report["errors"][0] == {"line": 2, "row": 2, "message": "message 2 has role 'bot'; roles must be system, user or assistant"}
+    assert report["errors"][0] == {"line": 2, "row": 2, "message": "message 2 has role 'bot'; roles must be system, user, assistant or tool"}
     broken = _cli("data", "inspect", str(FIX / "empty.jsonl"), "--json", ok=(2,))
-    assert broken.stdout == "" and broken.stderr.count("\n") == 1 and "is empty" in broken.stderr
+    assert json.loads(broken.stdout) == {"error": broken.stderr.strip().removeprefix("tunedeck: "), "exit": 2}
+    assert broken.stderr.count("\n") == 1 and "is empty" in broken.stderr
     with_model = _cli("data", "inspect", str(FIX / "text.jsonl"), "--model", str(tiny_model), "--max-length", "8", "--json")
     stats = json.loads(with_model.stdout)["stats"]
     assert stats["examples"] == 3 and stats["over_max_length"] == 3

@@ -310,3 +310,18 @@ def test_resumed_token_count_goes_on_and_run_files_are_private(tiny_model, toy_d
     for path in run.dir.rglob("*"):
         mode = path.stat().st_mode & 0o777
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+def test_a_mix_of_sources_starts_and_trains_from_a_yaml_file(tiny_model, toy_data, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text(toy_data.read_text())
+    config = tmp_path / "mix.yaml"  # relative paths: read beside the YAML file
+    config.write_text(yaml.safe_dump({"model": str(tiny_model), "max_steps": 2, "max_length": 64, "eval_steps": 0,
+                                      "data": [{"path": toy_data.name, "weight": 3}, {"path": "other.jsonl", "weight": 1}]}))
+    proc = _cli("train", str(config), "--json", cwd=tmp_path.parent)
+    assert proc.returncode == 0, proc.stderr
+    run = Run(Path(json.loads(proc.stdout)["run_dir"]))
+    wait_run(run, run_ended)
+    assert run.info().state == "completed", run.info().message
+    assert run.info().data == f"{toy_data} + {other}"
+    assert "Reading data " in run.log_path.read_text() and " + " in run.log_path.read_text()

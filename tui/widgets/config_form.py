@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
 from engine.config import FIELDS, Field
+from engine.runs import data_label
 
 # The form's fields are the schema's fields that have a label, in the schema's order.
 FORM_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.label)
@@ -44,6 +45,8 @@ def _set(settings: dict, key: str, value) -> None:
 def _show(value) -> str:
     if value is None:
         return ""
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):  # a mix of data sources
+        return data_label(value) or ""
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     if isinstance(value, float):
@@ -156,6 +159,8 @@ class ConfigForm(Vertical):
             widget = self.query_one(f"#{field_id(spec.key)}")
             if isinstance(widget, Select):
                 value = widget.value if isinstance(widget.value, str) else None
+            elif widget.value == _show(_get(self.settings, spec.key)):
+                value = _get(self.settings, spec.key)  # unchanged: keep it as it was (a mix stays a mix)
             else:
                 value = _parse(widget.value, spec.kind)
             if value is None and not spec.optional:
