@@ -26,6 +26,7 @@ BENCHES = [
     ("bench_data_open.py", ["--rows", "1000000"]),
     ("bench_first_step.py", ["--reps", "2"]),
     ("bench_engine_overhead.py", ["--steps", "6", "--pairs", "2"]),
+    ("bench_engine_overhead.py", ["--data", "varied", "--batch-size", "4", "--steps", "5", "--pairs", "2"]),
     ("bench_keypress.py", ["--presses", "40"]),
     ("bench_chat.py", ["--prompts", "3", "--tokens", "32"]),
     ("bench_estimate.py", ["--quick"]),

@@ -24,6 +24,7 @@ from engine.runs import ALIVE, Run
 
 from ..widgets.eval_table import EvalPanel
 from ..widgets.loss_overlay import LossOverlay, curves_of
+from ..widgets.run_header import memory_words
 from ..widgets.runs_table import RunRow, RunsTable, format_duration, short_ref
 from .base import AreaScreen, JobFailed
 from .confirm import ConfirmScreen
@@ -162,7 +163,9 @@ class RunsScreen(AreaScreen):
         best = f"{row.best_eval_loss:.4f}" if isinstance(row.best_eval_loss, (int, float)) else "—"
         lines = [
             f"[b]{row.id}[/b]  {row.state}  step {steps}  best eval loss {best}  {format_duration(row.duration)}",
-            f"model {short_ref(row.model)}  data {short_ref(row.data)}  method {row.method or '—'}",
+            f"model {short_ref(row.model)}  data {short_ref(row.data)}  method {row.method or '—'}"
+            + (f"  memory peak {memory_words(row.peak_memory, row.estimated_memory)}"
+               if row.peak_memory or row.estimated_memory else ""),
             f"[dim]{row.dir}[/]",
         ]
         if row.message:

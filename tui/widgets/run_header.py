@@ -43,6 +43,15 @@ def number(value: float | None, fmt: str = ".4g") -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def memory_words(measured: float | None, estimated: float | None) -> str:
+    """"5.5 GiB (estimate 5.3)": what the worker measured beside what was estimated."""
+    from engine.estimate import gib
+
+    if measured is None:
+        return f"? (estimate {gib(estimated)})"
+    return gib(measured) + (f" (estimate {gib(estimated, '')})" if estimated else "")
+
+
 def put(static: Static, content, *, layout: bool = False, key=None) -> None:
     """Update ``static`` only when its content changed, and without a layout pass unless asked (a
     layout pass re-renders the whole screen; a fixed-size line needs none)."""
@@ -194,7 +203,7 @@ class RunMetrics(Widget):
             return []
         best = v.best_eval_loss
         evals = v.eval_losses
-        return [
+        pairs = [
             ("loss", number(v.last_loss)),
             ("eval", number(evals[-1][1] if evals else None) + (f" (best {best:.4g})" if best is not None else "")),
             ("lr", number(v.learning_rate, ".2e")),
@@ -202,6 +211,9 @@ class RunMetrics(Widget):
             ("tok/s", number(v.tokens_per_second, ",.0f")),
             ("epoch", number(v.epoch, ".2f")),
         ]
+        if v.peak_memory or v.estimated_memory:
+            pairs.append(("peak", memory_words(v.peak_memory, v.estimated_memory)))
+        return pairs
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return max(1, len(self._text(width).plain.split("\n")))

@@ -97,6 +97,8 @@ class RunRow:
     best_eval_loss: float | None
     duration: float | None
     message: str | None
+    peak_memory: float | None = None
+    estimated_memory: float | None = None
 
     @classmethod
     def collect(cls) -> list["RunRow"]:
@@ -117,6 +119,7 @@ class RunRow:
                 id=info.id, dir=str(info.dir), created=info.created, model=info.model, data=info.data,
                 method=info.method, state=info.state, step=info.step, max_steps=info.max_steps,
                 best_eval_loss=info.best_eval_loss, duration=duration, message=info.message,
+                peak_memory=info.peak_memory, estimated_memory=info.estimated_memory,
             ))
         return rows
 
