@@ -13,6 +13,25 @@ Started detached by ``engine.launch`` (its own session, stdin /dev/null, stdout 
 (prompt and completion alike), divided by the time spent in training steps since the previous log
 (evaluation and checkpoint saving are left out).
 
+Objectives (``objective`` in the config): ``sft`` trains TRL's ``SFTTrainer``, ``dpo`` its
+``DPOTrainer`` on chosen/rejected pairs, ``kto`` its ``KTOTrainer`` on answers labelled good or bad
+(pairs are split into one of each); ``build_trainer`` picks the trainer, everything else (events,
+status, stop, resume, NaN/OOM sentences, several processes) is the same code for all three. Every
+trainer gets rows tokenised by ``engine.data.encode`` (the one mask): ``input_ids`` +
+``completion_mask`` for SFT; ``chosen_input_ids``/``chosen_completion_mask`` and the rejected ones for
+DPO; ``input_ids``/``completion_mask``/``label`` for KTO. TRL 1.16's DPO and KTO trainers tokenise
+their data themselves (``_prepare_dataset``); here that step is skipped and a collator builds the
+batches TRL's loss reads (``input_ids``, ``attention_mask``, ``completion_mask``, and KTO's
+``KL_*`` sequences and ``label``), so they score exactly the tokens the Data screen shows as trained.
+The reference model: with LoRA/QLoRA and a new adapter the same base with the adapter disabled (the
+model goes to TRL unwrapped with a ``peft_config``, so TRL keeps no reference model: no second copy
+of the weights); started from an earlier run's adapter (``init_from``) TRL keeps a frozen copy of that
+adapter as the reference (the SFT model, as DPO after SFT wants; adapter-sized, not model-sized); full
+fine-tuning keeps a second, frozen copy of the model. DPO and KTO batches are padded (TRL 1.16 has no
+padding-free path for them); the log says so. The events carry TRL's metric names as they are:
+``rewards/accuracies``, ``rewards/margins``, ``rewards/chosen``, ``rewards/rejected``,
+``logps/chosen``, ``logps/rejected``, ``kl`` (KTO), and ``eval_`` + each in eval events.
+
 Checkpoints: every ``save_steps`` steps, and also once ``CHECKPOINT_EVERY_SECONDS`` have passed since
 the last one (slow machines), and at the end of the step in which a stop was asked for.
 
@@ -49,7 +68,7 @@ import traceback
 from pathlib import Path
 
 from .batching import attention_implementation, liger_available, padding_free_is_exact
-from .config import METHOD_NAMES, RunConfig
+from .config import METHOD_NAMES, OBJECTIVE_NAMES, RunConfig
 from .errors import DataError, TunedeckError
 from .data.dataset import mix_label
 from .run_state import effective_events
@@ -88,19 +107,35 @@ def several_processes(cfg: RunConfig) -> bool:
 
 
 # --- data --------------------------------------------------------------------------------------
+def load_examples(ref, *, split: str = "train", seed: int | None = None, objective: str | None = None) -> list[dict]:
+    """The examples of a data reference (hub ids and mixes included) read for ``objective``: data of
+    another kind is refused with one sentence (RefusedData), e.g. pairs for SFT or chat data for DPO."""
+    from .data import dataset, hub
+
+    seed = dataset.DEFAULT_SEED if seed is None else seed
+    if isinstance(ref, (list, tuple)):
+        return dataset.load_mix(ref, lambda one, split: load_examples(one, split=split, objective=objective),
+                                split=split, seed=seed)
+    if dataset.is_local(ref):
+        return dataset.load_examples(ref, split=split, objective=objective)
+    return dataset.load_examples(hub.open_hub(ref.strip(), split), split=split, objective=objective)
+
+
 def load_splits(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     """(train examples, eval examples). ``data`` may be a list of sources: they are mixed, seeded by
     ``seed`` (engine.data.dataset.mix). The eval set is, in order of preference: ``eval_data``, the
-    data's own validation split, or ``eval_split`` of the training rows (seeded). None if eval is off."""
-    from .data import has_validation_split, load_examples
+    data's own validation split, or ``eval_split`` of the training rows (seeded). None if eval is off.
+    Rows are read for the run's objective (pairs for DPO, labelled answers or pairs for KTO)."""
+    from .data import has_validation_split
 
-    train = load_examples(cfg.data, split="train", seed=cfg.seed)
+    objective = cfg.objective
+    train = load_examples(cfg.data, split="train", seed=cfg.seed, objective=objective)
     if cfg.eval_steps == 0:
         return train, []
     if cfg.eval_data:
-        return train, load_examples(cfg.eval_data, split="train")
+        return train, load_examples(cfg.eval_data, split="train", objective=objective)
     if has_validation_split(cfg.data):
-        return train, load_examples(cfg.data, split="validation")
+        return train, load_examples(cfg.data, split="validation", objective=objective)
     if cfg.eval_split <= 0 or len(train) < 2:
         return train, []
     import random
@@ -131,6 +166,116 @@ def encode_rows(tokenizer, examples: list[dict], max_length: int, *,
     return rows, {"truncated": truncated, "skipped": empty}
 
 
+PAIR_COLUMNS = ("chosen_input_ids", "chosen_completion_mask", "rejected_input_ids", "rejected_completion_mask")
+LABELLED_COLUMNS = ("input_ids", "completion_mask", "label")
+
+
+def encode_preference_rows(tokenizer, examples: list[dict], cfg: RunConfig, *,
+                           shuffle: bool = False) -> tuple[list[dict], dict]:
+    """Training rows for DPO (``PAIR_COLUMNS``: prompt + chosen and prompt + rejected, each with its
+    mask) or KTO (``LABELLED_COLUMNS``; a pair gives a good and a bad answer), through the one mask
+    code path (engine.data.encode), plus counts: truncated, skipped (a side with no trained token
+    left), pairs, good, bad. KTO rows are shuffled (seeded) when ``shuffle``: TRL reads them in order,
+    as the KL term pairs each prompt with the answer of the row before it in the batch."""
+    from .data import formats
+    from .data.encode import encode_sides
+
+    limits = {"max_prompt_length": cfg.max_prompt_length, "max_completion_length": cfg.max_completion_length,
+              "special_token_text": cfg.special_token_text}
+    rows, counts = [], {"truncated": 0, "skipped": 0, "pairs": 0, "good": 0, "bad": 0}
+    for example in examples:
+        if cfg.objective == "dpo":
+            chosen, rejected = encode_sides(tokenizer, example, cfg.max_length, **limits)
+            counts["truncated"] += chosen.truncated or rejected.truncated
+            if not any(chosen.trained) or not any(rejected.trained):
+                counts["skipped"] += 1
+                continue
+            counts["pairs"] += 1
+            rows.append({"chosen_input_ids": chosen.input_ids, "chosen_completion_mask": [int(t) for t in chosen.trained],
+                         "rejected_input_ids": rejected.input_ids,
+                         "rejected_completion_mask": [int(t) for t in rejected.trained]})
+            continue
+        for answer in formats.unpair(example):
+            enc = encode_sides(tokenizer, answer, cfg.max_length, **limits)[0]
+            counts["truncated"] += enc.truncated
+            if not any(enc.trained):
+                counts["skipped"] += 1
+                continue
+            counts["good" if answer["label"] else "bad"] += 1
+            rows.append({**enc.as_training_row(), "label": bool(answer["label"])})
+    if shuffle and cfg.objective == "kto":
+        import random
+
+        random.Random(cfg.seed).shuffle(rows)
+    return rows, counts
+
+
+def row_lengths(rows: list[dict]) -> list[int]:
+    """The token length of every sequence the rows train (a pair: chosen and rejected)."""
+    out = []
+    for row in rows:
+        out += [len(row[k]) for k in ("input_ids", "chosen_input_ids", "rejected_input_ids") if k in row]
+    return out
+
+
+def _first_trained(mask: list[int]) -> int:
+    return next((k for k, m in enumerate(mask) if m), len(mask))
+
+
+def _pad(seqs: list[list[int]], masks: list[list[int]], pad_id: int, prefix: str = "") -> dict:
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    comp = torch.zeros((len(seqs), width), dtype=torch.long)
+    for k, (seq, mask) in enumerate(zip(seqs, masks)):
+        ids[k, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        att[k, :len(seq)] = 1
+        comp[k, :len(mask)] = torch.tensor(mask, dtype=torch.long)
+    return {f"{prefix}input_ids": ids, f"{prefix}attention_mask": att, f"{prefix}completion_mask": comp}
+
+
+@dataclasses.dataclass
+class PairCollator:
+    """A DPO batch as TRL 1.16's DPOTrainer reads it: the chosen sequences then the rejected ones, padded
+    on the right, ``completion_mask`` the encode() mask of each (TRL scores the tokens it marks)."""
+
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict]) -> dict:
+        seqs = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
+        masks = [r["chosen_completion_mask"] for r in rows] + [r["rejected_completion_mask"] for r in rows]
+        return _pad(seqs, masks, self.pad_token_id)
+
+
+@dataclasses.dataclass
+class LabelledCollator:
+    """A KTO batch as TRL 1.16's KTOTrainer reads it: the answers with their masks and labels, and the
+    KL sequences: each prompt with the answer of the row before it in the batch (the first with the
+    last), TRL's own pairing, built from the same encoded tokens."""
+
+    pad_token_id: int
+    kl: bool = True
+    max_length: int | None = None
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        seqs, masks = [r["input_ids"] for r in rows], [r["completion_mask"] for r in rows]
+        out = _pad(seqs, masks, self.pad_token_id)
+        if self.kl:
+            cuts = [_first_trained(m) for m in masks]
+            prompts = [s[:c] for s, c in zip(seqs, cuts)]
+            answers = [(s[c:], m[c:]) for s, m, c in zip(seqs, masks, cuts)]
+            answers = answers[-1:] + answers[:-1]
+            kl_seqs = [(p + a)[:self.max_length] for p, (a, _) in zip(prompts, answers)]
+            kl_masks = [([0] * len(p) + m)[:self.max_length] for p, (_, m) in zip(prompts, answers)]
+            out.update(_pad(kl_seqs, kl_masks, self.pad_token_id, prefix="KL_"))
+        out["label"] = torch.tensor([bool(r["label"]) for r in rows])
+        return out
+
+
 # --- the trainer -------------------------------------------------------------------------------
 def device_plan() -> dict:
     """Where and in which precision to train: bf16 only where the hardware supports it."""
@@ -146,8 +291,49 @@ def device_plan() -> dict:
             "attention": attention_implementation("cpu"), "liger": False}
 
 
-def load_model_for(cfg: RunConfig, plan: dict, progress=None):
-    """(model ready to train, tokenizer with a chat template) for ``cfg.method``."""
+def resolve_init_from(cfg: RunConfig) -> tuple[Path, dict]:
+    """(the adapter folder ``init_from`` names, what it is for the start event). Run.weights() finds it:
+    the run's final adapter, else its newest checkpoint. One sentence when it is not an adapter of
+    this run's base model."""
+    from .config import ConfigError
+    from .runs import get_run
+
+    ref = cfg.init_from
+    try:
+        earlier = get_run(ref)
+        weights = earlier.weights()
+    except TunedeckError as exc:
+        raise ConfigError(f"init_from: {exc}") from None
+    if not weights.is_adapter:
+        raise ConfigError(f"init_from: run {earlier.id} was fully fine-tuned (its {weights.label}/ holds a whole model, "
+                          "no adapter); to start from it, set model: to that folder and remove init_from.")
+    theirs = str(earlier.config().get("model") or "")
+
+    def same(a: str, b: str) -> bool:
+        pa, pb = Path(a).expanduser(), Path(b).expanduser()
+        return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
+
+    if theirs and not same(theirs, cfg.model):
+        raise ConfigError(f"init_from: run {earlier.id} trained an adapter for the model {theirs}, but this run's model "
+                          f"is {cfg.model}; an adapter only fits the model it was trained on, so use model: {theirs}.")
+    return weights.path, {"run": earlier.id, "weights": weights.label, "path": str(weights.path)}
+
+
+def lora_config(cfg: RunConfig):
+    from peft import LoraConfig
+
+    lora = cfg.lora
+    targets = lora.targets if isinstance(lora.targets, str) else list(lora.targets)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def load_model_for(cfg: RunConfig, plan: dict, progress=None, *, init_adapter: Path | None = None):
+    """(model ready to train, tokenizer with a chat template) for ``cfg.method``.
+
+    With ``init_from`` (or ``init_adapter``, its folder) the earlier run's adapter is loaded trainable
+    on the base. For DPO/KTO with a new adapter the base comes back unwrapped: ``build_trainer`` gives
+    TRL the LoRA config, so TRL's reference is this base with the adapter disabled (no copy)."""
     import torch
 
     from . import models
@@ -177,15 +363,15 @@ def load_model_for(cfg: RunConfig, plan: dict, progress=None):
 
         _keep_4bit_layout_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    if cfg.uses_adapter:
-        from peft import LoraConfig, get_peft_model
+    if cfg.uses_adapter and (cfg.init_from or init_adapter is not None):
+        from peft import PeftModel
 
-        lora = cfg.lora
-        targets = lora.targets if isinstance(lora.targets, str) else list(lora.targets)
-        model = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-            bias="none", task_type="CAUSAL_LM",
-        ))
+        folder = init_adapter if init_adapter is not None else resolve_init_from(cfg)[0]
+        model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    elif cfg.uses_adapter and not cfg.is_preference:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(cfg))
     return model, tokenizer
 
 
@@ -208,25 +394,56 @@ def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool, 
     TRL is given no max_length to enforce); otherwise padded to the longest row of each batch."""
     from trl import SFTConfig
 
+    return _trainer_args(SFTConfig, cfg, output_dir, plan, has_eval=has_eval,
+                         max_length=None if padding_free else cfg.max_length,
+                         completion_only_loss=True,  # labels from our completion_mask (the encode() mask)
+                         packing=False,
+                         padding_free=padding_free,
+                         # transformers 5: group_by_length became one of the training sampling strategies
+                         **({"train_sampling_strategy": "group_by_length"} if cfg.group_by_length else {}),
+                         use_liger_kernel=bool(plan.get("liger")))
+
+
+def preference_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool, balance: tuple | None = None):
+    """TRL's DPOConfig or KTOConfig for the run: the same training arguments as SFT, plus beta and the
+    loss. Sequences arrive cut by encode() (max_length and the prompt/answer limits), so TRL is given no
+    max_length. KTO reads its rows in order (its KL term pairs neighbours); ``balance`` is KTO's
+    (desirable_weight, undesirable_weight)."""
+    if cfg.objective == "dpo":
+        from trl import DPOConfig
+
+        return _trainer_args(DPOConfig, cfg, output_dir, plan, has_eval=has_eval, max_length=None, beta=cfg.beta,
+                             loss_type=[cfg.loss], padding_free=False)
+    from trl import KTOConfig
+
+    desirable, undesirable = balance or (1.0, 1.0)
+    return _trainer_args(KTOConfig, cfg, output_dir, plan, has_eval=has_eval, max_length=None, beta=cfg.beta,
+                         loss_type=cfg.loss, desirable_weight=desirable, undesirable_weight=undesirable,
+                         train_sampling_strategy="sequential")
+
+
+def trainer_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool, padding_free: bool = False):
+    """The TRL config of the run's objective (SFTConfig, DPOConfig or KTOConfig)."""
+    if cfg.is_preference:
+        return preference_config(cfg, output_dir, plan, has_eval=has_eval)
+    return sft_config(cfg, output_dir, plan, has_eval=has_eval, padding_free=padding_free)
+
+
+def _trainer_args(config_class, cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool, **specific):
+    """The training arguments every objective shares, in ``config_class``, with the objective's own."""
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps else {"num_train_epochs": cfg.epochs}
     # transformers 5 renamed gradient checkpointing; the old name still works but warns
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    names = {f.name for f in dataclasses.fields(config_class)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     steps[checkpointing] = cfg.gradient_checkpointing
-    return SFTConfig(
+    return config_class(
         output_dir=str(output_dir),
         **steps,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=None if padding_free else cfg.max_length,
-        completion_only_loss=True,  # labels from our completion_mask (the encode() mask)
-        packing=False,
-        padding_free=padding_free,
-        # transformers 5: group_by_length became one of the training sampling strategies
-        **({"train_sampling_strategy": "group_by_length"} if cfg.group_by_length else {}),
-        use_liger_kernel=bool(plan.get("liger")),
+        **specific,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         logging_nan_inf_filter=False,  # a NaN must reach our callback, not be averaged away
@@ -252,14 +469,17 @@ def sft_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool, 
 
 def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval_rows: list[dict],
                   output_dir: Path, plan: dict | None = None, callbacks=(), *, padding_free: bool = False):
-    """An SFTTrainer over already tokenised rows: TRL turns ``completion_mask`` into labels (-100 off
-    the mask) when ``completion_only_loss`` is on, so training uses exactly the encode() mask."""
+    """The run's trainer over already tokenised rows, picked by objective. SFT: an SFTTrainer; TRL
+    turns ``completion_mask`` into labels (-100 off the mask) when ``completion_only_loss`` is on, so
+    training uses exactly the encode() mask. DPO/KTO: ``preference_trainer``."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     plan = plan or device_plan()
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows and cfg.eval_steps > 0 else None
+    if cfg.is_preference:
+        return preference_trainer(cfg, model, tokenizer, train_ds, eval_ds, output_dir, plan, callbacks)
     return SFTTrainer(
         model=model,
         args=sft_config(cfg, output_dir, plan, has_eval=eval_ds is not None, padding_free=padding_free),
@@ -268,6 +488,75 @@ def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+
+
+def preference_trainer(cfg: RunConfig, model, tokenizer, train_ds, eval_ds, output_dir: Path, plan: dict,
+                       callbacks=()):
+    """TRL's DPOTrainer or KTOTrainer over rows encode() tokenised (``PAIR_COLUMNS``/``LABELLED_COLUMNS``).
+    A base model without an adapter gets the run's LoRA config here, so that TRL itself wraps it and
+    takes the reference from the same weights with the adapter disabled (``ref_model`` stays None)."""
+    from accelerate.utils import is_peft_model
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pad = tokenizer.pad_token_id
+    peft_config = lora_config(cfg) if cfg.uses_adapter and not is_peft_model(model) else None
+    balance = None
+    if cfg.objective == "kto":
+        from .data.formats import kto_weights
+
+        labels = train_ds["label"]
+        balance = kto_weights(sum(labels), len(labels) - sum(labels))
+        collator = LabelledCollator(pad, kl=cfg.loss != "apo_zero_unpaired", max_length=cfg.max_length)
+    else:
+        collator = PairCollator(pad)
+    trainer_class = _preference_trainer_class(cfg.objective)
+    return trainer_class(
+        model=model,
+        ref_model=None,  # LoRA: the adapter disabled; init_from: TRL's frozen copy of it; full: TRL loads a copy
+        args=preference_config(cfg, output_dir, plan, has_eval=eval_ds is not None, balance=balance),
+        data_collator=collator,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        peft_config=peft_config,
+    )
+
+
+_TRAINER_CLASSES: dict = {}
+
+
+def _preference_trainer_class(objective: str):
+    """TRL's DPOTrainer/KTOTrainer, told that the rows are already tokenised (their ``_prepare_dataset``
+    would tokenise prompt/chosen/rejected text again) and which columns to keep."""
+    if objective not in _TRAINER_CLASSES:
+        from trl import DPOTrainer, KTOTrainer
+
+        base, columns = (DPOTrainer, PAIR_COLUMNS) if objective == "dpo" else (KTOTrainer, LABELLED_COLUMNS)
+
+        class Trainer(base):
+            def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+                return dataset  # engine.data.encode did it: the one mask
+
+            def _set_signature_columns_if_needed(self):
+                if self._signature_columns is None:
+                    self._signature_columns = list(columns)
+
+        Trainer.__name__ = Trainer.__qualname__ = f"Tunedeck{base.__name__}"
+        _TRAINER_CLASSES[objective] = Trainer
+    return _TRAINER_CLASSES[objective]
+
+
+def reference_description(cfg: RunConfig, trainer=None) -> str:
+    """What the run's reference model is, in words (for the start event and the log)."""
+    if not cfg.is_preference:
+        return ""
+    if not cfg.uses_adapter:
+        return "a second, frozen copy of the model (full fine-tuning)"
+    if cfg.init_from:
+        return "the init_from adapter, frozen (TRL keeps a copy of the adapter, not of the model)"
+    return "the same base with the adapter disabled (no second copy)"
 
 
 def estimate_memory(cfg: RunConfig, plan: dict, lengths: list[int]) -> tuple[int | None, str | None]:
@@ -315,7 +604,9 @@ def count_params(model) -> tuple[int, int]:
 
 # --- messages ----------------------------------------------------------------------------------
 def oom_message(cfg: RunConfig, step: int, where: str) -> str:
-    knobs = [f"lower batch_size (now {cfg.batch_size}) and raise gradient_accumulation_steps to keep the "
+    pairs = (f"; DPO runs each pair's chosen and rejected answers together, {2 * cfg.batch_size} sequences"
+             if cfg.objective == "dpo" else "")
+    knobs = [f"lower batch_size (now {cfg.batch_size}{pairs}) and raise gradient_accumulation_steps to keep the "
              f"effective batch", f"lower max_length (now {cfg.max_length})"]
     if not cfg.gradient_checkpointing:
         knobs.append("set gradient_checkpointing: true")
@@ -325,7 +616,7 @@ def oom_message(cfg: RunConfig, step: int, where: str) -> str:
 
 
 def nan_message(cfg: RunConfig, step: int, what: str, value: float) -> str:
-    suggest = min(cfg.learning_rate / 10, RunConfig.defaults_for(cfg.method).learning_rate)
+    suggest = min(cfg.learning_rate / 10, RunConfig.defaults_for(cfg.method, cfg.objective).learning_rate)
     return (f"The {what} became {value} at step {step}: training diverged; lower learning_rate "
             f"(now {cfg.learning_rate:g}, try {suggest:g}) and start again.")
 
@@ -464,10 +755,12 @@ class Worker:
     def _calibrate(self) -> None:
         """Teach later estimates of this kind of run what this one really used."""
         from . import calibration
+        from .estimate import calibration_method
 
         status, info = self.run.read_status(), self.trainer_info
         try:
-            calibration.record(self.plan["device"], info.get("model_type"), self.cfg.method,
+            calibration.record(self.plan["device"], info.get("model_type"),
+                               calibration_method(self.cfg.method, self.cfg.objective),
                                info.get("estimated_memory"), status.get("peak_memory"))
         except OSError:
             pass  # a calibration not saved never fails a run
@@ -542,6 +835,20 @@ class Worker:
             self.stop_requested = True
             self._write_stopping()
 
+    def _init_adapter(self, cfg: RunConfig) -> tuple[Path | None, dict | None]:
+        """The adapter ``init_from`` starts from: the one a previous attempt of this run started from
+        (so a resume keeps the same reference even if ``latest`` now means another run), else resolved now."""
+        if not cfg.init_from:
+            return None, None
+        for event in reversed(self.run.events()):
+            recorded = event.get("init_from") if event.get("type") == "start" else None
+            if isinstance(recorded, dict) and Path(str(recorded.get("path"))).is_dir():
+                return Path(recorded["path"]), recorded
+        path, info = resolve_init_from(cfg)
+        self.say(f"Starting from the adapter of run {info['run']} ({info['weights']}); its LoRA settings apply"
+                 + (" and it stays, frozen, as the reference model." if cfg.is_preference else "."))
+        return path, info
+
     # the run ----------------------------------------------------------------------------------
     def main(self) -> int:
         if not self._hold_lock():
@@ -614,45 +921,74 @@ class Worker:
         if self.resume:  # where training picks up, not where the previous attempt got to
             self.status(step=self.step)
         self.progress("Loading libraries…")
+        if cfg.method != "qlora":
+            # Only QLoRA needs bitsandbytes, and importing it costs seconds (it loads torch's compiler);
+            # peft and transformers import it whenever it is installed. Mark it absent for this run.
+            sys.modules.setdefault("bitsandbytes", None)
         import torch  # noqa: F401 - the slow import, timed in the log
         import transformers
 
         # the other processes' warnings would only repeat the main one's
         (transformers.logging.set_verbosity_warning if self.main_process else transformers.logging.set_verbosity_error)()
         self.plan = plan = device_plan()
+        if cfg.is_preference:
+            plan["liger"] = False  # TRL's DPO/KTO trainers patch the LM head themselves (Liger is SFT's)
+        init_adapter, init_info = self._init_adapter(cfg)
         self.progress(f"Loading model {cfg.model} for {METHOD_NAMES[cfg.method]} on {plan['name']}…")
-        model, tokenizer = load_model_for(cfg, plan, progress=self.progress)
+        model, tokenizer = load_model_for(cfg, plan, progress=self.progress, init_adapter=init_adapter)
         self.progress(f"Reading data {mix_label(cfg.data)}…")
         train_ex, eval_ex = load_splits(cfg)
         self.progress(f"Tokenising {len(train_ex) + len(eval_ex)} examples…")
-        train_rows, counts = encode_rows(tokenizer, train_ex, cfg.max_length, special_token_text=cfg.special_token_text)
-        eval_rows, _ = encode_rows(tokenizer, eval_ex, cfg.max_length, special_token_text=cfg.special_token_text)
-        if not train_rows:
-            raise DataError(f"None of the {len(train_ex)} training examples of {cfg.data} has a token to train "
-                            f"after truncation to max_length={cfg.max_length}; raise max_length or check that "
-                            "the examples have assistant replies.")
         notes = []
-        if counts["truncated"]:
-            notes.append(f"{counts['truncated']} examples were cut to max_length={cfg.max_length}")
-        if counts["skipped"]:
-            notes.append(f"{counts['skipped']} examples had no token to train and were skipped")
+        if cfg.is_preference:
+            train_rows, counts = encode_preference_rows(tokenizer, train_ex, cfg, shuffle=True)
+            eval_rows, _ = encode_preference_rows(tokenizer, eval_ex, cfg)
+            unit = "pairs" if cfg.objective == "dpo" else "answers"
+            if not train_rows:
+                raise DataError(f"None of the {len(train_ex)} training examples of {mix_label(cfg.data)} keeps an answer "
+                                f"token to train after the cut at max_length={cfg.max_length}; raise max_length (or "
+                                "max_prompt_length) or shorten the prompts.")
+            if counts["truncated"]:
+                notes.append(f"{counts['truncated']} {unit} were cut to the length limits")
+            if counts["skipped"]:
+                notes.append(f"{counts['skipped']} {unit} kept no answer token after the cut and were skipped")
+        else:
+            train_rows, counts = encode_rows(tokenizer, train_ex, cfg.max_length,
+                                             special_token_text=cfg.special_token_text)
+            eval_rows, _ = encode_rows(tokenizer, eval_ex, cfg.max_length, special_token_text=cfg.special_token_text)
+            if not train_rows:
+                raise DataError(f"None of the {len(train_ex)} training examples of {cfg.data} has a token to train "
+                                f"after truncation to max_length={cfg.max_length}; raise max_length or check that "
+                                "the examples have assistant replies.")
+            if counts["truncated"]:
+                notes.append(f"{counts['truncated']} examples were cut to max_length={cfg.max_length}")
+            if counts["skipped"]:
+                notes.append(f"{counts['skipped']} examples had no token to train and were skipped")
         padding_free = False
-        if cfg.padding_free:
+        if cfg.is_preference:
+            self.say(f"Padding each batch (not padding-free): TRL 1.16's {OBJECTIVE_NAMES[cfg.objective]} trainer scores "
+                     f"{'the chosen and the rejected answer' if cfg.objective == 'dpo' else 'each answer'} as a row of "
+                     "a padded batch; it has no padding-free path for this objective.")
+        elif cfg.padding_free:
             padding_free, why = padding_free_is_exact(model, train_rows)
             self.say(("Padding-free batching: " if padding_free else "Padding each batch (not padding-free): ") + why)
         kernels = [f"attention {plan['attention']}", "bf16" if plan["bf16"] else "fp16" if plan["fp16"] else "fp32"]
         if plan.get("liger"):
             kernels.append("Liger kernels")
         self.say("Kernels: " + ", ".join(kernels))
-        trainable, total = count_params(model)
-        estimated, model_type = estimate_memory(cfg, plan, [len(r["input_ids"]) for r in train_rows])
+        estimated, model_type = estimate_memory(cfg, plan, row_lengths(train_rows))
         info = {
             "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
-            "trainable_params": trainable, "total_params": total, "device": plan["name"],
+            "objective": cfg.objective, "device": plan["name"],
             "resumed_from": checkpoint.name if checkpoint is not None else None, "notes": notes,
             "batching": "padding-free" if padding_free else "padded", "kernels": kernels,
             "estimated_memory": estimated, "model_type": model_type,
         }
+        if cfg.is_preference:
+            info.update(loss_type=cfg.loss, beta=cfg.beta, reference=reference_description(cfg))
+            info.update({k: counts[k] for k in ("pairs", "good", "bad") if counts[k]})
+        if init_info:
+            info["init_from"] = init_info
         if checkpoint is not None:
             info["tokens_before"] = tokens_logged_until(run, self.step)
         if self.world > 1:
@@ -663,6 +999,10 @@ class Worker:
         trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback],
                                 padding_free=padding_free)
         self.trainer = trainer
+        # counted on the trainer's model: for DPO/KTO with a new adapter TRL adds it
+        info["trainable_params"], info["total_params"] = count_params(trainer.model)
+        if cfg.is_preference and getattr(trainer, "ref_model", None) is not None:
+            info["reference_params"] = count_params(trainer.ref_model)[1]
         if self.world > 1:
             info["backend"] = trainer.accelerator.state.backend
             self._check_same_start(trainer, checkpoint)
@@ -710,6 +1050,7 @@ def save_output(trainer, tokenizer, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         trainer.save_model(str(tmp))
+        _drop_reference_adapter(tmp)
         tokenizer.save_pretrained(str(tmp))
         swap_in(tmp, target)
     except BaseException:
@@ -733,11 +1074,20 @@ def save_output_distributed(trainer, tokenizer, target: Path, *, main: bool) -> 
     if not main:
         return
     try:
+        _drop_reference_adapter(tmp)
         tokenizer.save_pretrained(str(tmp))
         swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _drop_reference_adapter(folder: Path) -> None:
+    """DPO/KTO from an earlier adapter: TRL saves its frozen reference copy beside the trained adapter
+    (``ref/``); the run's output is the trained adapter alone (the reference is the init_from run's)."""
+    ref = Path(folder) / "ref"
+    if (ref / "adapter_config.json").is_file():
+        shutil.rmtree(ref, ignore_errors=True)
 
 
 _CALLBACK_CLASS = None
@@ -791,6 +1141,11 @@ def _make_callback_class():
             cfg = w.cfg
             if resumed:
                 message = f"Resumed from {resumed} at step {state.global_step} of {state.max_steps}"
+            elif cfg.is_preference:
+                unit = "pairs" if cfg.objective == "dpo" else "answers labelled good or bad"
+                message = (f"Training {METHOD_NAMES[cfg.method]} with {OBJECTIVE_NAMES[cfg.objective]} on "
+                           f"{self.info['num_examples']} {unit} (beta {cfg.beta:g}, {cfg.loss} loss; reference: "
+                           f"{self.info['reference']}), {state.max_steps} steps, on {self.info['device']}")
             else:
                 message = (f"Training {METHOD_NAMES[cfg.method]} on {self.info['num_examples']} examples, "
                            f"{state.max_steps} steps, on {self.info['device']}")
@@ -812,7 +1167,8 @@ def _make_callback_class():
             if loss is None:
                 return
             loss = float(loss)
-            self.worker.event(type="eval", step=state.global_step, eval_loss=_num(loss))
+            extra = {f"eval_{k}": _num(metrics[f"eval_{k}"]) for k in OBJECTIVE_METRICS if f"eval_{k}" in metrics}
+            self.worker.event(type="eval", step=state.global_step, eval_loss=_num(loss), **extra)
             if math.isfinite(loss) and (self.best_eval is None or loss < self.best_eval):
                 self.best_eval = loss
             self.worker.status(best_eval_loss=self.best_eval)
@@ -874,13 +1230,16 @@ def _make_callback_class():
             }
             if "mean_token_accuracy" in logs:
                 event["mean_token_accuracy"] = _num(logs["mean_token_accuracy"])
+            event.update({k: _num(logs[k]) for k in OBJECTIVE_METRICS if k in logs})
             if tokens is not None:  # TRL counts from 0 in each attempt: count on from the checkpoint
                 event["num_tokens"] = _num(tokens + self.info.get("tokens_before", 0))
             peak = peak_memory(w.plan)
             event.update(peak)
             w.event(type="log", **event)
+            rewards = {name: event[key] for key, name in (("rewards/accuracies", "reward_accuracy"),
+                                                           ("rewards/margins", "reward_margin")) if key in event}
             self._status(step=state.global_step, last_loss=_num(loss), tokens_per_second=event["tokens_per_second"],
-                         **peak)
+                         **peak, **rewards)
             bad = None
             if not math.isfinite(loss):
                 bad = ("loss", loss)
@@ -898,6 +1257,12 @@ def _make_callback_class():
             return control
 
     return _EventsCallback
+
+
+# What DPO and KTO log besides the loss, under TRL's own (stable) names; eval events carry each with
+# an ``eval_`` prefix. rewards/* are beta x (log-probability under the model - under the reference).
+OBJECTIVE_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "logps/chosen",
+                     "logps/rejected", "kl")
 
 
 def _num(x):

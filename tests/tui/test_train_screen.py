@@ -5,6 +5,7 @@ the monitor use a run folder written with fixed events so they are stable."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -154,6 +155,22 @@ async def test_settings_carried_from_method_are_checked_by_the_engine_as_you_typ
         await pilot.pause()
         assert form.has_class("-full") and not screen.query_one("#row-field-lora-r").display
         assert "lora" not in form.values() and form.values()["method"] == "full"
+
+
+async def test_start_runs_the_full_preflight_check_and_refuses_what_would_fail(tiny_model, tmp_path):
+    long = tmp_path / "long.jsonl"  # every prompt longer than max_length: nothing would be left to train
+    long.write_text(json.dumps({"messages": [{"role": "user", "content": "word " * 200},
+                                             {"role": "assistant", "content": "ok"}]}) + "\n")
+    app = TunedeckApp(model=str(tiny_model), data=str(long))
+    app.project = replace(app.project, settings={**tiny_settings(), "max_length": 16})
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_train(pilot)
+        assert text(screen, "#config-error").startswith("✔ Ready")  # the settings themselves are valid
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "pre-flight ✘" in text(screen, "#preflight"), 120, "the pre-flight check")
+        assert "keeps a token to train" in text(screen, "#preflight")
+        await pilot.pause(0.5)
+        assert screen.pane == "setup" and not any(runs_dir().iterdir())  # nothing started
 
 
 # --- the monitor on real runs --------------------------------------------------------------------------

@@ -12,6 +12,8 @@ them the project's and calls ``launch``), ``Launched(run)`` when the worker has 
 
 from __future__ import annotations
 
+import threading
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -30,6 +32,60 @@ from ..widgets.config_form import ConfigForm, field_named
 from .base import JobFailed, error_sentence
 
 ESTIMATE_DELAY = 0.6  # seconds of quiet typing before the estimate is recomputed
+CHECK_DELAY = 1.5  # seconds of quiet before the full pre-flight check runs for the settings shown
+
+
+class Preflight:
+    """The full pre-flight check (``tunedeck train CONFIG --check --json``: settings, tokenizer, every
+    data row, the tokens left to train, memory) for each settings the form shows, once, in a helper
+    process. Start waits for the result of its settings and starts only when it passed."""
+
+    timeout = 600.0
+
+    def __init__(self) -> None:
+        self._reports: dict[str, dict] = {}
+        self._running: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def known(self, key: str) -> dict | None:
+        return self._reports.get(key)
+
+    def run(self, key: str) -> dict:
+        """The report for these settings (``key``: the config's YAML); blocks: call it from a thread."""
+        with self._lock:
+            if key in self._reports:
+                return self._reports[key]
+            done = self._running.get(key)
+            mine = done is None
+            if mine:
+                done = self._running[key] = threading.Event()
+        if not mine:
+            done.wait(self.timeout)
+            return self._reports.get(key) or {"ok": False, "problem": "The pre-flight check did not finish."}
+        try:
+            report = _check(key, self.timeout)
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+        self._reports[key] = report
+        done.set()
+        return report
+
+
+def _check(config_yaml: str, timeout: float) -> dict:
+    import tempfile
+
+    from engine.ipc import EngineProcessError, run_json
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="tunedeck-check-") as f:
+        f.write(config_yaml)
+        f.flush()
+        try:
+            return run_json(["train", f.name, "--check", "--json"], timeout=timeout, ok_codes=(0, 2))
+        except EngineProcessError as exc:
+            return {"ok": False, "problem": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a timeout, no helper: said, not raised
+            return {"ok": False, "problem": f"The pre-flight check failed ({exc})."}
 
 
 def explain(spec, method: str) -> str:
@@ -141,6 +197,13 @@ class SetupPane(VerticalScroll):
             super().__init__()
             self.config = config
 
+    class Checked(Message, bubble=False):
+        """The pre-flight check of the settings ``key`` is done."""
+
+        def __init__(self, key: str, report: dict) -> None:
+            super().__init__()
+            self.key, self.report = key, report
+
     class Launched(Message):
         """The worker of a new run has started."""
 
@@ -159,12 +222,15 @@ class SetupPane(VerticalScroll):
         self._estimate_key: tuple | None = None
         self._estimate_config = None  # the settings the newest estimate is for
         self._arch_failed: tuple[str, str] | None = None  # (model, why): not asked again for that model
+        self._check_key: str | None = None  # the settings the newest pre-flight check is for
+        self._check_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="setup-main"):
             yield ConfigForm(self._settings, id="config-form")
             yield Static(id="field-detail")
             yield Static(id="config-error")
+            yield Static(id="preflight")
             with Horizontal(id="setup-actions"):
                 yield Button("Start training", id="start", variant="primary", compact=True)
                 yield Static("ctrl+s · keeps running when you close the terminal")
@@ -215,7 +281,56 @@ class SetupPane(VerticalScroll):
         line.remove_class("-bad")
         self.query_one("#start", Button).disabled = self.launching
         self._schedule_estimate(config)
+        self._schedule_check(config)
         return config
+
+    # --- the pre-flight check --------------------------------------------------------------------
+    @property
+    def preflight(self) -> Preflight:
+        app = self.app
+        if not hasattr(app, "preflight"):
+            app.preflight = Preflight()
+        return app.preflight
+
+    def _schedule_check(self, config) -> None:
+        key = config.to_yaml()
+        if key == self._check_key:
+            return
+        self._check_key = key
+        report = self.preflight.known(key)
+        if report is not None:
+            self._show_check(report)
+            return
+        self.query_one("#preflight", Static).update(Text("pre-flight: waiting for the settings to settle…", style="dim"))
+        if self._check_timer is not None:
+            self._check_timer.stop()
+        self._check_timer = self.set_timer(CHECK_DELAY, lambda: self._start_check(key))
+
+    def _start_check(self, key: str) -> None:
+        if key != self._check_key:
+            return
+        self.query_one("#preflight", Static).update(
+            Text("pre-flight: checking the tokenizer, every row and the memory…", style="dim"))
+
+        def work() -> None:
+            self.post_message(self.Checked(key, self.preflight.run(key)))
+
+        threading.Thread(target=work, daemon=True, name="tunedeck-preflight").start()
+
+    def on_setup_pane_checked(self, message: Checked) -> None:
+        if message.key == self._check_key:
+            self._show_check(message.report)
+
+    def _show_check(self, report: dict) -> None:
+        line = self.query_one("#preflight", Static)
+        if report.get("ok"):
+            warnings = report.get("warnings") or []
+            line.update(Text("pre-flight ✔ " + (warnings[0] if warnings else "the run can start"),
+                             style="dim" if not warnings else ""))
+            line.remove_class("-bad")
+        else:
+            line.update(Text(f"pre-flight ✘ {report.get('problem')}"))
+            line.add_class("-bad")
 
     # --- starting ------------------------------------------------------------------------------------
     @on(Button.Pressed, "#start")
@@ -238,6 +353,11 @@ class SetupPane(VerticalScroll):
     def _launch(self, config) -> None:
         from engine import launch
 
+        key = config.to_yaml()
+        report = self.preflight.run(key)  # the full check first (at once when it already ran)
+        self.post_message(self.Checked(key, report))
+        if not report.get("ok"):
+            raise TunedeckError(report.get("problem") or "The pre-flight check failed.")
         try:
             run = launch.start_run(config)
         except OSError as exc:  # e.g. the run store is not writable
