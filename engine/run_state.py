@@ -30,6 +30,12 @@ STEPPED = ("log", "eval", "checkpoint")  # the kinds a resume may train and log 
 NOT_SERIES = {"step", "time", "epoch", "tokens_per_second", "num_tokens"}
 
 
+def _smoothed(points, step: int, window: int = 5) -> float | None:
+    """The mean of the last ``window`` points at or before ``step`` (a noisy curve's level there)."""
+    upto = [v for s, v in points if s <= step][-window:]
+    return sum(upto) / len(upto) if upto else None
+
+
 def superseded(event: dict, restart_step: int) -> bool:
     """True for an event that a resume from ``restart_step`` trains and logs again."""
     return event.get("type") in STEPPED and (as_int(event.get("step")) or 0) > restart_step
@@ -81,6 +87,29 @@ class Curves:
         """The most memory the worker has measured itself using (bytes)."""
         peaks = self.points("peak_memory")
         return max(v for _, v in peaks) if peaks else None
+
+    @property
+    def best_eval_step(self) -> int | None:
+        evals = self.eval_losses
+        return min(evals, key=lambda p: p[1])[0] if evals else None
+
+    @property
+    def overfitting(self) -> str | None:
+        """The warning, in plain words, when the eval loss has risen at two evaluations in a row while
+        the training loss kept falling; None otherwise."""
+        evals, losses = self.eval_losses, self.losses
+        if len(evals) < 3 or not losses:
+            return None
+        (s0, e0), (_, e1), (s2, e2) = evals[-3:]
+        if not (e0 < e1 < e2):
+            return None
+        before, now = _smoothed(losses, s0), _smoothed(losses, s2)
+        if before is None or now is None or not now < before:
+            return None
+        return (f"Overfitting: the eval loss has risen at two evaluations in a row (to {e2:.4g} at step {s2}) while "
+                f"the training loss keeps falling; the model is memorising its examples. Stop now and keep the "
+                f"best weights (step {self.best_eval_step}), or train fewer epochs, on more or more varied data, "
+                "or with a lower learning rate.")
 
 
 @dataclass

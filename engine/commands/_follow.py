@@ -108,6 +108,9 @@ def follow_progress(run: Run, offset: int = 0) -> int:
         if view.error and view.error != seen["error"]:
             progress.console.print(f"[red]{view.error}[/]")
         seen["error"] = view.error
+        if view.overfitting and not seen.get("overfitting"):
+            progress.console.print(f"[yellow]{view.overfitting}[/]", highlight=False)
+        seen["overfitting"] = view.overfitting
         if view.state == "stopping":
             detail = "stopping: saving a checkpoint at the end of this step…"
         elif view.attempts:

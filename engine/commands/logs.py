@@ -52,6 +52,7 @@ def _log(target, lines: int, follow: bool) -> int:
     if not follow:
         return 0
     follower = RunFollower(target)
+    warned = None
     try:
         while True:
             try:
@@ -69,6 +70,9 @@ def _log(target, lines: int, follow: bool) -> int:
             if not chunk:
                 follower.poll()
                 view = follower.view()
+                if view.overfitting and not warned:  # said once, between the log's lines
+                    print(f"[tunedeck] {view.overfitting}", flush=True)
+                warned = view.overfitting
                 if is_over(view):
                     print(f"[{view.state}] {view.message or ''}")
                     return exit_code(view.state)

@@ -202,3 +202,18 @@ def test_a_killed_run_resumes_and_its_curve_has_each_step_once(tiny_model):
     assert view.state == "completed", (view.message, get_run(run.id).log_tail(20))
     assert [s for s, _ in view.losses] == list(range(1, 13))
     assert (view.attempts, view.resumed_from) == (2, f"checkpoint-{checkpoint}")
+
+
+def test_overfitting_is_caught_from_the_curves():
+    run = _run()
+    run.write_status(state="running", **process_identity(os.getpid()), step=0, max_steps=100)
+    run.append_event({"type": "start", "time": 1000.0, "step": 0, "max_steps": 100})
+    losses = [2.0 - 0.02 * s for s in range(1, 61)]  # the training loss falls all along
+    for s, loss in enumerate(losses, 1):
+        run.append_event({"type": "log", "time": 1000.0 + s, "step": s, "loss": loss})
+        if s % 10 == 0:  # eval falls to step 30, then rises at 40 and 50 and 60
+            value = {10: 1.9, 20: 1.7, 30: 1.6, 40: 1.65, 50: 1.7, 60: 1.8}[s]
+            run.append_event({"type": "eval", "time": 1000.0 + s, "step": s, "eval_loss": value})
+            view = RunFollower(run).poll()
+            assert (view.overfitting is not None) == (s >= 50), s  # two rises in a row: from step 50 on
+    assert "best weights (step 30)" in view.overfitting and view.best_eval_step == 30

@@ -175,6 +175,8 @@ class RunHeader(Vertical):
             return view.message or "Completed.", ""
         if view.state in ("starting", "created"):
             return view.message or "Starting the worker…", ""
+        if view.overfitting:  # caught live: say it, and what to do
+            return "⚠ " + view.overfitting + "  (x stops and keeps a checkpoint)", "note"
         if view.resumed_from:
             return f"Resumed from {view.resumed_from}.", ""
         return view.message or "", ""
