@@ -17,11 +17,19 @@ torch thread pool and the GIL. Full fine-tunes (two separate models) answer one 
 
 The chat template is the one saved with the run's adapter (the one training rendered with); a run
 without tokenizer files falls back to the base tokenizer's, or to the built-in ChatML template.
+
+Tool calls: when an answer is a tool call in the template's own markup (``<tool_call>{...}</tool_call>``
+for Qwen-style templates), its end carries ``tool_calls`` ([{"name", "arguments"}]) and ``content``
+(the text around the calls). Where transformers has a response template (the tokenizer's own, or
+the one its server keeps for the model family, e.g. Qwen), ``parse_response`` reads the answer;
+otherwise the markup is learned from the chat template itself (``tool_call_markup`` renders a probe
+call) and ``parse_tool_calls`` reads what the model wrote. Anything that does not parse stays text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -71,6 +79,132 @@ class Settings:
         )
 
 
+# --------------------------------------------------------------------------------------------------
+# Tool calls in generated text
+
+_PROBE_NAME, _PROBE_VALUE = "tunedeck_probe_tool", "tunedeck-probe-value"
+_PROBE_TOOLS = [{"type": "function", "function": {
+    "name": _PROBE_NAME, "description": "Looks something up.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+_PROBE_PROMPT = [{"role": "user", "content": "Look it up."}]
+_PROBE_CALL = {"role": "assistant", "content": "", "tool_calls": [{
+    "id": "a1b2c3d4e", "type": "function", "function": {"name": _PROBE_NAME, "arguments": {"query": _PROBE_VALUE}}}]}
+
+
+@dataclass(frozen=True)
+class ToolMarkup:
+    """How a chat template writes a tool call: ``open`` before the call's JSON ("" when the call is
+    bare JSON), ``close`` after it (may be ""); ``listed``: the calls are a JSON list after ``open``."""
+
+    open: str
+    close: str = ""
+    listed: bool = False
+
+
+def tool_call_markup(tokenizer, end_tokens=END_OF_TURN_TOKENS) -> ToolMarkup | None:
+    """The markup this tokenizer's chat template wraps a tool call in, found by rendering a probe call
+    after a prompt; None when the template does not render tool calls as JSON."""
+    try:
+        prompt = tokenizer.apply_chat_template(_PROBE_PROMPT, tools=_PROBE_TOOLS, tokenize=False,
+                                               add_generation_prompt=True)
+        full = tokenizer.apply_chat_template([*_PROBE_PROMPT, _PROBE_CALL], tools=_PROBE_TOOLS, tokenize=False)
+    except Exception:  # a template raises what it likes
+        return None
+    common = 0
+    while common < min(len(prompt), len(full)) and prompt[common] == full[common]:
+        common += 1
+    answer = full[common:]
+    at = answer.find(f'"{_PROBE_NAME}"')
+    brace = answer.rfind("{", 0, at) if at >= 0 else -1
+    if brace < 0:
+        return None
+    try:
+        call, end = json.JSONDecoder().raw_decode(answer, brace)
+    except ValueError:
+        return None
+    if _call(call) is None:
+        return None
+    opening = answer[:brace].strip()
+    listed = opening.endswith("[")
+    if listed:
+        opening = opening[:-1].strip()
+        rest = answer[end:].lstrip()
+        end += len(answer[end:]) - len(rest)
+        end += 1 if rest.startswith("]") else 0
+    closing = answer[end:]
+    for token in (*end_tokens, getattr(tokenizer, "eos_token", None)):
+        cut = closing.find(token) if token else -1
+        if cut >= 0:
+            closing = closing[:cut]
+    return ToolMarkup(opening, closing.strip(), listed)
+
+
+def _call(value) -> dict | None:
+    """{"name", "arguments"} from a call as templates and models write it, or None."""
+    if not isinstance(value, dict):
+        return None
+    fn = value.get("function") if isinstance(value.get("function"), dict) else value
+    name = fn.get("name")
+    args = fn.get("arguments", fn.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            pass  # shown as the model wrote it
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return {"name": name, "arguments": args}
+
+
+def parse_tool_calls(text: str, markup: ToolMarkup | None) -> dict | None:
+    """``{"content", "tool_calls": [{"name", "arguments"}]}`` when ``text`` (what the model wrote)
+    holds tool calls in ``markup``; None when it holds none, or something that does not parse."""
+    if markup is None:
+        return None
+    decoder = json.JSONDecoder()
+    calls: list[dict] = []
+    kept: list[str] = []
+    if not markup.open:  # the call is the whole answer, as bare JSON
+        stripped = text.strip()
+        try:
+            value, end = decoder.raw_decode(stripped)
+        except ValueError:
+            return None
+        values = value if isinstance(value, list) else [value]
+        found = [_call(v) for v in values]
+        if end != len(stripped) or not found or None in found or not all(
+                isinstance(v, dict) and set(v) <= {"name", "arguments", "parameters", "id", "type", "function"}
+                for v in values):
+            return None
+        return {"content": "", "tool_calls": found}
+    at = 0
+    while True:
+        start = text.find(markup.open, at)
+        if start < 0:
+            kept.append(text[at:])
+            break
+        kept.append(text[at:start])
+        pos = start + len(markup.open)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            return None  # markup without a call after it: leave the answer as text
+        values = value if isinstance(value, list) else [value]
+        found = [_call(v) for v in values]
+        if not found or None in found:
+            return None
+        calls += found
+        rest = text[pos:]
+        if markup.close and rest.lstrip().startswith(markup.close):
+            pos += len(rest) - len(rest.lstrip()) + len(markup.close)
+        at = pos
+    if not calls:
+        return None
+    return {"content": "".join(kept).strip(), "tool_calls": calls}
+
+
 @dataclass
 class SideResult:
     text: str = ""
@@ -80,10 +214,14 @@ class SideResult:
     stop: str = "length"
     dropped_turns: int = 0  # oldest exchanges left out to fit the context
     ids: list[int] = field(default_factory=list)
+    tool_calls: list[dict] | None = None  # the answer's tool calls, parsed ([{"name", "arguments"}])
+    content: str | None = None  # the answer without them
 
     def to_dict(self) -> dict:
         tps = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        calls = {"tool_calls": self.tool_calls, "content": self.content or ""} if self.tool_calls else {}
         return {
+            **calls,
             "text": self.text,
             "tokens": self.tokens,
             "seconds": round(self.seconds, 3),
@@ -133,6 +271,8 @@ class ChatEngine:
         self.run_id: str | None = None
         self.label: str | None = None  # "adapter" | "checkpoint-N" | "model" | None
         self.eos_ids: set[int] = set()
+        self.tool_markup: ToolMarkup | None = None  # how the template writes a tool call
+        self.response_template: dict | None = None  # transformers' parser spec for this model family
         self._adapters_made = 0
         self.threads: int | None = None
 
@@ -292,6 +432,43 @@ class ChatEngine:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
         self.eos_ids = self._end_of_turn_ids()
+        self.tool_markup = tool_call_markup(tokenizer)
+        self.response_template = self._known_response_template()
+
+    def _known_response_template(self) -> dict | None:
+        """transformers' response template for this model family when the tokenizer ships none (the
+        one its own server parses replies with), or None."""
+        try:
+            from transformers.cli.serving.utils import get_response_template
+
+            return get_response_template(self.tokenizer, self.base)
+        except Exception:  # an older or newer transformers without it: the template's markup is used
+            return None
+
+    def tool_calls_of(self, ids: list[int], prompt_ids: list[int]) -> dict | None:
+        """The tool calls of an answer (token ids after the prompt): {"content", "tool_calls"}, or None.
+        transformers' ``parse_response`` when there is a response template for this tokenizer, else
+        the markup the chat template writes calls in."""
+        tok = self.tokenizer
+        try:
+            text = tok.decode(ids, skip_special_tokens=False)
+        except Exception:
+            return None
+        schema = getattr(tok, "response_template", None) or self.response_template
+        if schema is not None and hasattr(tok, "parse_response"):
+            try:
+                message = tok.parse_response(text, schema, prefix=tok.decode(prompt_ids, skip_special_tokens=False))
+            except Exception:  # a reply the parser cannot read: try the template's markup
+                message = None
+            if isinstance(message, dict):
+                calls = [c for c in map(_call, message.get("tool_calls") or []) if c is not None]
+                content = message.get("content")
+                return {"content": content.strip() if isinstance(content, str) else "", "tool_calls": calls} \
+                    if calls else None
+        try:
+            return parse_tool_calls(text, self.tool_markup)
+        except Exception:  # a reply that does not parse is shown as the text it is
+            return None
 
     def _end_of_turn_ids(self) -> set[int]:
         tok = self.tokenizer
@@ -512,6 +689,9 @@ class ChatEngine:
             if final != r.text and final.startswith(r.text):
                 emit(sides[i], final[len(r.text):])
             r.text = final
+            parsed = self.tool_calls_of(r.ids, prompts[sides[i]])
+            if parsed is not None:
+                r.tool_calls, r.content = parsed["tool_calls"], parsed["content"]
             ended(sides[i], r.to_dict())
 
         class Streamer(BaseStreamer):

@@ -23,7 +23,9 @@ Lines ``{"id": "...", "type": ...}``; the final one (with ``ok``) is loaded/done
      "template", "device", "seconds"}
     {"type": "token", "side": "base"|"tuned", "text"}         text to append to that side's answer
     {"type": "end", "side", "text", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stop"}
-        that side's answer is over (the other side of a comparison may still be answering)
+        that side's answer is over (the other side of a comparison may still be answering); an answer
+        that is a tool call in the template's markup also has "tool_calls": [{"name", "arguments"}] and
+        "content" (the text around the calls)
     {"type": "done", "ok": true, "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stopped",
      "sides": {side: {"text", "tokens", "seconds", "tokens_per_second", "first_token_seconds", "stop"}}}
         ``stop`` is "eos" (end of turn), "length" (max_new_tokens) or "cancelled".

@@ -177,3 +177,125 @@ async def test_a_run_picked_in_runs_replaces_the_one_already_open_in_chat(tiny_t
         await _until(pilot, lambda: screen.loaded is not None and screen.loaded["run"] == older.id, 60,
                      "the picked run to load")
         assert str(screen.query_one("#chat-run").value) == older.id
+
+
+# --- tool calls in answers (issue 14) --------------------------------------------------------------
+# A tuned model that answers with a tool call writes it in its chat template's markup; the chat
+# process reads it (transformers' parser, or the markup learned from the template) and the pane shows
+# the call. The tiny model cannot be trained to call a tool within a test's time, so the parsing is
+# tested on what such a model writes, with real tokenizers and templates, and the pane on the chat
+# process's own result.
+
+CALL = {"name": "get_order_status", "arguments": {"order_id": "A1001"}}
+QWEN_ANSWER = 'Let me check.\n<tool_call>\n{"name": "get_order_status", "arguments": {"order_id": "A1001"}}\n</tool_call>'
+# Llama 3.1 writes a call as bare JSON with "parameters"; Mistral as a [TOOL_CALLS] list with ids.
+LLAMA_TEMPLATE = (
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' and m.tool_calls %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- for c in m.tool_calls %}{{- '{\"name\": \"' + c.function.name + '\", \"parameters\": ' + "
+    "(c.function.arguments | tojson) + '}' }}{%- endfor %}{{- '<|eot_id|>' }}"
+    "{%- else %}{{- '<|start_header_id|>' + m.role + '<|end_header_id|>\\n\\n' + m.content + '<|eot_id|>' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{%- for m in messages %}"
+    "{%- if m.role == 'user' %}{{- '[INST] ' + m.content + '[/INST]' }}"
+    "{%- elif m.tool_calls %}{{- '[TOOL_CALLS] [' }}{%- for c in m.tool_calls %}"
+    "{{- '{\"name\": \"' + c.function.name + '\", \"arguments\": ' + (c.function.arguments | tojson) + "
+    "', \"id\": \"' + c.id + '\"}' }}{%- if not loop.last %}{{- ', ' }}{%- endif %}{%- endfor %}{{- ']</s>' }}"
+    "{%- else %}{{- m.content + '</s>' }}{%- endif %}{%- endfor %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.mark.parametrize("style, answer", [
+    ("qwen", QWEN_ANSWER),
+    ("llama", '{"name": "get_order_status", "parameters": {"order_id": "A1001"}}'),
+    ("mistral", '[TOOL_CALLS] [{"name": "get_order_status", "arguments": {"order_id": "A1001"}, "id": "a1b2c3d4e"}]'),
+])
+def test_a_tool_call_is_read_in_the_markup_its_template_writes(tokenizer, style, answer):
+    from engine.chat import ToolMarkup, parse_tool_calls, tool_call_markup
+    from tiny_model import TOOL_CHAT_TEMPLATE
+
+    tokenizer.chat_template = {"qwen": TOOL_CHAT_TEMPLATE, "llama": LLAMA_TEMPLATE, "mistral": MISTRAL_TEMPLATE}[style]
+    markup = tool_call_markup(tokenizer)
+    assert markup == {"qwen": ToolMarkup("<tool_call>", "</tool_call>"), "llama": ToolMarkup(""),
+                      "mistral": ToolMarkup("[TOOL_CALLS]", "", listed=True)}[style]
+    parsed = parse_tool_calls(answer, markup)
+    assert parsed == {"content": "Let me check." if style == "qwen" else "", "tool_calls": [CALL]}
+    # what is not a call stays text
+    assert parse_tool_calls("It arrives Friday.", markup) is None
+    assert parse_tool_calls('{"category": "refund", "priority": "high"}', markup) is None  # JSON, but no call
+    assert parse_tool_calls(answer.replace('"order_id": "A1001"}', '"order_id": "A10'), markup) is None  # cut off
+
+
+def test_a_template_without_tools_reads_no_tool_calls(tokenizer):
+    from engine.chat import parse_tool_calls, tool_call_markup
+    from engine.data.encode import FALLBACK_CHAT_TEMPLATE
+
+    tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    assert tool_call_markup(tokenizer) is None
+    assert parse_tool_calls(QWEN_ANSWER, None) is None
+
+
+def test_the_chat_engine_reads_the_tool_calls_of_an_answer(tiny_model, tmp_path):
+    from engine.chat import ChatEngine
+    from tiny_model import build_tool_model
+
+    engine = ChatEngine(device="cpu")
+    engine.load(model=str(build_tool_model(tiny_model, tmp_path / "tiny-tool")), warmup=False)
+    prompt = engine.encode([{"role": "user", "content": "Where is A1001?"}])
+
+    def ids(text: str) -> list[int]:
+        return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    assert engine.tool_calls_of(ids(QWEN_ANSWER), prompt) == {"content": "Let me check.", "tool_calls": [CALL]}
+    assert engine.tool_calls_of(ids("It arrives Friday."), prompt) is None
+    # with a response template (transformers' parse_response), that parser reads it
+    engine.tokenizer.response_template = {
+        "defaults": {"role": "assistant"}, "start_anchor": "<|im_start|>assistant\n",
+        "fields": {
+            "tool_calls": {"open_pattern": r"\s*<tool_call>", "close": "</tool_call>", "repeats": True,
+                           "content": "json", "transform": {"type": "function", "function": "{content}"}},
+            "content": {"close_pattern": r"\s*(?:<\|im_end\|>|<\|endoftext\|>)", "content": "text"},
+        },
+    }
+    assert engine.tool_calls_of(ids(QWEN_ANSWER), prompt) == {"content": "Let me check.", "tool_calls": [CALL]}
+    assert engine.tool_calls_of(ids("It arrives Friday."), prompt) is None
+
+
+async def test_an_answer_that_calls_a_tool_is_shown_as_the_call():
+    from textual.app import App
+
+    from engine.chat import SideResult, parse_tool_calls, ToolMarkup
+    from tui.widgets.tool_calls import ToolCallsView
+
+    parsed = parse_tool_calls(QWEN_ANSWER, ToolMarkup("<tool_call>", "</tool_call>"))
+    result = SideResult(text=QWEN_ANSWER, tokens=31, seconds=2.0, stop="eos", tool_calls=parsed["tool_calls"],
+                        content=parsed["content"]).to_dict()
+
+    class PaneApp(App):
+        def compose(self):
+            yield ChatPane("tuned", "fine-tuned", id="pane-tuned")
+
+    app = PaneApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = app.query_one(ChatPane)
+        answer = await pane.ask("Where is A1001?", "fine-tuned")
+        for piece in (QWEN_ANSWER[:20], QWEN_ANSWER[20:]):  # streamed as the model writes it
+            await pane.append(piece)
+        await pane.finish(result)
+        await pilot.pause()
+        calls = answer.query_one(ToolCallsView)
+        assert calls.display and answer.tool_calls == [CALL]
+        assert str(calls.render()) == '⚙ tool call get_order_status(order_id="A1001")'
+        assert answer.markdown.source == "Let me check."  # the markup is not shown as text
+        assert "1 tool call · 31 tok" in str(answer.query_one(".answer-figures").render())
+        assert pane.history[-1] == {"role": "assistant", "content": QWEN_ANSWER}  # the model's own words

@@ -5,14 +5,33 @@ from pathlib import Path
 
 import pytest
 
+import tui.app
 from tui.app import TunedeckApp
 from tui.widgets.conversation_view import ConversationView
 from tui.widgets.length_histogram import LengthHistogram
+from tui.widgets.mix_bar import MixBar
 from tui.widgets.row_table import RowTable
 from tui.widgets.token_view import TokenView
 from waiting import until as wait_for
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "data"
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "tests" / "fixtures" / "data"
+REL = FIX.relative_to(ROOT)  # snapshots show paths: relative ones, the same on every machine
+
+
+@pytest.fixture(scope="module")
+def tool_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with a chat template that renders tools the way Qwen2.5's does."""
+    from tiny_model import build_tool_model
+
+    return build_tool_model(tiny_model, tmp_path_factory.mktemp("models") / "tiny-tool")
+
+
+class DataFirst(TunedeckApp):
+    """The app opened on the Data area (a run config's data, a list of sources, shown there)."""
+
+    DEFAULT_MODE = "data"
+    CSS_PATH = str(Path(tui.app.__file__).parent / "app.tcss")
 
 
 def text_of(widget) -> str:
@@ -166,3 +185,169 @@ def test_a_new_job_under_the_same_key_stops_the_old_one(tmp_path):
     second = list(jobs.stream("inspect", ["data", "inspect", str(FIX / "text.jsonl"), "--progress"]))
     assert second[-1]["event"] == "report" and second[-1]["rows"] == 3
     assert [e for e in first if e.get("event") == "report"] == []  # stopped, no error, no report
+
+
+# --- data as people bring it (issue 14) ------------------------------------------------------------
+
+
+def trained_at(rendered: dict, needle: str, after: str = "") -> list[int]:
+    """The mask of the characters of ``needle`` (its first occurrence after ``after``) in the render."""
+    text = rendered["text"]
+    assert "".join(rendered["tokens"]) == text
+    start = text.index(needle, text.index(after) if after else 0)
+    mask, at = [], 0
+    for piece, trained in zip(rendered["tokens"], rendered["trained"]):
+        mask += [trained] * len(piece)
+        at += len(piece)
+    return mask[start:start + len(needle)]
+
+
+async def test_a_tool_calling_file_shows_its_tools_calls_results_and_mask(tool_model):
+    app = TunedeckApp(data=str(FIX / "tools_openai.jsonl"), model=str(tool_model))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_data_screen(pilot, app)
+        await wait_for(pilot, lambda: screen.report is not None, what="the row check")
+        summary = text_of(screen.query_one("#data-summary"))
+        assert "OpenAI messages with tools" in summary and "3 with tools" in summary and "no bad rows" in summary
+        view = screen.query_one(ConversationView)
+        await wait_for(pilot, lambda: "row 1" in text_of(view), what="the first row")
+        shown = text_of(view)
+        assert "TOOLS  2 declared" in shown
+        assert "get_order_status(order_id)  The shipping status of an order." in shown
+        assert "refund_order(order_id, reason?)  Refund an order in full." in shown
+        assert '→ get_order_status(order_id="A1001")' in shown
+        assert 'TOOL RESULT  of get_order_status  not trained\n{"status": "shipped", "eta": "Friday"}' in shown
+        assert shown.count("ASSISTANT  trained") == 2
+
+        # the second row: two calls, two results, each result under the call it answers
+        table = screen.query_one(RowTable)
+        table.focus()
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "row 2" in text_of(view), what="the second row")
+        shown = text_of(view)
+        assert '→ refund_order(order_id="B2002")\n→ get_order_status(order_id="C3003")' in shown
+        assert shown.index("of refund_order") < shown.index("of get_order_status  not trained")
+
+        # Tokens: the engine's mask, the calls trained and the results not
+        await pilot.press("up", "t")
+        tokens = screen.query_one(TokenView)
+        await wait_for(pilot, lambda: tokens.rendered is not None and "A1001" in tokens.rendered["text"]
+                       and table.cursor == 0, what="the token render")
+        rendered = tokens.rendered
+        assert set(trained_at(rendered, '"name": "get_order_status", "arguments": {"order_id": "A1001"}',
+                              after="<|im_start|>assistant")) == {1}
+        assert set(trained_at(rendered, '{"status": "shipped", "eta": "Friday"}', after="<tool_response>")) == {0}
+        assert set(trained_at(rendered, "Order A1001 has shipped and arrives Friday.")) == {1}
+        assert set(trained_at(rendered, "Where is order A1001?")) == {0}
+        legend = text_of(tokens)
+        assert "prompt, tool results and template not trained" in legend and "2 tools declared · 1 call (trained)" in legend
+
+        # the ShareGPT layout of the same thing (function_call / observation turns, a tools column)
+        await pilot.press("f", "home", "ctrl+k", *str(FIX / "tools_sharegpt.json"), "enter")
+        await wait_for(pilot, lambda: screen.report is not None and screen.ref.endswith("tools_sharegpt.json"),
+                       what="the ShareGPT file")
+        assert "ShareGPT with function calls" in text_of(screen.query_one("#data-summary"))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: "record 1" in text_of(view), what="its first record")
+        assert '→ get_order_status(order_id="D4004")' in text_of(view)
+        assert "TOOL RESULT  of get_order_status  not trained" in text_of(view)
+
+
+@pytest.mark.parametrize("name, says", [
+    ("preference_messages.jsonl", "is preference data (a prompt with a chosen and a rejected answer): it is for "
+                                  "preference tuning such as DPO"),
+    ("kto.jsonl", "is labelled data (answers marked good or bad in a 'label' column, the KTO layout)"),
+    ("multimodal_images.jsonl", "is multimodal data (an 'images' column)"),
+])
+async def test_a_refused_file_says_what_it_is_and_lists_its_rows(tiny_model, name, says):
+    from engine.data.formats import DESCRIPTIONS, detect
+
+    app = TunedeckApp(data=str(FIX / name), model=str(tiny_model))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_data_screen(pilot, app)
+        await wait_for(pilot, lambda: screen.report is not None, what="the file's kind")
+        kind = detect(json.loads((FIX / name).read_text().splitlines()[0]))
+        assert screen.refusal[0] == kind
+        banner = screen.query_one("#data-refusal")
+        assert banner.display
+        assert says in text_of(banner) and f"Not supervised fine-tuning data: {DESCRIPTIONS[kind]}" in text_of(banner)
+        assert "not for fine-tuning" in text_of(screen.query_one("#data-summary"))
+        table = screen.query_one(RowTable)
+        await wait_for(pilot, lambda: table.row(0) is not None, what="the rows")
+        assert table.row(0).text.startswith("{") and not table.row(0).ok  # the row as it is, not the sentence again
+        view = screen.query_one(ConversationView)
+        await wait_for(pilot, lambda: "row 1" in text_of(view), what="the row")
+        assert "not trained" in text_of(view) and "Traceback" not in text_of(view)
+        await pilot.press("t")
+        assert "Nothing in this file is trained" in text_of(screen.query_one(TokenView))
+        assert screen.stats is None and not screen._jobs._children  # nothing counted for a file not trained
+
+
+async def test_special_token_text_is_a_warning_on_its_row_and_in_problems(tiny_model):
+    app = TunedeckApp(data=str(FIX / "special_tokens.jsonl"), model=str(tiny_model))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_data_screen(pilot, app)
+        await wait_for(pilot, lambda: screen.stats is not None and screen.report is not None, what="token statistics")
+        table = screen.query_one(RowTable)
+        assert set(table.warnings) == {1, 3} and "<|endoftext|> in message 2 (assistant)" in table.warnings[1]
+        assert "2 with special-token text" in text_of(screen.query_one("#data-summary"))
+        assert "Problems (2 warned)" in str(screen.query_one("#data-tabs").get_tab("problems").label)
+        view = screen.query_one(ConversationView)
+        await wait_for(pilot, lambda: "! message 2 (assistant) contains <|endoftext|>" in text_of(view),
+                       what="the warning on the row shown")
+        assert "it stays literal text" in text_of(view)
+        await pilot.press("p")
+        problems = screen.query_one("#data-problems")
+        problems.focus()
+        await pilot.press("down", "down", "enter")  # the second warning: line 3
+        await wait_for(pilot, lambda: table.cursor == 2, what="the jump to line 3")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: "contains <|im_end|>" in text_of(view), what="line 3's warning")
+
+
+async def test_a_mix_of_sources_shows_each_source_and_its_share(tool_model):
+    data = [{"path": str(FIX / "tools_openai.jsonl"), "weight": 3}, {"path": str(FIX / "messages.jsonl"), "weight": 1}]
+    app = DataFirst(data=data, model=str(tool_model))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: getattr(screen, "mix", None) is not None and screen.report is not None,
+                       what="the mix")
+        assert [(m["taken"], m["examples"], m["share"]) for m in screen.mix] == [(3, 3, 0.75), (1, 5, 0.25)]
+        bar = screen.query_one(MixBar)
+        assert bar.display
+        shown = text_of(bar)
+        assert "tools_openai.jsonl 75% (3 of 3, weight 3)" in shown and "messages.jsonl 25% (1 of 5, weight 1)" in shown
+        assert screen.ref == str(FIX / "tools_openai.jsonl") and screen.report["tool_rows"] == 3
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: screen.ref == str(FIX / "messages.jsonl") and screen.report is not None
+                       and screen.query_one(RowTable).row(0) is not None, what="the second source")
+        assert screen.report["rows"] == 5 and screen.current == 1
+        assert app.project.data == data  # the mix stays the project's data
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: screen.current == 0 and screen.report is not None, what="back to the first")
+
+
+def _settled(what):
+    async def settle(pilot):
+        await pilot.press("1")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: what(screen), timeout=120, what="the data screen")
+        await pilot.pause(0.3)
+
+    return settle
+
+
+def test_snapshot_of_a_tool_calling_file(snap_compare, tool_model, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    app = TunedeckApp(data=str(REL / "tools_openai.jsonl"), model=str(tool_model))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_settled(
+        lambda s: getattr(s, "stats", None) is not None and s.report is not None
+        and s.query_one(TokenView).rendered is not None and not s._progress))
+
+
+def test_snapshot_of_a_refused_file(snap_compare, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    app = TunedeckApp(data=str(REL / "multimodal_images.jsonl"))  # its sentence is not objective-dependent
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_settled(
+        lambda s: getattr(s, "refusal", None) is not None and s.query_one(RowTable).row(0) is not None
+        and not s._progress))

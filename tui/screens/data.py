@@ -4,12 +4,20 @@ What runs where (the TUI never imports transformers):
   - this process, in threads: the lazy reader (engine.data) opens the file, shows the first rows at
     once, then indexes the rest in the background; the table asks for the rows on screen only.
   - child processes: `tunedeck data inspect --progress` (every row checked: format, problems),
-    `tunedeck data stats --progress` (token lengths with the model's tokenizer), and a warm
-    `tunedeck data serve` helper that renders the selected row as tokens with the trained mask.
+    `tunedeck data stats --progress` (token lengths with the model's tokenizer, special-token text),
+    and a warm `tunedeck data serve` helper that renders the selected row as tokens with the trained
+    mask (with tools: the calls trained, the results not).
+
+What the engine knows is shown in words: the layout ("OpenAI messages with tools"), a file that is
+not supervised fine-tuning data (preference, KTO, prompts only, labelled, multimodal) as the
+engine's one sentence in a banner instead of a wall of bad rows, special-token text as a warning
+on its row and in Problems. A project's data may be a list of sources (a run config's ``data:``):
+the mix bar shows each source and its share, and the rest of the screen shows one source at a time.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -25,13 +33,14 @@ from textual.worker import get_current_worker
 
 from engine.data import dataset as engine_data
 from engine.data import formats
-from engine.data.dataset import check, detect_file_format
+from engine.data.dataset import DataSource, RefusedData, check, detect_file_format
 from engine.errors import TunedeckError
 from engine.ipc import ChildJobs, EngineProcessError
 
 from ..data_helper import LatestOnly, RenderHelper
 from ..widgets.conversation_view import ConversationView
 from ..widgets.length_histogram import LengthHistogram
+from ..widgets.mix_bar import MixBar, short_name
 from ..widgets.path_input import PathInput
 from ..widgets.row_table import RowLine, RowTable
 from ..widgets.token_view import TokenView
@@ -42,6 +51,57 @@ DEFAULT_MAX_LENGTH = 1024
 AUTO_STATS_BYTES = 50 << 20  # bigger files compute token statistics when asked (s)
 PREVIEW = 300
 WIDE = 120  # columns from which the table and the details sit side by side
+LAYOUTS = {
+    "messages": "messages", "sharegpt": "ShareGPT conversations", "pairs": "user/assistant pairs",
+    "alpaca": "Alpaca instructions", "prompt_completion": "prompt/completion", "text": "plain text",
+}
+
+
+def _as_json(record) -> str:
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(record)
+
+
+def layout_label(fmt: str | None, *, tools: bool = False, calls: bool = False) -> str | None:
+    """The layout in words: "OpenAI messages with tools", "ShareGPT with function calls", or what a
+    refused kind is ("preference pairs (prompt / chosen / rejected)")."""
+    if fmt is None:
+        return None
+    if fmt in formats.REFUSED:
+        return formats.DESCRIPTIONS[fmt]
+    if fmt == "messages" and (tools or calls):
+        return "OpenAI messages with tools"
+    if fmt == "sharegpt" and (tools or calls):
+        return "ShareGPT with function calls" if calls else "ShareGPT with tools"
+    label = LAYOUTS.get(fmt, fmt)
+    return f"{label} with tools" if tools or calls else label
+
+
+def _example_label(fmt: str | None, example: dict | None) -> str | None:
+    if example is None or "messages" not in example:
+        return layout_label(fmt)
+    calls = any(m.get("tool_calls") for m in example["messages"])
+    return layout_label(fmt, tools=formats.uses_tools(example), calls=calls)
+
+
+def _rows(n: int, complete: bool = True) -> str:
+    return f"{n:,}{'' if complete else '+'} row{'' if n == 1 and complete else 's'}"
+
+
+def _description(kind: str) -> str:
+    return formats.DESCRIPTIONS.get(kind, kind)
+
+
+def _model_name(ref: str | None) -> str:
+    """A model as people read it: a local folder by its name, a hub id or demo as written."""
+    return short_name(ref) if ref and ref.startswith(("/", "~", ".")) else (ref or "")
+
+
+def _fate(mode: str) -> str:
+    return ("stays literal text (special_token_text: token makes it the token)" if mode == "literal"
+            else "becomes the special token")
 
 
 class DataScreen(AreaScreen):
@@ -52,6 +112,8 @@ class DataScreen(AreaScreen):
         Binding("m", "focus_max_length", "Max len", id="data-max-len"),
         Binding("s", "stats", "Token stats", id="data-stats"),
         Binding("n", "next_problem", "Next bad row", id="data-next-bad"),
+        Binding("left_square_bracket", "source(-1)", "Prev source", id="data-prev-source"),
+        Binding("right_square_bracket", "source(1)", "Next source", id="data-next-source"),
         Binding("c", "tab('conversation')", "Conversation", show=False),
         Binding("t", "tab('tokens')", "Tokens", show=False),
         Binding("l", "tab('lengths')", "Lengths", show=False),
@@ -61,9 +123,14 @@ class DataScreen(AreaScreen):
 
     # --- what the background jobs send back (tagged with the generation of the file they read) ---
     class Opened(Message, bubble=False):
-        def __init__(self, gen: int, ref: str, source, file_format: str | None) -> None:
+        """``refusal``: (kind, the engine's sentence) when the file is not fine-tuning data;
+        ``tools``/``calls``: its first rows declare tools / call them."""
+
+        def __init__(self, gen: int, ref: str, source, file_format: str | None,
+                     refusal: tuple[str, str] | None = None, tools: bool = False, calls: bool = False) -> None:
             super().__init__()
             self.gen, self.ref, self.source, self.file_format = gen, ref, source, file_format
+            self.refusal, self.tools, self.calls = refusal, tools, calls
 
     class OpenFailed(Message, bubble=False):
         def __init__(self, gen: int, ref: str, text: str) -> None:
@@ -110,6 +177,13 @@ class DataScreen(AreaScreen):
             super().__init__()
             self.gen, self.text = gen, text
 
+    class MixInspected(Message, bubble=False):
+        """The whole mix checked (``report``: ``data inspect A B`` with each source), or why not."""
+
+        def __init__(self, gen: int, report: dict | None, error: dict | None = None) -> None:
+            super().__init__()
+            self.gen, self.report, self.error = gen, report, error
+
     class StatsCounted(Message, bubble=False):
         def __init__(self, gen: int, stats: dict, final: bool) -> None:
             super().__init__()
@@ -124,7 +198,18 @@ class DataScreen(AreaScreen):
         super().__init__(*args, **kwargs)
         self.source = None
         self.file_format: str | None = None
-        self.ref: str | None = None
+        self.ref: str | None = None  # the source shown (one of a mix)
+        self.data = None  # what was opened: the project's data, a reference or a list of sources
+        self.sources: list[DataSource] = []
+        self.current = 0  # which source is shown
+        self.mix: list[dict] | None = None  # per source of a mix: its report and its part of the mix
+        self.mix_error: dict | None = None
+        self.refusal: tuple[str, str] | None = None  # (kind, sentence) when the file is refused
+        self.uses_tools = self.has_calls = False
+        self.row_warnings: dict[int, list[str]] = {}  # line/record -> warnings (special-token text)
+        self._shown_row: DataScreen.RowChecked | None = None
+        self._mix_gen = 0
+        self.objective = "sft"
         self.model: str | None = None
         self.report: dict | None = None
         self.stats: dict | None = None
@@ -151,6 +236,8 @@ class DataScreen(AreaScreen):
             yield Static("", id="data-summary")
             yield Label("", id="data-progress-label")
             yield ProgressBar(total=1.0, id="data-progress", show_eta=False)
+        yield MixBar(id="data-mix")
+        yield Static("", id="data-refusal", classes="-hidden")
         with Container(id="data-main"):
             with Vertical(id="data-rows-pane"):
                 yield Static("", id="data-rows-header")
@@ -177,7 +264,7 @@ class DataScreen(AreaScreen):
         self.query_one(RowTable).focus()
 
     def on_screen_resume(self) -> None:
-        if self.project.data != self.ref:
+        if self.project.data != self.data:
             self.open_data(self.project.data)
         elif self.project.model != self.model:
             self._model_changed()
@@ -199,23 +286,65 @@ class DataScreen(AreaScreen):
 
     def _set_wide(self, width: int) -> None:
         self.set_class(width >= WIDE, "-wide")
+        self._fit_rows()
+
+    def _fit_rows(self) -> None:
+        """A file of a few rows lends the details the lines its table does not need (narrow layout)."""
+        count = self.query_one(RowTable).row_count
+        pane = self.query_one("#data-rows-pane")
+        pane.styles.max_height = None if self.has_class("-wide") or not count or count > 40 else count + 1
 
     # --- opening ------------------------------------------------------------------------------
-    def open_data(self, ref: str) -> None:
-        ref = (ref or "").strip()
+    @property
+    def is_mix(self) -> bool:
+        return len(self.sources) > 1
+
+    def open_data(self, data) -> None:
+        """Open the project's data: one reference, or a list of sources (each shown in turn)."""
+        if isinstance(data, (list, tuple)):
+            data = list(data)
+            try:
+                sources = engine_data.data_sources(data)
+            except (KeyError, TypeError, AttributeError):
+                sources = []
+            sources = sources or [DataSource("")]
+        else:
+            data = (data or "").strip()
+            sources = [DataSource(data)]
+        self.data, self.sources = data, sources
+        self._mix_gen += 1
+        self.mix = self.mix_error = None
+        self._jobs.stop("mix")
+        if self.is_mix:
+            self._set_progress("inspect", "checking the mix", 0.0)
+            in_thread(self, self._inspect_mix, [s.ref for s in sources], self._mix_gen, title="Data")
+        self.open_source(0)
+
+    def open_source(self, index: int) -> None:
+        """Show source ``index`` of the data (the only one, unless it is a mix)."""
+        self.current = index
+        ref = self.sources[index].ref
+        self.objective = str(self.project.settings.get("objective") or "sft")
         self._gen += 1
         self._scan_stop.set()
         self._scan_stop = threading.Event()
-        self._jobs.stop()
+        self._jobs.stop("inspect")
+        self._jobs.stop("stats")
         self._timings = {"open": time.perf_counter()}
         self.source, self.file_format, self.report, self.stats, self.problems = None, None, None, None, []
+        self.refusal, self.uses_tools, self.has_calls, self.row_warnings = None, False, False, {}
         self._token_cache.clear()
-        self._progress.clear()
+        mix_running = self.is_mix and self.mix is None and self.mix_error is None
+        for task in list(self._progress):
+            if not (mix_running and task == "inspect"):
+                self._progress.pop(task)
         self.query_one("#data-path", Input).value = ref
         table = self.query_one(RowTable)
         table.reset()
         self.query_one("#data-rows-header", Static).update("")
-        self.query_one("#data-summary", Static).update(f"Opening {ref} …")
+        self.query_one("#data-summary", Static).update(f"Opening {_escape(ref)} …")
+        self._show_refusal()
+        self._show_mix()
         self.query_one(ConversationView).show_message("")
         self.query_one(TokenView).show_message("")
         self.query_one("#data-stats-text", Static).update("")
@@ -223,6 +352,21 @@ class DataScreen(AreaScreen):
         self._set_problems([])
         self._set_progress("open", "opening", None)
         in_thread(self, self._open, ref, self._gen, self._scan_stop, title="Data")
+
+    # --- what the rows are checked for -----------------------------------------------------------
+    # Supervised fine-tuning unless the project's settings name another objective (a run config's
+    # ``objective:``); then the engine checks rows and refuses files for that one.
+    def _check(self, raw, file_format):
+        return check(raw, file_format) if self.objective == "sft" else check(raw, file_format, self.objective)
+
+    def _refuse(self, source, file_format) -> None:
+        """RefusedData when the file as a whole is not data for the objective (the engine's sentence)."""
+        if self.objective != "sft":
+            engine_data.refuse(source, file_format, self.objective)
+        elif file_format in formats.REFUSED:
+            record = next(r.record for r in source.head(engine_data.DETECT_ROWS)
+                          if r.record is not None and formats.detect(r.record) == file_format)
+            raise RefusedData(f"{source.display} {formats.refusal(file_format, record)}.", file_format, source.display)
 
     # Long jobs run in their own threads, not the shared worker pool, so quick jobs (the rows on
     # screen) never wait behind them. Results come back as messages, tagged with the generation.
@@ -240,7 +384,20 @@ class DataScreen(AreaScreen):
         except TunedeckError as exc:
             self.post_message(self.OpenFailed(gen, ref, str(exc)))
             return
-        self.post_message(self.Opened(gen, ref, source, file_format))
+        refusal, tools, calls = None, False, False
+        try:
+            self._refuse(source, file_format)  # the file as a whole, from its first rows
+        except RefusedData as exc:
+            refusal = (exc.kind, str(exc))
+        except TunedeckError:
+            pass
+        if refusal is None:
+            for raw in source.head(engine_data.DETECT_ROWS):
+                example = self._check(raw, file_format).example
+                if example and "messages" in example:
+                    tools = tools or formats.uses_tools(example)
+                    calls = calls or any(m.get("tool_calls") for m in example["messages"])
+        self.post_message(self.Opened(gen, ref, source, file_format, refusal, tools, calls))
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -264,6 +421,8 @@ class DataScreen(AreaScreen):
         if gen != self._gen:
             return
         self.ref = ref
+        if self.is_mix:
+            self._show_mix()
         self._set_progress("open", None)
         self.query_one("#data-summary", Static).update(f"[$error]✗[/] {_escape(message)}")
         self.query_one(ConversationView).show_message(
@@ -277,17 +436,27 @@ class DataScreen(AreaScreen):
             source.close()
             return
         self.ref, self.source, self.file_format = ref, source, file_format
+        self.refusal, self.uses_tools, self.has_calls = event.refusal, event.tools, event.calls
         self.model = self.project.model
-        self.set_project(data=ref)
+        if not isinstance(self.data, list):  # a mix stays the project's data while its sources are shown
+            self.set_project(data=ref)
         unit = "line" if source.unit == "line" else "rec"
-        self.query_one("#data-rows-header", Static).update(f"{unit:>5}   first user turn, or the row's problem")
-        self._summary()
+        what = "the row as it is" if self.refusal else "first user turn, or the row's problem"
+        self.query_one("#data-rows-header", Static).update(f"{unit:>5}   {what}")
         table = self.query_one(RowTable)
         table.set_row_count(len(source))
+        self._fit_rows()
         self._timings["first_rows_known"] = time.perf_counter()
         self._set_progress("open", None)
         self._set_progress("scan", "indexing", 0.0)
-        in_thread(self, self._inspect, ref, gen, title="Data")
+        if self.refusal is not None:
+            self._refused()
+            return
+        self._summary()
+        if self.is_mix and self.mix is not None:
+            self._apply_report(self.mix[self.current])
+        elif not self.is_mix or self.mix_error is not None:  # a mix's own check covers its sources
+            in_thread(self, self._inspect, ref, gen, title="Data")
         size = getattr(source, "size", 0) or 0
         if size < AUTO_STATS_BYTES:
             self.action_stats()
@@ -302,10 +471,112 @@ class DataScreen(AreaScreen):
         if gen != self._gen:
             return
         self.query_one(RowTable).set_row_count(count)
+        self._fit_rows()
         self._set_progress("scan", None if done else "indexing", fraction)
         if done:
             self._timings["indexed"] = time.perf_counter()
         self._summary()
+
+    def _refused(self) -> None:
+        """The file is not supervised fine-tuning data: the engine's sentence, plainly; the rows are
+        still listed (as they are) so people can see what the file holds."""
+        kind, sentence = self.refusal
+        what = _description(kind)
+        self.report = {"error": sentence, "kind": kind, "format": kind, "refused": True, "format_description": what}
+        self._show_refusal()
+        self._summary()
+        self._set_problems([])
+        self.query_one(TokenView).show_message(f"Nothing in this file is trained: it holds {what}, {self._not_for()}.")
+        self.query_one("#data-stats-text", Static).update(
+            f"No token statistics: the file holds {_escape(what)}, {self._not_for()}.")
+        if self.is_mix:
+            self._show_mix()
+
+    def _not_for(self) -> str:
+        if self.objective == "sft":
+            return "not supervised fine-tuning data"
+        return f"not data for {self.objective.upper()}"
+
+    def _show_refusal(self) -> None:
+        banner = self.query_one("#data-refusal", Static)
+        if self.refusal is None:
+            banner.add_class("-hidden")
+            return
+        kind, sentence = self.refusal
+        banner.update(f"[b]✗ {self._not_for()[0].upper()}{self._not_for()[1:]}: {_escape(_description(kind))}[/b]\n"
+                      f"{_escape(sentence)}")
+        banner.remove_class("-hidden")
+
+    # --- the sources of a mix -------------------------------------------------------------------
+    def _inspect_mix(self, refs: list[str], gen: int) -> None:
+        try:
+            for event in self._jobs.stream("mix", ["data", "inspect", *refs, "--progress"], ok_codes=(0, 1)):
+                if gen != self._mix_gen:
+                    return
+                if event.get("event") == "progress":
+                    self.post_message(self.Progress("inspect", "checking the mix", event["fraction"]))
+                elif event.get("event") == "report":
+                    self.post_message(self.MixInspected(gen, event))
+                    return
+                elif event.get("event") == "error":
+                    self.post_message(self.MixInspected(gen, None, event))
+                    return
+        except EngineProcessError as exc:
+            self.post_message(self.MixInspected(gen, None, {"error": str(exc)}))
+
+    def on_data_screen_mix_inspected(self, event: MixInspected) -> None:
+        if event.gen != self._mix_gen:
+            return
+        self._set_progress("inspect", None)
+        if event.report is not None:
+            reports = event.report.get("sources") or []
+            parts = engine_data.mix_summary(self.sources, [r.get("valid_rows", 0) for r in reports])
+            self.mix = [{**r, **part} for r, part in zip(reports, parts)]
+            if self.source is not None and self.report is None and self.refusal is None:
+                self._apply_report(self.mix[self.current])
+        else:
+            self.mix_error = event.error
+            if self.source is not None and self.report is None and self.refusal is None:
+                in_thread(self, self._inspect, self.ref, self._gen, title="Data")  # this source on its own
+        self._show_mix()
+
+    def _show_mix(self) -> None:
+        bar = self.query_one(MixBar)
+        if not self.is_mix:
+            bar.show_mix([], 0)
+            return
+        entries = []
+        failed = (self.mix_error or {}).get("file")
+        for k, s in enumerate(self.sources):
+            entry = {"ref": s.ref, "weight": s.weight, "fraction": s.fraction}
+            if self.mix is not None:
+                entry.update(self.mix[k])
+            if self.objective == "sft" and entry.get("format") in formats.REFUSED:
+                entry["refused"] = entry["format"]
+            elif failed and failed in (s.ref, short_name(s.ref)) and self.mix_error.get("kind"):
+                entry["refused"] = self.mix_error["kind"]
+            elif k == self.current and self.refusal is not None:
+                entry["refused"] = self.refusal[0]
+            entries.append(entry)
+        note = None
+        if self.mix_error is not None:
+            note = "The mix cannot be trained: " + self.mix_error.get("error", "")
+        bar.show_mix(entries, self.current, note)
+
+    def action_source(self, step: int) -> None:
+        if self.is_mix:
+            self.open_source((self.current + step) % len(self.sources))
+            self.query_one(RowTable).focus()
+
+    @on(MixBar.Chosen)
+    def _source_chosen(self, message: MixBar.Chosen) -> None:
+        if message.index != self.current:
+            self.open_source(message.index)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "source":
+            return self.is_mix
+        return True
 
     # --- rows ---------------------------------------------------------------------------------
     @on(RowTable.NeedRows)
@@ -321,10 +592,13 @@ class DataScreen(AreaScreen):
             self.post_message(JobFailed(f"Cannot read {source.display}: {exc}"))
             return
         lines = []
+        refused = self.refusal[0] if self.refusal is not None else None
         for raw in raws:
-            checked = check(raw, file_format)
+            checked = self._check(raw, file_format)
             if checked.problem is None:
                 lines.append(RowLine(raw.index, raw.where, True, formats.preview(checked.example, width=PREVIEW)))
+            elif refused and checked.format == refused:  # the banner says why: show what the row holds
+                lines.append(RowLine(raw.index, raw.where, False, formats.preview(None, raw.record, width=PREVIEW)))
             else:
                 lines.append(RowLine(raw.index, raw.where, False, checked.problem))
         self.post_message(self.RowsFetched(gen, lines))
@@ -351,12 +625,15 @@ class DataScreen(AreaScreen):
             return
         if get_current_worker().is_cancelled:
             return
-        checked = check(raw, file_format)
+        checked = self._check(raw, file_format)
         where = f"{'line' if source.unit == 'line' else 'record'} {raw.where} · row {index + 1}"
         self.post_message(self.RowChecked(gen, where, checked, raw.text))
         if checked.problem is not None:
-            self.post_message(self.TokensRendered(
-                gen, index, None, "This row has a problem, so nothing in it is trained: " + checked.problem))
+            if self.refusal is not None and checked.format == self.refusal[0]:
+                note = f"Nothing in this file is trained: it holds {_description(checked.format)}, {self._not_for()}."
+            else:
+                note = "This row has a problem, so nothing in it is trained: " + checked.problem
+            self.post_message(self.TokensRendered(gen, index, None, note))
             return
         rendered = self._token_cache.get((index, max_length, model))
         if rendered is not None:
@@ -398,9 +675,15 @@ class DataScreen(AreaScreen):
         gen, where, checked, raw_text = event.gen, event.where, event.checked, event.raw_text
         if gen != self._gen:
             return
-        raw = raw_text if raw_text is not None else (repr(checked.raw.record) if checked.raw.record is not None else None)
+        self._shown_row = event
+        raw = raw_text if raw_text is not None else (_as_json(checked.raw.record) if checked.raw.record is not None else None)
+        fmt = checked.format or self.file_format
+        refused = None
+        if self.refusal is not None and fmt == self.refusal[0]:
+            refused = f"{_description(fmt)[0].upper()}{_description(fmt)[1:]}"
         self.query_one(ConversationView).show(
-            where=where, fmt=checked.format or self.file_format, example=checked.example, problem=checked.problem, raw=raw
+            where=where, fmt=_example_label(fmt, checked.example), example=checked.example, problem=checked.problem,
+            raw=raw, warnings=self.row_warnings.get(checked.raw.where, []), refused=refused,
         )
 
     def on_data_screen_tokens_rendered(self, event: TokensRendered) -> None:
@@ -426,6 +709,9 @@ class DataScreen(AreaScreen):
                     self.post_message(self.Progress("inspect", "checking rows", event["fraction"]))
                 elif event.get("event") == "report":
                     self.post_message(self.Inspected(gen, event))
+                elif event.get("event") == "error":  # the file as a whole is unusable: its one sentence
+                    self.post_message(self.InspectFailed(gen, event["error"]))
+                    return
         except EngineProcessError as exc:
             self.post_message(self.InspectFailed(gen, str(exc)))
 
@@ -433,9 +719,15 @@ class DataScreen(AreaScreen):
         gen, report = event.gen, event.report
         if gen != self._gen:
             return
+        self._set_progress("inspect", None)
+        self._apply_report(report)
+
+    def _apply_report(self, report: dict) -> None:
         self.report = report
         self.file_format = report.get("format") or self.file_format
-        self._set_progress("inspect", None)
+        if report.get("tool_rows"):
+            self.uses_tools = True
+            self.has_calls = self.has_calls or bool(report.get("tool_calls"))
         self._set_problems(report.get("errors", []))
         self._summary()
         for warning in report.get("warnings", []):
@@ -450,27 +742,63 @@ class DataScreen(AreaScreen):
         self._summary()
         self.notify(message, severity="error", title="Data")
 
-    def _set_problems(self, errors: list[dict]) -> None:
-        self.problems = errors
+    def _set_problems(self, errors: list[dict] | None = None) -> None:
+        """The Problems tab: the bad rows (``errors``, from the check), then the rows with warnings
+        (special-token text, from the token statistics); a refused file's sentence alone."""
+        if errors is not None:
+            self.problems = errors
+        errors = self.problems
         options = self.query_one("#data-problems", OptionList)
         options.clear_options()
         unit = self.source.unit if self.source is not None else "line"
+        if self.refusal is not None:
+            options.add_option(Option(f"✗ {self.refusal[1]}", disabled=True))
         for k, p in enumerate(errors):
             where = p.get(unit, p.get("line", p.get("record")))
-            options.add_option(Option(f"{unit} {where}: {p['message']}", id=f"problem-{k}"))
+            options.add_option(Option(f"✗ {unit} {where}: {p['message']}", id=f"problem-{k}"))
         report = self.report or {}
         more = report.get("bad_rows", 0) - len(errors)
         if more > 0:
             options.add_option(Option(f"… and {more} more (tunedeck data inspect lists them all)", disabled=True))
-        tabs = self.query_one(TabbedContent)
-        label = f"Problems ({report.get('bad_rows', len(errors))})" if errors else "Problems"
-        tabs.get_tab("problems").label = label
+        for where, warnings in sorted(self.row_warnings.items()):
+            for n, warning in enumerate(warnings):
+                options.add_option(Option(f"! {unit} {where}: {warning}", id=f"warning-{where}-{n}"))
+        listed = (self.stats or {}).get("special_token_text", 0)
+        if listed > len(self.row_warnings):
+            options.add_option(Option(f"… and {listed - len(self.row_warnings)} more rows with special-token text",
+                                      disabled=True))
+        bad = report.get("bad_rows", len(errors)) if errors else 0
+        warned = max(listed, len(self.row_warnings))
+        if bad and warned:
+            label = f"Problems ({bad} bad, {warned} warned)"
+        elif bad:
+            label = f"Problems ({bad})"
+        elif warned:
+            label = f"Problems ({warned} warned)"
+        else:
+            label = "Problems"
+        self.query_one(TabbedContent).get_tab("problems").label = label
 
     @on(OptionList.OptionSelected, "#data-problems")
     def _problem_selected(self, message: OptionList.OptionSelected) -> None:
-        if message.option_id and message.option_id.startswith("problem-"):
-            problem = self.problems[int(message.option_id.split("-")[1])]
+        option = message.option_id or ""
+        if option.startswith("problem-"):
+            problem = self.problems[int(option.split("-")[1])]
             self.jump_to_row(problem["row"] - 1)
+        elif option.startswith("warning-"):
+            index = self._index_of(int(option.split("-")[1]))
+            if index is not None:
+                self.jump_to_row(index)
+
+    def _index_of(self, where: int) -> int | None:
+        """The row index of a line/record number (the statistics name rows by where they are)."""
+        source = self.source
+        if source is None:
+            return None
+        index = source.index_of(where)
+        if index is None and source.unit == "record":
+            index = where - 1
+        return index
 
     def jump_to_row(self, index: int) -> None:
         table = self.query_one(RowTable)
@@ -514,9 +842,11 @@ class DataScreen(AreaScreen):
             self.stats = stats
             self._set_progress("stats", None)
             self._timings["stats"] = time.perf_counter()
-            if self.ref and stats.get("longest"):  # Method's and Train's estimates size from them too
+            if self.ref and stats.get("longest") and not isinstance(self.data, list):
+                # Method's and Train's estimates size from them too (for one source, not a mix)
                 self.app.data_lengths.put(stats.get("model") or self.model or self.project.model, self.ref,
                                           int(stats["max_length"]), stats["longest"])
+            self._special_token_warnings(stats)
         L = stats["length"]
         lines = [
             f"[b]{stats['examples']:,}[/b] examples{'' if final else ' so far'} · tokens each: min {L['min']}, "
@@ -536,6 +866,29 @@ class DataScreen(AreaScreen):
         if final:
             self._summary()
 
+    def _special_token_warnings(self, stats: dict) -> None:
+        """Rows whose text holds a special token's text: a warning on the row and in Problems."""
+        mode = stats.get("special_token_text_mode", "literal")
+        warnings: dict[int, list[str]] = {}
+        short: dict[int, str] = {}
+        for entry in stats.get("special_token_text_where") or []:
+            where = entry.get("line", entry.get("record"))
+            if where is None:
+                continue
+            found = entry.get("found") or []
+            warnings[where] = [f"{f['place']} contains {f['token']}, the text of a special token; it {_fate(mode)}"
+                               for f in found]
+            short[where] = ", ".join(f"{f['token']} in {f['place']}" for f in found[:2]) + (" …" if len(found) > 2 else "")
+        if not warnings and not self.row_warnings:
+            return
+        self.row_warnings = warnings
+        self.query_one(RowTable).set_warnings(short)
+        self._set_problems()
+        shown = self._shown_row
+        if shown is not None and shown.gen == self._gen and shown.checked is not None \
+                and shown.checked.raw.where in warnings:
+            self.on_data_screen_row_checked(shown)  # the row on view gets its warning too
+
     def on_data_screen_stats_failed(self, event: StatsFailed) -> None:
         gen, message = event.gen, event.text
         if gen != self._gen:
@@ -548,9 +901,9 @@ class DataScreen(AreaScreen):
     @on(Input.Submitted, "#data-path")
     def _path_submitted(self, event: Input.Submitted) -> None:
         value = event.value.strip()
-        if value:
+        if value and not (self.is_mix and value == self.ref):  # Enter on a source of the mix keeps the mix
             self.open_data(value)
-            self.query_one(RowTable).focus()
+        self.query_one(RowTable).focus()
 
     @on(Input.Submitted, "#data-max-length")
     def _max_length_submitted(self, event: Input.Submitted) -> None:
@@ -608,29 +961,38 @@ class DataScreen(AreaScreen):
         parts = []
         source = self.source
         report = self.report or {}
+        fmt = report.get("format") or self.file_format
+        if self.refusal is not None:  # the banner holds the sentence
+            what = "fine-tuning" if self.objective == "sft" else self.objective.upper()
+            parts.append(f"[$error]✗ not for {what}:[/] [b]{_escape(_description(self.refusal[0]))}[/b]")
+            if source is not None:
+                parts.append(_rows(len(source), source.complete))
+            parts.append(f"[dim]model {_escape(_model_name(self.model or self.project.model))}[/]")
+            self.query_one("#data-summary", Static).update(" · ".join(parts), layout=False)
+            return
         if "error" in report:
             parts.append(f"[$error]✗ {_escape(report['error'])}[/]")
-        fmt = report.get("format") or self.file_format
         if fmt:
-            parts.append(f"[b]{fmt}[/b]")
+            parts.append(f"[b]{_escape(layout_label(fmt, tools=self.uses_tools, calls=self.has_calls))}[/b]")
         elif source is not None:
             parts.append("[$error]unknown format[/]")
         if source is not None:
             rows = report.get("rows")
-            if rows is not None:
-                parts.append(f"{rows:,} rows")
-            else:
-                parts.append(f"{len(source):,}{'' if source.complete else '+'} rows")
+            parts.append(_rows(rows) if rows is not None else _rows(len(source), source.complete))
+            if report.get("tool_rows"):
+                parts.append(f"{report['tool_rows']:,} with tools")
             bad = report.get("bad_rows")
             if bad:
                 parts.append(f"[$error]{bad:,} bad[/]")
             elif bad == 0:
                 parts.append("[$success]no bad rows[/]")
+        if self.stats and self.stats.get("special_token_text"):
+            parts.append(f"[$warning]{self.stats['special_token_text']:,} with special-token text[/]")
         if self.stats:
             parts.append(f"{self.stats['trainable_tokens']:,} trained tokens")
             if self.stats["over_max_length"]:
                 parts.append(f"[$warning]{self.stats['over_max_length']:,} over {self.stats['max_length']}[/]")
-        parts.append(f"[dim]model {self.model or self.project.model}[/]")
+        parts.append(f"[dim]model {_escape(_model_name(self.model or self.project.model))}[/]")
         self.query_one("#data-summary", Static).update(" · ".join(parts), layout=False)
 
     # --- actions ----------------------------------------------------------------------------------
@@ -647,11 +1009,14 @@ class DataScreen(AreaScreen):
         self.query_one(TabbedContent).active = tab
 
     def action_next_problem(self) -> None:
-        if not self.problems:
+        """The next bad row, or, when there is none, the next row with a warning."""
+        rows = sorted({p["row"] - 1 for p in self.problems})
+        if not rows:
+            rows = sorted(i for i in map(self._index_of, self.row_warnings) if i is not None)
+        if not rows:
             self.notify("No bad rows found (so far).", title="Data")
             return
         cursor = self.query_one(RowTable).cursor
-        later = [p for p in self.problems if p["row"] - 1 > cursor]
-        target = (later or self.problems)[0]
-        self.jump_to_row(target["row"] - 1)
+        later = [i for i in rows if i > cursor]
+        self.jump_to_row((later or rows)[0])
 

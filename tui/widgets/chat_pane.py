@@ -4,6 +4,10 @@ The pane keeps its own history (what is sent to the chat process for the next tu
 mode base and fine-tuned each continue their own conversation. Answers stream in through
 ``append``; ``finish`` closes the answer with its figures. Clicking "copy" on an answer posts
 ``ChatPane.CopyRequested`` (the screen puts it on the clipboard).
+
+An answer that is a tool call (the chat process parsed the template's markup: ``tool_calls`` and
+``content`` in its end event) is shown as the call, name and arguments, instead of the raw markup
+that streamed in; the text the model wrote stays the answer's text (history, copy).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Markdown, Static
+
+from .tool_calls import ToolCallsView
 
 
 class CopyLink(Static):
@@ -42,6 +48,7 @@ class Answer(Vertical):
     Answer .answer-who { width: 1fr; text-style: bold; color: $success; }
     Answer.-base .answer-who { color: $secondary; }
     Answer > Markdown { margin: 0; padding: 0 0 0 1; background: transparent; }
+    Answer > Markdown.-hidden { display: none; }
     Answer > Markdown > MarkdownParagraph { margin: 0; }
     Answer > .answer-figures { height: auto; color: $text-muted; padding: 0 0 0 1; }
     Answer.-failed > .answer-figures { color: $error; }
@@ -60,6 +67,7 @@ class Answer(Vertical):
             yield Static(self.who, classes="answer-who")
             yield CopyLink()
         yield Markdown()
+        yield ToolCallsView()
         yield Static("…", classes="answer-figures")
 
     @property
@@ -74,13 +82,23 @@ class Answer(Vertical):
             self._stream = Markdown.get_stream(self.markdown)
         await self._stream.write(fragment)
 
-    async def finish(self, figures: str, *, failed: bool = False) -> None:
+    @property
+    def tool_calls(self) -> list[dict]:
+        return self.query_one(ToolCallsView).calls
+
+    async def finish(self, figures: str, *, failed: bool = False, tool_calls: list[dict] | None = None,
+                     content: str | None = None) -> None:
+        """Close the answer; with ``tool_calls``, show them (and only ``content`` as text)."""
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
         self.finished = True
-        if self.text and self.markdown.source != self.text:
-            await self.markdown.update(self.text)
+        shown = content if tool_calls else self.text
+        if self.markdown.source != shown:
+            await self.markdown.update(shown or "")
+        self.markdown.set_class(bool(tool_calls) and not shown, "-hidden")
+        if tool_calls:
+            self.query_one(ToolCallsView).show_calls(tool_calls)
         self.query_one(".answer-figures", Static).update(figures)
         self.set_class(failed, "-failed")
         self.query_one(CopyLink).set_class(not self.text, "-hidden")
@@ -158,10 +176,13 @@ class ChatPane(Vertical):
         stop = result.get("stop")
         note = {"eos": "", "length": " · hit max tokens", "cancelled": " · stopped"}.get(stop, "")
         figures = f"{result.get('tokens', 0)} tok · {result.get('tokens_per_second', 0):.1f} tok/s{note}"
+        if result.get("tool_calls"):
+            n = len(result["tool_calls"])
+            figures = f"{n} tool call{'s' if n > 1 else ''} · {figures}"
         if result.get("dropped_turns"):
             n = result["dropped_turns"]
             figures += f" · {n} oldest exchange{'s' if n > 1 else ''} left out to fit the context"
-        await answer.finish(figures)
+        await answer.finish(figures, tool_calls=result.get("tool_calls"), content=result.get("content"))
         if self._pending_user is not None:
             self.history += [{"role": "user", "content": self._pending_user},
                              {"role": "assistant", "content": answer.text}]

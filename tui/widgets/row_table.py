@@ -1,6 +1,9 @@
 """A virtual table of data rows: it knows how many rows there are, renders only the lines on
 screen, and asks for the rows it does not have (``NeedRows``) — so a million-row file scrolls
 without ever being loaded. The owner answers with ``put_rows`` from a worker thread's results.
+
+Each line is ✓ and a preview, ✗ and the row's problem, or ! and its warning (special-token text, from
+the token statistics: ``set_warnings``, by line/record number) before the preview.
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ class RowTable(ScrollView, can_focus=True):
     RowTable > .row-table--ok { color: $success; }
     RowTable > .row-table--bad { color: $error; }
     RowTable > .row-table--pending { color: $text-disabled; }
+    RowTable > .row-table--warning { color: $warning; }
     """
     COMPONENT_CLASSES = {
         "row-table--cursor", "row-table--where", "row-table--ok", "row-table--bad", "row-table--pending",
+        "row-table--warning",
     }
     BINDINGS = [
         Binding("up,k", "move(-1)", "Up", show=False),
@@ -74,11 +79,13 @@ class RowTable(ScrollView, can_focus=True):
         self.where_width = 4
         self._rows: OrderedDict[int, RowLine] = OrderedDict()
         self._asked: tuple[int, int] | None = None
+        self.warnings: dict[int, str] = {}  # line/record number -> a short warning
 
     # --- data in ------------------------------------------------------------------------------
     def reset(self) -> None:
         self._rows.clear()
         self._asked = None
+        self.warnings = {}
         self.row_count = 0
         self.set_reactive(RowTable.cursor, 0)
         self.scroll_to(0, 0, animate=False, immediate=True)
@@ -110,6 +117,12 @@ class RowTable(ScrollView, can_focus=True):
             self._rows.popitem(last=False)
         if changed:
             self._asked = None
+            self.refresh()
+
+    def set_warnings(self, warnings: dict[int, str]) -> None:
+        """Short warnings for rows that are usable but deserve a look, by line/record number."""
+        if warnings != self.warnings:
+            self.warnings = dict(warnings)
             self.refresh()
 
     def row(self, index: int) -> RowLine | None:
@@ -164,13 +177,16 @@ class RowTable(ScrollView, can_focus=True):
                 Segment("…", base + self.get_component_rich_style("row-table--pending")),
             ]
         else:
+            warning = self.warnings.get(row.where) if row.ok else None
             mark, mark_style = ("✓", "row-table--ok") if row.ok else ("✗", "row-table--bad")
             text_style = base if row.ok else base + self.get_component_rich_style("row-table--bad")
-            segments = [
-                Segment(f"{row.where:>{self.where_width}} ", base + where_style),
-                Segment(mark, base + self.get_component_rich_style(mark_style)),
-                Segment(" " + row.text, text_style),
-            ]
+            segments = [Segment(f"{row.where:>{self.where_width}} ", base + where_style)]
+            if warning:
+                warn_style = base + self.get_component_rich_style("row-table--warning")
+                segments += [Segment("!", warn_style), Segment(f" {warning} ·", warn_style)]
+            else:
+                segments.append(Segment(mark, base + self.get_component_rich_style(mark_style)))
+            segments.append(Segment(" " + row.text, text_style))
         strip = Strip(segments).crop_extend(0, width, base)
         if index == self.cursor:
             cursor: Style = self.get_component_rich_style("row-table--cursor")

@@ -1,6 +1,8 @@
 """One example as the model sees it: every token of the chat-template rendering, with the tokens
 that are trained highlighted and the rest dimmed. Neighbouring tokens alternate shades so their
-boundaries show. Everything after the max-length cut is listed as cut."""
+boundaries show. Everything after the max-length cut is listed as cut. The mask is the engine's
+(``tunedeck data render``): with tools, the assistant's calls are trained and the tool results not;
+the row's warnings (special-token text) are listed above the tokens."""
 
 from __future__ import annotations
 
@@ -48,7 +50,16 @@ class TokenView(Static):
         text.append(f"{r['length']} tokens · ", legend)
         text.append(f"{trained_total} trained", shades[(True, 0)])
         text.append(" · ", legend)
-        text.append("prompt and template not trained", shades[(False, 0)])
+        untrained = "prompt, tool results and template not trained" if _has_tool_results(r) else \
+            "prompt and template not trained"
+        text.append(untrained, shades[(False, 0)])
+        calls = r.get("tool_calls") or []
+        if r.get("tools") or calls:
+            n = len(r.get("tools") or [])
+            text.append(f"\n{n} tool{'s' if n != 1 else ''} declared · {len(calls)} call{'s' if len(calls) != 1 else ''}"
+                        + (" (trained)" if calls else ""), legend)
+        for warning in r.get("warnings") or []:
+            text.append(f"\n! {warning}", style("token-view--warning"))
         text.append("\n\n")
         for k, (piece, trained) in enumerate(zip(r["tokens"], r["trained"])):
             shade = shades[(bool(trained), k % 2)]
@@ -67,3 +78,10 @@ class TokenView(Static):
         if trained_total == 0:
             text.append("\n\nNothing in this example is trained.", style("token-view--warning"))
         return text
+
+
+def _has_tool_results(r: dict) -> bool:
+    example = r.get("example")
+    if isinstance(example, dict):
+        return any(m.get("role") == "tool" for m in example.get("messages", ()))
+    return bool(r.get("tool_calls"))
