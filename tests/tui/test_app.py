@@ -62,3 +62,22 @@ async def test_help_lists_keys_and_glossary():
         assert "adapter" in svg and "Quit" in svg and "Glossary" in svg
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_a_project_whose_data_is_a_mix_opens_every_area(tmp_path):
+    from dataclasses import replace
+
+    from engine import demo
+
+    mix = [{"path": str(demo.train_file()), "weight": 3}, {"path": str(demo.validation_file()), "weight": 1}]
+    app = TunedeckApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.project = replace(app.project, data=mix)
+        for key in ("0", "2", "3", "0"):  # Home, Method, Train: each shows the mix, none crashes
+            await pilot.press(key)
+            await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        text = str(app.screen.query_one("#project-data").render())
+        assert "demo-train.jsonl + " in text and "demo-validation.jsonl" in text
+        assert app.project.data == mix  # the mix stays a mix

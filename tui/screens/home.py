@@ -13,6 +13,7 @@ from textual.widgets.option_list import Option
 from engine import demo
 from engine import model_refs as models
 from engine.errors import TunedeckError
+from engine.runs import data_label
 
 from ..project import Project
 from ..widgets.run_header import theme_colour
@@ -75,7 +76,7 @@ class HomeScreen(AreaScreen):
 
     def refresh_project(self) -> None:
         self.query_one("#project-model", Static).update(self._model_line())
-        self.query_one("#project-data", Static).update(_line("Data", self.project.data))
+        self.query_one("#project-data", Static).update(_line("Data", data_label(self.project.data) or ""))
         self.describe_data()
 
     def _model_line(self) -> str:
@@ -95,7 +96,7 @@ class HomeScreen(AreaScreen):
             train, val = demo.count_lines(demo.train_file()), demo.count_lines(demo.validation_file())
             text = _line("Data", f"built-in demo: {demo.DATA_DESCRIPTION}", (f"  {train} train / {val} validation", "dim"))
         else:
-            text = _line("Data", ref)
+            text = _line("Data", data_label(ref) or "")  # a file, or the sources of a mix
         self.post_message(self.DataDescribed(text))
 
     def on_home_screen_data_described(self, message: DataDescribed) -> None:

@@ -25,6 +25,7 @@ from textual.widgets import Button, ContentSwitcher, RadioButton, RadioSet, Stat
 
 from engine import advisor, demo
 from engine import estimate as E
+from engine.runs import data_label
 
 from ..widgets.bullets import Bullets
 from ..widgets.memory_bar import MemoryBar
@@ -275,7 +276,7 @@ class MethodScreen(AreaScreen):
         if q.key == "problem" and self.project.data == demo.DEMO:
             text += " On the demo: the base model answers tickets in prose, not the one line of JSON wanted."
         if q.key == "examples" and self.example_count is not None:
-            text += f" Your data ({self.project.data}): {self.example_count:,} examples."
+            text += f" Your data ({data_label(self.project.data)}): {self.example_count:,} examples."
         if q.key == "gpu" and self.gpus is not None and not self.gpus:
             text += f" Here: {self.no_gpu_reason or 'no NVIDIA GPU found'} — CPU only."
         return escape(text)
@@ -541,6 +542,8 @@ class MethodScreen(AreaScreen):
     def _lengths(self, max_length: int) -> list[int] | None:
         """The data's longest rows if measured; else start measuring them (the table updates then)."""
         lengths, model, data = self.app.data_lengths, self.project.model, self.project.data
+        if not isinstance(data, str):  # a mix of sources: sized for rows of max length
+            return None
         known = lengths.known(model, data, max_length)
         if known is None and lengths.failed(model, data, max_length) is None:
             lengths.fetch_for(self, model, data, max_length)

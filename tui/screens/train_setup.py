@@ -388,6 +388,8 @@ class SetupPane(VerticalScroll):
     def _lengths(self, config) -> list[int] | None:
         """The data's longest rows if measured; else start measuring them (the panel updates then)."""
         lengths = self.app.data_lengths
+        if not isinstance(config.data, str):  # a mix of sources: sized for rows of max length
+            return None
         known = lengths.known(config.model, config.data, config.max_length)
         if known is None and lengths.failed(config.model, config.data, config.max_length) is None:
             lengths.fetch_for(self, config.model, config.data, config.max_length)
