@@ -419,3 +419,25 @@ async def test_a_method_chosen_opens_train_on_its_settings_not_the_last_runs_mon
         assert app.screen is screen and screen.pane == "setup"
         await pilot.pause(1.0)  # nothing flips it back to the monitor afterwards
         assert screen.pane == "setup" and screen.watching == finished_run.id
+
+
+async def test_the_monitor_warns_of_overfitting_while_it_happens():
+    from run_folders import T0, make_run
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # the run's live worker
+    try:
+        losses = [(s, 2.0 - 0.02 * s) for s in range(1, 51)]  # training loss falls all along
+        evals = [(10, 1.9), (20, 1.7), (30, 1.6), (40, 1.65), (50, 1.72)]  # eval turns up after step 30
+        run = make_run("20260101-090000-demo-lora", "running", step=50, max_steps=200, created=T0, started=T0,
+                       pid=sleeper.pid, losses=losses, evals=evals)
+        app = TunedeckApp(attach_run=run.id)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.view is not None, 20,
+                        "the monitor")
+            await until(pilot, lambda: "Overfitting" in text(app.screen, "#run-reason"), 10, "the warning")
+            warning = text(app.screen, "#run-reason")
+            assert "eval loss has risen at two evaluations in a row" in warning
+            assert "keep the best weights (step 30)" in warning and "lower learning rate" in warning
+    finally:
+        sleeper.kill()
+        sleeper.wait()
