@@ -11,7 +11,10 @@ depends on it), bounds, one-line help and glossary term. The YAML validation her
 ``Field`` here (and its typed attribute on ``RunConfig``/``LoraSettings``).
 
 Defaults depend on the method (``RunConfig.defaults_for``): LoRA and QLoRA train a small adapter at a
-high learning rate; full fine-tuning trains every weight at a low one.
+high learning rate; full fine-tuning trains every weight at a low one. The objective (sft | dpo |
+kto: what the weights learn from) changes some of them too: preference tuning moves the model a
+little away from a reference, at a lower learning rate (a default keyed ``"dpo:lora"`` wins over
+``"lora"``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,24 @@ METHODS = tuple(m.id for m in METHOD_LIST)
 METHOD_NAMES = {m.id: m.name for m in METHOD_LIST}
 METHOD_LABELS = {m.id: m.label for m in METHOD_LIST}
 
+# The objective: what the weights learn from (the second axis, beside the method). Each is a TRL
+# trainer in the same worker (engine.worker.build_trainer).
+OBJECTIVE_LIST = (
+    Method("sft", "supervised fine-tuning", "SFT (ideal answers)"),
+    Method("dpo", "DPO", "DPO (chosen / rejected pairs)"),
+    Method("kto", "KTO", "KTO (answers marked good / bad)"),
+)
+OBJECTIVES = tuple(o.id for o in OBJECTIVE_LIST)
+OBJECTIVE_NAMES = {o.id: o.name for o in OBJECTIVE_LIST}
+OBJECTIVE_LABELS = {o.id: o.label for o in OBJECTIVE_LIST}
+PREFERENCE_OBJECTIVES = ("dpo", "kto")  # learn against a reference model
+# TRL 1.16's loss variants (DPOConfig.loss_type / KTOConfig.loss_type; a test checks these against the
+# installed TRL). The first of each is the objective's own loss, the default.
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
+LOSS_TYPES = {"dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES}
+
 
 @dataclass(frozen=True)
 class Field:
@@ -52,7 +73,7 @@ class Field:
     key: str  # dotted for nested keys: "lora.r"
     kind: str
     help: str  # one line: --help, the form, the docs
-    default: Any = None  # a value, or {method: value}
+    default: Any = None  # a value, or {method: value} (a key "objective:method" wins, e.g. "dpo:lora")
     minimum: float | None = None  # int: n >= minimum; float: n > minimum
     maximum: float | None = None  # int: n <= maximum
     choices: tuple[str, ...] = ()
@@ -70,8 +91,10 @@ class Field:
     def lora_only(self) -> bool:
         return self.key.startswith("lora.")
 
-    def default_for(self, method: str):
-        return self.default.get(method) if isinstance(self.default, dict) else self.default
+    def default_for(self, method: str, objective: str = "sft"):
+        if not isinstance(self.default, dict):
+            return self.default
+        return self.default.get(f"{objective}:{method}", self.default.get(method))
 
     def parse(self, value, where: str):
         """The checked value, or ConfigError: one sentence naming ``where``, the key and the value."""
@@ -139,7 +162,12 @@ FIELDS: tuple[Field, ...] = (
           choices=("literal", "token")),
     Field("method", "choice", "Adapters (LoRA), on 4 bits (QLoRA), or all", "lora", choices=METHODS,
           choice_labels=METHOD_LABELS, label="Method"),
-    Field("learning_rate", "float", "Update size: LoRA ~2e-4, full ~2e-5", {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5},
+    Field("objective", "choice", "What it learns from: sft (ideal answers), dpo (chosen/rejected pairs), kto "
+          "(answers labelled good/bad)", "sft", choices=OBJECTIVES, choice_labels=OBJECTIVE_LABELS,
+          glossary="preference data"),
+    Field("learning_rate", "float", "Update size: LoRA ~2e-4, full ~2e-5 (DPO/KTO: LoRA ~5e-5, full ~5e-7)",
+          {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo:lora": 5e-5, "dpo:qlora": 5e-5, "dpo:full": 5e-7,
+           "kto:lora": 5e-5, "kto:qlora": 5e-5, "kto:full": 5e-7},
           label="Learning rate", glossary="learning rate", hint=" such as 2e-4"),
     Field("epochs", "float", "Passes over the data (or set Max steps)", optional=True, maximum=1e6, label="Epochs",
           glossary="epoch", hint=" (e.g. 1 or 0.5)"),
@@ -165,6 +193,16 @@ FIELDS: tuple[Field, ...] = (
     Field("padding_free", "bool", "No compute on padding: a batch's rows run as one sequence (exact; checked "
           "on the model first)", True, glossary="padding-free"),
     Field("group_by_length", "bool", "Batch rows of similar length together (less padding when padded)", False),
+    Field("beta", "float", "DPO/KTO: how far it may move from the reference model (higher: less); 0.1 is usual",
+          0.1, maximum=1e6, glossary="beta", hint=" such as 0.1"),
+    Field("loss_type", "choice", "DPO/KTO loss variant (empty: sigmoid for DPO, kto for KTO)", None,
+          choices=tuple(dict.fromkeys(DPO_LOSS_TYPES + KTO_LOSS_TYPES)), optional=True, glossary="DPO"),
+    Field("max_prompt_length", "int", "DPO/KTO: a longer prompt keeps its last N tokens (empty: max_length only)",
+          minimum=1, maximum=1 << 22, optional=True, glossary="max length"),
+    Field("max_completion_length", "int", "DPO/KTO: a longer answer is cut to N tokens (empty: max_length only)",
+          minimum=1, maximum=1 << 22, optional=True, glossary="max length"),
+    Field("init_from", "text", "Start from an earlier run's adapter (run id, folder or latest): SFT, then DPO/KTO",
+          optional=True, glossary="reference model"),
     Field("lora.r", "int", "Adapter size: 8-32; 16 is a good start", 16, minimum=1, maximum=65536, label="LoRA rank",
           glossary="rank"),
     Field("lora.alpha", "int", "Update scale alpha/rank; usually 2 x rank", 32, minimum=1, maximum=1 << 20, label="LoRA alpha",
@@ -205,6 +243,7 @@ class RunConfig:
     data: str | list[dict] = _d("data")  # one reference, or sources to mix: [{path, weight? | fraction?}]
     special_token_text: str = _d("special_token_text")
     method: str = _d("method")
+    objective: str = _d("objective")
     max_steps: int | None = _d("max_steps")
     epochs: float | None = _d("epochs")  # one of max_steps / epochs; epochs=1 when neither is given
     learning_rate: float = _d("learning_rate")
@@ -220,6 +259,11 @@ class RunConfig:
     gradient_checkpointing: bool = _d("gradient_checkpointing")
     padding_free: bool = _d("padding_free")
     group_by_length: bool = _d("group_by_length")
+    beta: float = _d("beta")
+    loss_type: str | None = _d("loss_type")
+    max_prompt_length: int | None = _d("max_prompt_length")
+    max_completion_length: int | None = _d("max_completion_length")
+    init_from: str | None = _d("init_from")
     lora: LoraSettings = field(default_factory=LoraSettings)
     processes: int = _d("processes")
     distributed: str = _d("distributed")
@@ -227,12 +271,14 @@ class RunConfig:
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def defaults_for(cls, method: str = "lora") -> "RunConfig":
+    def defaults_for(cls, method: str = "lora", objective: str = "sft") -> "RunConfig":
         if method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-        per_method = {f.key: f.default_for(method) for f in FIELDS
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
+        per_method = {f.key: f.default_for(method, objective) for f in FIELDS
                       if isinstance(f.default, dict) and not f.lora_only}
-        return cls(**{**per_method, "method": method})
+        return cls(**{**per_method, "method": method, "objective": objective})
 
     @classmethod
     def from_dict(cls, d: dict | None, source: str = "config.yaml", *, lines: dict[str, int] | None = None) -> "RunConfig":
@@ -255,7 +301,8 @@ class RunConfig:
                 raise ConfigError(f"{where(str(key))}: unknown key {str(key)!r}{_suggest(str(key), known)}.")
 
         method = FIELD["method"].parse(d.get("method", "lora"), where("method"))
-        cfg = cls.defaults_for(method)
+        objective = FIELD["objective"].parse(d.get("objective", "sft"), where("objective"))
+        cfg = cls.defaults_for(method, objective)
 
         for key, value in d.items():
             if key == "lora":
@@ -277,6 +324,7 @@ class RunConfig:
                 raise ConfigError(f"{where('distributed')}: distributed: {cfg.distributed} with method: qlora is "
                                   "not supported by Tunedeck; use distributed: ddp (each process holds the 4-bit "
                                   "model) or method: lora.")
+        _check_objective(cfg, where)
         return cfg
 
     @classmethod
@@ -327,6 +375,18 @@ class RunConfig:
     def uses_adapter(self) -> bool:
         return self.method in ("lora", "qlora")
 
+    @property
+    def is_preference(self) -> bool:
+        """DPO or KTO: learns against a reference model, from judged answers."""
+        return self.objective in PREFERENCE_OBJECTIVES
+
+    @property
+    def loss(self) -> str | None:
+        """The loss variant this run trains with (the objective's own when ``loss_type`` is empty)."""
+        if not self.is_preference:
+            return None
+        return self.loss_type or LOSS_TYPES[self.objective][0]
+
     def override(self, **changes) -> "RunConfig":
         """A copy with ``changes`` applied and validated (``lora_r=8`` style keys set LoRA fields)."""
         d = self.to_dict()
@@ -350,6 +410,39 @@ assert {f.key for f in FIELDS} == {f.name for f in fields(RunConfig) if f.name !
 
 
 # --- validation helpers ------------------------------------------------------------------------
+def _check_objective(cfg: RunConfig, where) -> None:
+    """The settings that only make sense for some objectives, and those an objective needs."""
+    name = OBJECTIVE_NAMES[cfg.objective]
+    if not cfg.is_preference:
+        for key in ("loss_type", "max_prompt_length", "max_completion_length"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(f"{where(key)}: {key} applies to preference tuning (objective: dpo or kto), but "
+                                  f"objective is {cfg.objective}; set objective: dpo (or kto), or remove {key}.")
+    if cfg.loss_type is not None and cfg.is_preference:
+        allowed = LOSS_TYPES[cfg.objective]
+        if cfg.loss_type not in allowed:
+            other = next(o for o in PREFERENCE_OBJECTIVES if o != cfg.objective)
+            raise ConfigError(f"{where('loss_type')}: loss_type {cfg.loss_type} is a {OBJECTIVE_NAMES[other]} loss, "
+                              f"not a {name} one; with objective: {cfg.objective} use one of {', '.join(allowed)}.")
+        if cfg.loss_type == "exo_pair":
+            raise ConfigError(f"{where('loss_type')}: loss_type exo_pair needs label smoothing, which Tunedeck does "
+                              "not set; use sigmoid (DPO's own), ipo or robust.")
+    if cfg.objective == "kto" and cfg.loss != "apo_zero_unpaired" and cfg.batch_size < 2:
+        raise ConfigError(f"{where('batch_size')}: KTO compares each answer with the other answers of its batch "
+                          f"(its KL term), so batch_size must be at least 2, got {cfg.batch_size}.")
+    if cfg.is_preference and cfg.group_by_length:
+        raise ConfigError(f"{where('group_by_length')}: group_by_length works with objective: sft only ({name} keeps "
+                          "each batch in data order); remove it.")
+    if cfg.max_prompt_length is not None and cfg.max_prompt_length >= cfg.max_length:
+        raise ConfigError(f"{where('max_prompt_length')}: max_prompt_length ({cfg.max_prompt_length}) must be below "
+                          f"max_length ({cfg.max_length}), or no answer token would be left to train; lower it or "
+                          "raise max_length.")
+    if cfg.init_from is not None and not cfg.uses_adapter:
+        raise ConfigError(f"{where('init_from')}: init_from starts from an earlier run's LoRA adapter, so method must "
+                          f"be lora or qlora, got {cfg.method}; to continue a fully fine-tuned model, set model: to "
+                          "its model/ folder.")
+
+
 def _suggest(word: str, options, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
     if close:

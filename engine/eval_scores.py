@@ -2,7 +2,9 @@
 
 Strings in, numbers out: exact match, and for structured (JSON) answers whether an answer parses
 and how many fields match; the verdict sentence; the saved result (``eval.json`` in a run folder);
-the comparison table. engine/evaluate.py does the model work that produces the answers.
+the comparison table. For preference runs (DPO/KTO, ``"kind": "preference"`` in the result): the
+preference scores of log-probabilities on held-out pairs (see "Preference runs" below), their verdict
+and table. engine/evaluate.py does the model work that produces the answers and log-probabilities.
 """
 
 from __future__ import annotations
@@ -222,6 +224,8 @@ SHORT = {"exact match": "exact", "valid JSON": "JSON ok", "field accuracy": "fie
 
 def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table, as strings (the CLI; the TUI with ``short`` headers)."""
+    if is_preference_result(result):
+        return preference_table_rows(result, short=short)
     structured = result.get("structured")
     header = ["approach", "exact match"]
     if structured:
@@ -241,6 +245,8 @@ def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[li
 
 
 def format_table(result: dict) -> str:
+    if is_preference_result(result):
+        return format_preference_table(result)
     header, rows = table_rows(result)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "  ".join(  # noqa: E731
@@ -262,4 +268,149 @@ def format_table(result: dict) -> str:
         out += ["", "Per-field accuracy:", "  " + "  ".join(["approach".ljust(26)] + [n[:11].rjust(11) for n in names])]
         for label, per in fields.items():
             out.append("  " + "  ".join([label.ljust(26)] + [_pct(per.get(n)).rjust(11) for n in names]))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Preference runs (DPO / KTO): how often the model prefers the chosen answer
+# --------------------------------------------------------------------------------------------
+#
+# A preference run is judged on held-out pairs by log-probabilities (``engine.evaluate`` computes
+# them over exactly the answer tokens training scores): a model "prefers the chosen answer" when the
+# chosen answer's summed log-probability is above the rejected one's (the raw margin; the per-token
+# variant divides each by its length, so that a short answer is not preferred for being short). The
+# reward of an answer is beta x (log-probability under the tuned model - under the reference: the
+# base model, or the init_from model the run started from), as DPO defines it; reward accuracy is how
+# often the chosen answer's reward beats the rejected one's, which is what training logs as
+# ``rewards/accuracies`` (chance is 50 %). For answers labelled good/bad (KTO) the label accuracy is
+# how often the reward's sign agrees with the label.
+
+PREFERENCE = "preference"
+PREFERENCE_LABELS = {"base": "base model", "start": "start (init_from)", "fine-tuned": "fine-tuned"}
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def pair_scores(chosen: list[float], rejected: list[float], chosen_tokens: list[int],
+                rejected_tokens: list[int]) -> dict:
+    """How often a model prefers the chosen answer of each pair (summed and per-token log-probability)."""
+    n = len(chosen)
+    return {
+        "n": n,
+        "prefers_chosen": _mean(c > r for c, r in zip(chosen, rejected)),
+        "prefers_chosen_per_token": _mean(c / max(nc, 1) > r / max(nr, 1) for c, r, nc, nr in
+                                          zip(chosen, rejected, chosen_tokens, rejected_tokens)),
+        "mean_margin": _mean(c - r for c, r in zip(chosen, rejected)),
+    }
+
+
+def reward_scores(tuned_chosen, tuned_rejected, ref_chosen, ref_rejected, beta: float) -> dict:
+    """DPO's implicit rewards of the tuned model against its reference, on held-out pairs."""
+    rc = [beta * (t - r) for t, r in zip(tuned_chosen, ref_chosen)]
+    rr = [beta * (t - r) for t, r in zip(tuned_rejected, ref_rejected)]
+    return {
+        "reward_accuracy": _mean(c > r for c, r in zip(rc, rr)),
+        "reward_margin": _mean(c - r for c, r in zip(rc, rr)),
+        "reward_chosen": _mean(rc),
+        "reward_rejected": _mean(rr),
+    }
+
+
+def label_scores(tuned: list[float], ref: list[float], labels: list[bool], beta: float) -> dict:
+    """KTO's view of answers labelled good or bad: the reward's sign against the label."""
+    rewards = [beta * (t - r) for t, r in zip(tuned, ref)]
+    return {
+        "n": len(labels),
+        "label_accuracy": _mean((w > 0) == bool(g) for w, g in zip(rewards, labels)),
+        "reward_good": _mean(w for w, g in zip(rewards, labels) if g),
+        "reward_bad": _mean(w for w, g in zip(rewards, labels) if not g),
+    }
+
+
+def is_preference_result(result: dict) -> bool:
+    return result.get("kind") == PREFERENCE
+
+
+def preference_verdict(result: dict) -> str:
+    """One or two sentences: did preference tuning move the model toward the chosen answers?"""
+    n = result.get("scored") or 0
+    name = (result.get("objective") or "preference tuning").upper()
+    against = "the model it started from" if result.get("reference") == "start" else "the base model"
+    if result.get("pairs"):
+        acc, margin = result.get("reward_accuracy"), result.get("reward_margin")
+        rows = {r["condition"]: r for r in result.get("rows", [])}
+        tuned, base = rows.get("fine-tuned", {}), rows.get("base", {})
+        if acc is None:
+            return "Not enough held-out pairs to judge the preference."
+        moved = (f"it prefers the chosen answer in {tuned.get('prefers_chosen', 0):.0%} of pairs against "
+                 f"{base.get('prefers_chosen', 0):.0%} for the base model")
+        if acc >= 0.6:
+            text = (f"{name} moved the model toward the chosen answers: on {n} held-out pairs its reward accuracy "
+                    f"against {against} is {acc:.0%} (chance is 50%, mean reward margin {margin:+.2f}), and {moved}.")
+        else:
+            text = (f"{name} has not learnt the preference yet: reward accuracy {acc:.0%} against {against} on {n} "
+                    f"held-out pairs is near chance (50%); {moved}. Train longer or at a higher learning rate, "
+                    "or check that the chosen answers really are the better ones.")
+    else:
+        acc = result.get("label_accuracy")
+        if acc is None:
+            return "Not enough held-out answers to judge the labels."
+        text = (f"On {n} held-out labelled answers, the reward against {against} has the label's sign "
+                f"{acc:.0%} of the time (good answers up, bad ones down; chance is 50%).")
+    if 0 < n < 30:
+        text += f" Only {n} were scored, so differences under ~15 points may be noise."
+    return text
+
+
+PREF_SHORT = {"prefers chosen": "chosen>rej.", "per token": "per token", "log-prob margin": "margin",
+              "reward accuracy": "reward acc.", "reward margin": "rew. margin", "label accuracy": "label acc.",
+              "reward good": "rew. good", "reward bad": "rew. bad"}
+
+
+def preference_table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[list[str]]]:
+    if result.get("pairs"):
+        header = ["model", "prefers chosen", "per token", "log-prob margin", "reward accuracy", "reward margin"]
+        keys = ["prefers_chosen", "prefers_chosen_per_token", "mean_margin", "reward_accuracy", "reward_margin"]
+    else:
+        header = ["model", "label accuracy", "reward good", "reward bad"]
+        keys = ["label_accuracy", "reward_good", "reward_bad"]
+    rows = []
+    for row in result.get("rows", []):
+        cells = [row.get("label", "?")]
+        for key in keys:
+            v = row.get(key)
+            if key in ("prefers_chosen", "prefers_chosen_per_token", "reward_accuracy", "label_accuracy"):
+                cells.append(_pct(v))
+            else:
+                cells.append(_num(v, "{:+.2f}"))
+        rows.append(cells)
+    if short:
+        header = [PREF_SHORT.get(h, h) for h in header]
+    return header, rows
+
+
+def format_preference_table(result: dict) -> str:
+    header, rows = preference_table_rows(result)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    what = "pairs" if result.get("pairs") else "labelled answers"
+    out = [f"Run {result['run']} ({result.get('objective', '').upper()}, {result.get('weights')}) on "
+           f"{result.get('scored')} held-out {what} of the {result.get('split')}; beta {result.get('beta')}", "",
+           line(header), line(["─" * w for w in widths]), *(line(r) for r in rows), "", result.get("verdict", "")]
+    gen = result.get("generation") or {}
+    if gen.get("rows"):
+        out += ["", f"Generations on {gen.get('n')} held-out prompts (against the chosen answers):"]
+        for condition, scores in gen["rows"].items():
+            parts = [f"exact {_pct(scores.get('exact_match'))}"]
+            if scores.get("json_valid") is not None:
+                parts += [f"valid JSON {_pct(scores.get('json_valid'))}", f"fields {_pct(scores.get('field_accuracy'))}"]
+            out.append(f"  {PREFERENCE_LABELS.get(condition, condition):18s} " + ", ".join(parts))
+    for k, sample in enumerate(result.get("samples", [])[:3], 1):
+        out += ["", f"[{k}] {sample['question'][:200]}"]
+        for condition, answer in sample.get("answers", {}).items():
+            out.append(f"  {PREFERENCE_LABELS.get(condition, condition) + ':':19s} {answer[:300]}")
     return "\n".join(out)

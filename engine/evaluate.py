@@ -13,6 +13,12 @@ On the validation split (the data's own, else the run's eval split) this measure
                          (BM25 over the user turns), i.e. retrieval-augmented prompting
   ``fine-tuned``         the run's model, prompted exactly as it was trained
 
+A preference run (objective dpo or kto) is judged differently (``evaluate_preference``): on held-out
+pairs, how often the tuned model prefers the chosen answer (log-probability margin over the answer
+tokens the one mask marks) against the base model (and the init_from model it started from), its
+reward accuracy against its reference as DPO defines it, and side-by-side generations of the base
+and the tuned model for a few held-out prompts.
+
 The scoring is pure and lives in engine/eval_scores.py (the TUI imports it; re-exported here, so
 ``engine.evaluate`` is the whole evaluation API); ``evaluate_run`` does the model work and is run in
 a child process by ``tunedeck eval``. Heavy libraries are imported inside functions.
@@ -32,6 +38,8 @@ from .eval_scores import (  # noqa: F401 - re-exported
     CONDITIONS,
     EVAL_FILE,
     LABELS,
+    PREFERENCE,
+    PREFERENCE_LABELS,
     Scores,
     exact_match,
     field_matches,
@@ -39,7 +47,11 @@ from .eval_scores import (  # noqa: F401 - re-exported
     headline,
     is_structured,
     json_safe,
+    label_scores,
+    pair_scores,
     parse_lenient,
+    preference_verdict,
+    reward_scores,
     parse_strict,
     saved_result,
     score_answers,
@@ -301,8 +313,10 @@ def generate(models: _Models, which: str, prompts: list[list[dict]], *, max_new_
 
 
 def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_size: int = 8,
-                 max_new_tokens: int | None = None, progress: Progress | None = None, save: bool = True) -> dict:
-    """Score a run against the prompting baselines; the result is also saved as ``eval.json``."""
+                 max_new_tokens: int | None = None, progress: Progress | None = None, save: bool = True,
+                 samples: int = 5) -> dict:
+    """Score a run against the prompting baselines (a preference run: ``evaluate_preference``, with
+    ``samples`` side-by-side generations); the result is also saved as ``eval.json``."""
     from .data.encode import encode
     from .retrieval import BM25
     from .runs import get_run, write_json_atomic
@@ -316,6 +330,9 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
         raise EvalError(f"{run.config_path}: the run's config has no 'model'; it cannot be evaluated.")
     weights = run.weights()
     kind, folder = weights.label, weights.path
+    if config.get("objective") in ("dpo", "kto"):
+        return evaluate_preference(run, weights, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                   samples=samples, progress=progress, save=save)
 
     say("Reading the data…")
     train, held_out, source = eval_examples(config, str(run.config_path))
@@ -431,3 +448,239 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     if save:
         write_json_atomic(run.dir / EVAL_FILE, json_safe(result))
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Preference runs
+# --------------------------------------------------------------------------------------------
+
+
+def sequence_logps(models: _Models, which: str, encoded: list, *, batch_size: int,
+                   tick: Callable[[int], None]) -> list[float]:
+    """The summed log-probability of the trained tokens (the one mask) of each encoded sequence, under
+    ``which`` model: "base" (adapter disabled), "start" (the init_from adapter) or "tuned"."""
+    import contextlib
+
+    import torch
+
+    if which == "start":
+        model = models.tuned
+        ctx = _active_adapter(model, "start")
+    else:
+        model, ctx = models.use("base" if which == "base" else "tuned")
+    pad = models.tokenizer.pad_token_id
+    out = [0.0] * len(encoded)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    with ctx or contextlib.nullcontext(), torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i].input_ids) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.bool)
+            for row, i in enumerate(idx):
+                e = encoded[i]
+                ids[row, :len(e.input_ids)] = torch.tensor(e.input_ids)
+                att[row, :len(e.input_ids)] = 1
+                mask[row, :len(e.trained)] = torch.tensor(e.trained)
+            logits = model(input_ids=ids.to(models.device), attention_mask=att.to(models.device)).logits.float()
+            logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(models.device))[..., 0]
+            sums = (logps * mask[:, 1:].to(models.device)).sum(-1)
+            for row, i in enumerate(idx):
+                out[i] = float(sums[row])
+            tick(len(idx))
+    return out
+
+
+class _active_adapter:
+    """Use another adapter of a PEFT model for a while (the init_from adapter loaded as "start")."""
+
+    def __init__(self, model, name: str):
+        self.model, self.name = model, name
+
+    def __enter__(self):
+        self.previous = self.model.active_adapter
+        self.model.set_adapter(self.name)
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.set_adapter(self.previous)
+        return False
+
+
+def _start_adapter(run, cfg) -> tuple[Path | None, str | None]:
+    """The adapter an init_from run started from (as its start event recorded it), and its run id."""
+    if not cfg.init_from:
+        return None, None
+    for event in run.events():
+        info = event.get("init_from") if event.get("type") == "start" else None
+        if isinstance(info, dict) and Path(str(info.get("path"))).is_dir():
+            return Path(info["path"]), info.get("run")
+    from .worker import resolve_init_from
+
+    path, info = resolve_init_from(cfg)
+    return path, info["run"]
+
+
+def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: int = 8,
+                        max_new_tokens: int | None = None, samples: int = 5, progress: Progress | None = None,
+                        save: bool = True) -> dict:
+    """Score a DPO/KTO run on held-out pairs (or labelled answers): log-probabilities of the chosen and
+    the rejected answers under the base model, the model it started from (init_from) and the tuned
+    one; DPO's reward accuracy against the reference; greedy answers side by side for ``samples``
+    held-out prompts. Saved as ``eval.json`` (``"kind": "preference"``)."""
+    from .data import formats
+    from .data.encode import encode_sides
+    from .runs import write_json_atomic
+
+    emit = progress or (lambda event: None)
+    say = lambda message: emit({"type": "status", "message": message})  # noqa: E731
+    started = time.time()
+    config = run.config()
+    cfg = run_config(config, str(run.config_path))
+    say("Reading the data…")
+    _, held_out, source = eval_examples(config, str(run.config_path))
+    if limit:
+        held_out = held_out[:limit]
+    if not held_out:
+        raise EvalError(
+            f"Run {run.id} held no examples out of training (eval_steps or eval_split is 0 in {run.config_path}), "
+            "so there is nothing unseen to evaluate on; train with an eval_split or eval_data.")
+    pairs = [e for e in held_out if formats.is_pair(e)]
+    labelled = [a for e in held_out if not formats.is_pair(e) for a in formats.unpair(e)]
+
+    timings: dict[str, float] = {}
+    mark = time.time()
+    models = _load_models(config["model"], weights.label, weights.path, say)
+    start_path, start_run = _start_adapter(run, cfg) if models.peft else (None, None)
+    if start_path is not None:
+        say(f"Loading the adapter the run started from ({start_run})…")
+        models.tuned.load_adapter(str(start_path), adapter_name="start")
+        models.tuned.set_adapter("default")
+    timings["load"] = round(time.time() - mark, 2)
+    tok = models.tokenizer
+    conditions = ["base"] + (["start"] if start_path is not None else []) + ["fine-tuned"]
+    reference = "start" if start_path is not None else "base"
+    limits = {"max_prompt_length": cfg.max_prompt_length, "max_completion_length": cfg.max_completion_length,
+              "special_token_text": cfg.special_token_text}
+    if pairs:
+        sides = [encode_sides(tok, e, cfg.max_length, **limits) for e in pairs]
+        chosen, rejected = [s[0] for s in sides], [s[1] for s in sides]
+        sequences = chosen + rejected
+    else:
+        sequences = [encode_sides(tok, e, cfg.max_length, **limits)[0] for e in labelled]
+    shown = (pairs or labelled)[:max(0, samples)]
+    total = len(sequences) * len(conditions) + len(shown) * len(conditions)
+    done = 0
+
+    def tick(stage: str):
+        def add(n: int) -> None:
+            nonlocal done
+            done += n
+            emit({"type": "progress", "stage": stage, "done": done, "total": total,
+                  "fraction": done / total if total else 1.0})
+        return add
+
+    logps: dict[str, list[float]] = {}
+    for condition in conditions:
+        which = {"fine-tuned": "tuned"}.get(condition, condition)
+        say(f"Log-probabilities under the {PREFERENCE_LABELS[condition]} ({len(sequences)} answers)…")
+        mark = time.time()
+        logps[condition] = sequence_logps(models, which, sequences, batch_size=batch_size,
+                                          tick=tick(f"log-probabilities ({condition})"))
+        timings[f"logps ({condition})"] = round(time.time() - mark, 2)
+
+    rows = []
+    result_scores: dict = {}
+    if pairs:
+        n = len(pairs)
+        ntok_c = [e.trained_tokens for e in chosen]
+        ntok_r = [e.trained_tokens for e in rejected]
+        for condition in conditions:
+            values = logps[condition]
+            row = {"condition": condition, "label": PREFERENCE_LABELS[condition],
+                   **pair_scores(values[:n], values[n:], ntok_c, ntok_r)}
+            if condition == "fine-tuned":  # the rewards of the trained model, against its reference
+                ref = logps[reference]
+                row.update(reward_scores(values[:n], values[n:], ref[:n], ref[n:], cfg.beta))
+            rows.append(row)
+        tuned = next(r for r in rows if r["condition"] == "fine-tuned")
+        result_scores = {k: tuned.get(k) for k in ("reward_accuracy", "reward_margin", "reward_chosen",
+                                                   "reward_rejected")}
+    else:
+        labels = [a["label"] for a in labelled]
+        for condition in conditions:
+            row = {"condition": condition, "label": PREFERENCE_LABELS[condition], "n": len(labels),
+                   "mean_logp_good": _avg(v for v, g in zip(logps[condition], labels) if g),
+                   "mean_logp_bad": _avg(v for v, g in zip(logps[condition], labels) if not g)}
+            if condition == "fine-tuned":
+                row.update(label_scores(logps[condition], logps[reference], labels, cfg.beta))
+            rows.append(row)
+        tuned = next(r for r in rows if r["condition"] == "fine-tuned")
+        result_scores = {k: tuned.get(k) for k in ("label_accuracy", "reward_good", "reward_bad")}
+
+    # side by side: greedy answers of each model to a few held-out prompts
+    prompts = [[{k: v for k, v in m.items() if k != "weight"} for m in e["prompt"]] for e in shown]
+    wanted = [(e["chosen"] if formats.is_pair(e) else e["completion"])[-1]["content"] for e in shown]
+    if max_new_tokens is None:
+        longest = max((len(tok(r, add_special_tokens=False)["input_ids"]) for r in wanted), default=32)
+        max_new_tokens = min(512, int(longest * 1.5) + 16)
+    answers: dict[str, list[str]] = {}
+    for condition in conditions if shown else ():
+        which = {"fine-tuned": "tuned"}.get(condition, condition)
+        say(f"Generating answers: {PREFERENCE_LABELS[condition]} ({len(shown)} prompts)…")
+        mark = time.time()
+        if which == "start":
+            with _active_adapter(models.tuned, "start"):
+                answers[condition] = generate(models, "tuned", prompts, max_new_tokens=max_new_tokens,
+                                              batch_size=batch_size, tick=tick(f"generate ({condition})"))
+        else:
+            answers[condition] = generate(models, which, prompts, max_new_tokens=max_new_tokens,
+                                          batch_size=batch_size, tick=tick(f"generate ({condition})"))
+        timings[f"generate ({condition})"] = round(time.time() - mark, 2)
+    good = [formats.is_pair(e) or e["label"] for e in shown]
+    refs = [w for w, g in zip(wanted, good) if g]
+    structured = is_structured(refs)
+    generation = {"n": len(refs), "structured": structured, "rows": {
+        c: score_answers([a for a, g in zip(answers[c], good) if g], refs, structured=structured).to_dict()
+        for c in answers}} if refs else {}
+
+    result = {
+        "kind": PREFERENCE,
+        "objective": cfg.objective,
+        "run": run.id,
+        "model": config.get("model"),
+        "data": config.get("data"),
+        "method": config.get("method"),
+        "weights": weights.label,
+        "split": source,
+        "n": len(held_out),
+        "scored": len(pairs) if pairs else len(labelled),
+        "pairs": bool(pairs),
+        "k": None,
+        "beta": cfg.beta,
+        "loss_type": cfg.loss,
+        "reference": reference,
+        "init_from": start_run,
+        "rows": rows,
+        **result_scores,
+        "generation": generation,
+        "samples": [{"question": query_text(p), "prompt": p,
+                     **({"chosen": e["chosen"][-1]["content"], "rejected": e["rejected"][-1]["content"]}
+                        if formats.is_pair(e) else {"completion": e["completion"][-1]["content"], "label": e["label"]}),
+                     "answers": {c: answers[c][i] for c in answers}}
+                    for i, (p, e) in enumerate(zip(prompts, shown))],
+        "max_new_tokens": max_new_tokens,
+        "seconds": round(time.time() - started, 1),
+        "timings": timings,
+        "created": round(time.time(), 3),
+    }
+    result["verdict"] = preference_verdict(result)
+    if save:
+        write_json_atomic(run.dir / EVAL_FILE, json_safe(result))
+    return result
+
+
+def _avg(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None

@@ -12,6 +12,9 @@
   run's training on several machines with ``accelerate launch`` or ``torchrun``.
 * ``write_trl_config(run, file)``: a YAML that ``trl sft --config FILE`` accepts, plus the run's
   data in TRL's conversational prompt/completion form next to it, so TRL trains the same tokens.
+  A DPO run gets a config for ``trl dpo`` and its pairs as TRL's conversational prompt / chosen /
+  rejected; a KTO run one for ``trl kto`` with prompt / completion / label (or its pairs, which
+  ``trl kto`` splits itself).
 
 Nothing is overwritten: the target folder must be new or empty, and it is written under a
 temporary name first and renamed when complete.
@@ -182,6 +185,11 @@ def _config_dtype(location: str) -> str | None:
 def _prompt_completion(example: dict) -> dict | None:
     from .evaluate import split_example
 
+    if "chosen" in example or "completion" in example:  # preference: TRL's own columns, conversational
+        row = {k: example[k] for k in ("prompt", "chosen", "rejected", "completion", "label") if k in example}
+        if example.get("tools"):
+            row["tools"] = json.dumps(example["tools"])  # TRL reads a JSON string as the tools too
+        return row
     if "messages" not in example:
         return {"text": example["text"]} if "text" in example else None
     split = split_example(example)
@@ -213,19 +221,32 @@ def _plain(value):
     return value
 
 
-def trl_settings(cfg, plan: dict, model_location: str, data_dir: Path, output_dir: Path, has_eval: bool) -> dict:
-    """The arguments of ``trl sft`` (ScriptArguments, SFTConfig, ModelConfig) for a RunConfig.
+TRL_COMMANDS = {"sft": "sft", "dpo": "dpo", "kto": "kto"}
 
-    The SFTConfig part is the worker's own ``sft_config``: every field it sets differently from a
-    plain ``SFTConfig`` is written, so the YAML follows the worker when it changes."""
-    from trl import SFTConfig
 
-    from .worker import sft_config
+def trl_settings(cfg, plan: dict, model_location: str, data_dir: Path, output_dir: Path, has_eval: bool,
+                 balance: tuple | None = None) -> dict:
+    """The arguments of ``trl sft`` / ``trl dpo`` / ``trl kto`` (ScriptArguments, the objective's config,
+    ModelConfig) for a RunConfig.
 
+    The config part is the worker's own (``sft_config`` / ``preference_config``): every field it sets
+    differently from a plain one is written, so the YAML follows the worker when it changes. The
+    worker hands DPO/KTO sequences already cut to max_length; TRL cuts them itself from the file."""
+    from .worker import preference_config, sft_config
+
+    if cfg.is_preference:
+        from trl import DPOConfig, KTOConfig
+
+        config_class = DPOConfig if cfg.objective == "dpo" else KTOConfig
+        ours = preference_config(cfg, output_dir, plan, has_eval=has_eval, balance=balance).to_dict()
+        ours["max_length"] = cfg.max_length
+    else:
+        from trl import SFTConfig as config_class
+
+        ours = sft_config(cfg, output_dir, plan, has_eval=has_eval).to_dict()
     device_args = {"bf16": plan["bf16"], "fp16": plan["fp16"] and cfg.method != "qlora",
                    "use_cpu": plan["device"] == "cpu"}
-    ours = sft_config(cfg, output_dir, plan, has_eval=has_eval).to_dict()
-    plain = SFTConfig(output_dir=str(output_dir), **device_args).to_dict()
+    plain = config_class(output_dir=str(output_dir), **device_args).to_dict()
     s: dict = {
         "model_name_or_path": model_location,
         "dtype": {"cpu": "float32"}.get(plan["device"], "bfloat16" if plan["bf16"] else "float16")
@@ -239,7 +260,7 @@ def trl_settings(cfg, plan: dict, model_location: str, data_dir: Path, output_di
     skip = {"logging_dir", "disable_tqdm", "do_eval"}  # derived, or a display concern
     always = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
               "gradient_accumulation_steps", "max_length", "packing", "completion_only_loss", "seed",
-              "save_strategy", "eval_strategy", "report_to")  # written even when TRL's default agrees
+              "save_strategy", "eval_strategy", "report_to", "beta", "loss_type")  # written even when TRL's default agrees
     for key, value in ours.items():
         if key not in skip and value is not None and (value != plain.get(key) or key in always):
             s[key] = _plain(value)
@@ -255,7 +276,8 @@ def trl_settings(cfg, plan: dict, model_location: str, data_dir: Path, output_di
 
 
 def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) -> dict:
-    """Write ``path`` (YAML for ``trl sft --config``) and ``<stem>-data/{train,validation}.jsonl``."""
+    """Write ``path`` (YAML for ``trl sft|dpo|kto --config``, by the run's objective) and
+    ``<stem>-data/{train,validation}.jsonl``."""
     import yaml
 
     from .evaluate import eval_examples, run_config
@@ -289,14 +311,35 @@ def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) 
         plan = {"device": "cpu", "bf16": False, "fp16": False}
     elif recorded == "cuda" and plan["device"] == "cpu":
         plan = {"device": "cuda", "bf16": True, "fp16": False}  # trained on a GPU: keep its precision
+    balance = None
+    if cfg.objective == "kto":
+        from .data.formats import kto_weights, unpair
+
+        labels = [a["label"] for e in train for a in unpair(e)]
+        balance = kto_weights(sum(labels), len(labels) - sum(labels))
     settings = trl_settings(cfg, plan, model_location, data_dir, path.parent / f"{path.stem}-output",
-                            bool(eval_rows))
+                            bool(eval_rows), balance=balance)
+    command = TRL_COMMANDS[cfg.objective]
+    form = {"sft": "prompt/completion form so only the answers are trained",
+            "dpo": "conversational prompt/chosen/rejected form",
+            "kto": "conversational prompt/completion/label form (pairs as prompt/chosen/rejected, which trl kto "
+                   "splits into a good and a bad answer)"}[cfg.objective]
     notes = [
         f"Reproduces Tunedeck run {run.id} outside Tunedeck:",
-        f"  trl sft --config {path.name}",
+        f"  trl {command} --config {path.name}",
         f"Data: {data_dir.name}/train.jsonl ({len(train_rows)} rows) and validation.jsonl ({len(eval_rows)} rows, "
-        f"from the {source}), in TRL's prompt/completion form so only the answers are trained.",
+        f"from the {source}), in TRL's {form}.",
     ]
+    if cfg.is_preference:
+        notes.append("TRL tokenises the answers itself; its mask also scores the newline some chat templates write "
+                     "after the end-of-turn token, which Tunedeck leaves out.")
+        if cfg.max_prompt_length or cfg.max_completion_length:
+            notes.append("TRL 1.16 has no separate prompt/answer limits: max_prompt_length and max_completion_length "
+                         "are not reproduced, only max_length.")
+        if cfg.init_from:
+            notes.append(f"The run started from the adapter of run {cfg.init_from} (init_from), which trl "
+                         f"{command} cannot load: merge that run first (tunedeck export {cfg.init_from} --to DIR "
+                         "--merged) and set model_name_or_path to DIR.")
     if multi_turn:
         notes.append(f"{multi_turn} examples have several assistant turns: TRL trains the last one; "
                      "Tunedeck trained them all.")
@@ -311,7 +354,7 @@ def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) 
         shutil.rmtree(data_dir, ignore_errors=True)
         raise
     return {"run": run.id, "config": str(path), "data": str(data_dir), "train_rows": len(train_rows),
-            "eval_rows": len(eval_rows), "settings": settings}
+            "eval_rows": len(eval_rows), "settings": settings, "command": f"trl {command}"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,4 +26,10 @@ GLOSSARY: dict[str, str] = {
     "checkpoint": "A snapshot of the training state saved every few steps, so a stopped or crashed run can resume where it was.",
     "RAG": "Retrieval-augmented generation: look up relevant documents at question time and put them in the prompt. For knowledge that changes, not for behaviour.",
     "prompting": "Getting the behaviour by instructions and examples in the prompt alone: no training, the first thing to try.",
+    "preference data": "Judgements instead of ideal answers: a prompt with a chosen and a rejected answer (pairs, for DPO), or answers marked good or bad (labels, for KTO). Use it when you can say which answer is better more easily than write the best one.",
+    "DPO": "Direct Preference Optimization: trains on pairs so the model makes the chosen answer likelier and the rejected one less likely than a reference model does. No reward model, no sampling; usually run after SFT has taught the format.",
+    "KTO": "Kahneman-Tversky Optimization: like DPO, but from single answers labelled good or bad (thumbs up/down) instead of pairs; good answers are pushed up, bad ones down, relative to a reference model.",
+    "reference model": "The model preference tuning is measured against, usually the model before this training (the base, or the SFT model it starts from). With LoRA it is the same weights with the adapter switched off, so it costs no extra memory.",
+    "beta": "How far DPO/KTO may move the model away from the reference model: higher keeps it closer (safer, smaller changes), lower lets it move further. 0.1 is the usual start.",
+    "reward margin": "How much more the tuned model prefers the chosen answer than the rejected one, compared with the reference model (beta x the difference of log-probability gains). It should grow; reward accuracy is how often it is above zero.",
 }

@@ -126,7 +126,7 @@ def preflight(config: RunConfig) -> RunConfig:
     models.resolve(config.model)  # ModelNotFound with one sentence
     for ref in (config.data, config.eval_data):
         if ref and is_local(ref):
-            load_examples(ref, seed=config.seed)  # every row read: DataError with one sentence (missing file, any bad row)
+            load_examples(ref, seed=config.seed, objective=config.objective)  # every row read: DataError with one sentence (missing file, any bad row)
     d = config.to_dict()
     d["model"] = _absolute_if_local(config.model)
     d["data"] = with_refs(config.data, _absolute_if_local)

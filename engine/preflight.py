@@ -85,7 +85,8 @@ def check(config: RunConfig) -> Report:
 
         cfg = state["config"]
         stats = token_stats(cfg.data, state["tokenizer"], cfg.max_length, workers=1,
-                            special_token_text=cfg.special_token_text, seed=cfg.seed)
+                            special_token_text=cfg.special_token_text, seed=cfg.seed, objective=cfg.objective,
+                            max_prompt_length=cfg.max_prompt_length, max_completion_length=cfg.max_completion_length)
         state["stats"] = stats
         examples = stats.get("examples") or 0
         empty = stats.get("nothing_trained") or 0
@@ -122,7 +123,7 @@ def check(config: RunConfig) -> Report:
         if fit.verdict == "tight":
             report.warnings.append(f"Training {fit.reason}.")
         shape = (f"{plan.seq_len} tokens, {cfg.batch_size} rows back to back" if plan.packed
-                 else f"{plan.seq_len} tokens x {plan.batch_size} rows")
+                 else f"{plan.seq_len} tokens x {plan.batch_size} {'pairs' if cfg.objective == 'dpo' else 'rows'}")
         return f"{fit.reason} (the largest batch: {shape}, {'from the data' if lengths else 'max_length'})"
 
     if step("settings", settings):

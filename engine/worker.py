@@ -548,7 +548,7 @@ def _preference_trainer_class(objective: str):
     return _TRAINER_CLASSES[objective]
 
 
-def reference_description(cfg: RunConfig, trainer=None) -> str:
+def reference_description(cfg: RunConfig) -> str:
     """What the run's reference model is, in words (for the start event and the log)."""
     if not cfg.is_preference:
         return ""

@@ -7,6 +7,12 @@
   stats FILE --model REF           token length histogram, rows over --max-length, trainable tokens
   serve --model REF                a warm helper for the TUI: JSON requests on stdin, answers on stdout
 
+``--objective sft|dpo|kto`` reads the rows as that objective trains them (default: the data decides:
+a file of chosen/rejected pairs is read as pairs, answers labelled good/bad as KTO data, anything
+else as supervised fine-tuning data); ``--objective sft`` refuses pairs and labels as before. For
+preference data, inspect reports the pairs, the good/bad balance of labels, and (with --model) the
+token lengths of the prompt, the chosen and the rejected answer; render shows both sides of a pair.
+
 ``--progress`` prints JSON lines ``{"event": "progress", ...}`` while working, then the result.
 With ``--json`` (or ``--progress``) the answer is always one JSON object on stdout, a refusal too:
 ``{"error": "one sentence", "exit": 2, "kind"?: "preference", ...}`` (same exit codes, the sentence
@@ -65,6 +71,12 @@ def _common(p, *, several: bool = False) -> None:
     p.add_argument("--max-length", type=int, default=None, help=f"tokens per example (default {DEFAULT_MAX_LENGTH})")
     p.add_argument("--special-token-text", choices=FIELD["special_token_text"].choices, default=None,
                    help="special-token text in the data stays literal text (default) or becomes the token")
+    p.add_argument("--objective", choices=FIELD["objective"].choices, default=None,
+                   help="read the rows as this objective trains them (default: the data decides)")
+    p.add_argument("--max-prompt-length", type=int, default=None,
+                   help="preference data: prompts keep their last N tokens (as training does)")
+    p.add_argument("--max-completion-length", type=int, default=None,
+                   help="preference data: answers are cut to N tokens (as training does)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--progress", action="store_true", help="print JSON-lines progress events while working")
 
@@ -124,6 +136,20 @@ def _settings(args) -> tuple[object, int, int, str]:
     return data, seed, max_length if args.max_length is None else args.max_length, args.special_token_text or mode
 
 
+def _preference_settings(args) -> tuple[str | None, dict]:
+    """(objective, {max_prompt_length, max_completion_length}) from the options, else --config's."""
+    objective, limits = args.objective, {"max_prompt_length": args.max_prompt_length,
+                                         "max_completion_length": args.max_completion_length}
+    config = getattr(args, "config", None)
+    if config:
+        from engine.config import RunConfig
+
+        cfg = RunConfig.load(config)
+        objective = objective or cfg.objective
+        limits = {k: v if v is not None else getattr(cfg, k) for k, v in limits.items()}
+    return objective, limits
+
+
 def _progress_printer(phase: str, enabled: bool):
     if not enabled:
         return None
@@ -160,8 +186,9 @@ def cmd_inspect(args) -> int:
     from engine.data.hub import open_source
 
     data, seed, max_length, mode = _settings(args)
+    objective, limits = _preference_settings(args)
     reports = [inspect(open_source(s.ref, split=args.split), progress=_progress_printer("rows", args.progress),
-                       max_errors=args.max_errors) for s in data_sources(data)]
+                       max_errors=args.max_errors, objective=objective) for s in data_sources(data)]
     if isinstance(data, list):
         out = _mix_report(data, reports, mix_summary(data_sources(data), [r.valid_rows for r in reports]), seed)
         unit = "record"
@@ -175,7 +202,7 @@ def cmd_inspect(args) -> int:
         tok = _tokenizer(args.model, args.progress)
         out["stats"] = token_stats(data if isinstance(data, list) else open_source(data, split=args.split), tok,
                                    max_length, progress=_progress_printer("tokens", args.progress),
-                                   special_token_text=mode, seed=seed)
+                                   special_token_text=mode, seed=seed, objective=objective, **limits)
         out["stats"]["model"] = args.model
         _stats_warnings(out["stats"], stats_warnings, unit)
         out["warnings"] += stats_warnings
@@ -208,6 +235,7 @@ def _mix_report(data, reports, summary: list[dict], seed: int) -> dict:
         "rows": sum(r.rows for r in reports), "valid_rows": sum(r.valid_rows for r in reports),
         "bad_rows": sum(r.error_count for r in reports), "examples": sum(m["taken"] for m in summary),
         "warnings": [f"{r.display}: {w}" for r in reports for w in r.warnings], "stats": {},
+        "objective": reports[0].objective if reports else None,
     }
 
 
@@ -220,6 +248,13 @@ def _stats_warnings(stats: dict, warnings: list[str], unit: str) -> None:
             + (f" ({unit} {', '.join(map(str, where[:5]))}{', ...' if n > 5 else ''})" if where else "")
             + "."
         )
+    pref = stats.get("preference") or {}
+    for part, key in (("prompt", "max_prompt_length"), ("answer", "max_completion_length")):
+        over = pref.get(f"over_{key}")
+        if over:
+            warnings.append(f"{over} example{'s have' if over > 1 else ' has'} a{'n' if part == 'answer' else ''} "
+                            f"{part} longer than {key} {pref[key]} and will be cut"
+                            + (" (the prompt keeps its last tokens)." if part == "prompt" else "."))
     if stats.get("nothing_trained"):
         n = stats["nothing_trained"]
         warnings.append(
@@ -246,6 +281,13 @@ def _print_report(report, part: dict | None = None) -> None:
         asked = (f"weight {part['weight']:g}" if part["weight"] is not None else
                  f"fraction {part['fraction']:g}" if part["fraction"] is not None else "all of it")
         out.write(f"  in the mix ({asked}): {part['taken']:,} examples, {part['share']:.0%} of the mix\n")
+    pref = report.preference
+    if pref:
+        good, bad = pref["labelled"]["good"], pref["labelled"]["bad"]
+        parts = [f"{pref['pairs']:,} pairs (chosen / rejected)"] if pref["pairs"] else []
+        if good or bad:
+            parts.append(f"{good:,} answers labelled good and {bad:,} bad ({pref['good_fraction']:.0%} good)")
+        out.write("preference data: " + "; ".join(parts) + "\n")
     if report.tool_rows:
         calls = ", ".join(f"{name} ×{n}" for name, n in list(report.tool_calls.items())[:8])
         out.write(f"{report.tool_rows} row{'s use' if report.tool_rows > 1 else ' uses'} tools"
@@ -261,11 +303,21 @@ def _print_report(report, part: dict | None = None) -> None:
 def _print_stats(s: dict) -> None:
     out = sys.stdout
     L = s["length"]
+    what = ("sequence (prompt + one answer)" if (s.get("preference") or {}).get("pairs")
+            else "sequence (prompt + answer)" if s.get("preference") else "example")
     out.write(
-        f"tokens per example: min {L['min']}, median {L['p50']}, p90 {L['p90']}, max {L['max']}, mean {L['mean']}\n"
+        f"tokens per {what}: min {L['min']}, median {L['p50']}, p90 {L['p90']}, max {L['max']}, mean {L['mean']}\n"
         f"over max_length {s['max_length']}: {s['over_max_length']} of {s['examples']}\n"
         f"tokens: {s['tokens']:,} in all, {s['trainable_tokens']:,} trained\n"
     )
+    pref = s.get("preference")
+    if pref:
+        for part in ("prompt", "chosen", "rejected", "completion"):
+            if part in pref:
+                P = pref[part]
+                limit = pref.get("max_prompt_length" if part == "prompt" else "max_completion_length")
+                out.write(f"  {part + ' tokens:':18s} min {P['min']}, median {P['p50']}, p90 {P['p90']}, max {P['max']}"
+                          + (f" (limit {limit})" if limit else "") + "\n")
     counts = s["histogram"]["counts"]
     edges = s["histogram"]["edges"]
     peak = max(counts) or 1
@@ -285,12 +337,16 @@ def cmd_render(args) -> int:
     from engine.data.render import render_row, row_example
 
     _, _, max_length, mode = _settings(args)
-    row_example(args.file, args.row, split=args.split)  # a bad row fails before the model loads
+    objective, limits = _preference_settings(args)
+    row_example(args.file, args.row, split=args.split, objective=objective)  # a bad row fails before the model loads
     tok = _tokenizer(args.model, args.progress)
-    out = render_row(args.file, args.row, tok, max_length, split=args.split, special_token_text=mode)
+    out = render_row(args.file, args.row, tok, max_length, split=args.split, special_token_text=mode,
+                     objective=objective, **limits)
     if args.json or args.progress:
         _emit(out)
         return 0
+    if out["kind"] in ("pair", "labelled"):
+        return _print_preference_render(out, max_length)
     import json
 
     from rich.console import Console
@@ -320,6 +376,27 @@ def cmd_render(args) -> int:
     return 0
 
 
+def _print_preference_render(out: dict, max_length: int) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    sides = ([("CHOSEN", out["chosen"]), ("REJECTED", out["rejected"])] if out["kind"] == "pair"
+             else [(f"LABELLED {'GOOD' if out['label'] else 'BAD'}", out)])
+    for title, side in sides:
+        console.print(title, style="bold", markup=False)
+        text = Text()
+        for piece, trained in zip(side["tokens"], side["trained"]):
+            text.append(piece, style="bold black on green" if trained else "dim")
+        console.print(text)
+        console.print(f"{side['length']} tokens: prompt {side['prompt_tokens']}, {side['trained_tokens']} trained "
+                      "(highlighted)" + (f"; cut from {side['full_length']}" if side["truncated"] else "") + "\n",
+                      markup=False)
+    for w in out["warnings"]:
+        console.print(f"warning: {w}", markup=False)
+    return 0
+
+
 # --- stats ---------------------------------------------------------------------------------------
 
 
@@ -328,12 +405,13 @@ def cmd_stats(args) -> int:
     from engine.data.stats import token_stats
 
     _, _, max_length, mode = _settings(args)
+    objective, limits = _preference_settings(args)
     source = open_source(args.file, split=args.split)  # a missing file fails before the model loads
     tok = _tokenizer(args.model, args.progress)
     partial = (lambda s: _emit({"event": "partial", **s})) if args.progress else None
     stats = token_stats(
         source, tok, max_length, progress=_progress_printer("tokens", args.progress),
-        workers=args.workers, partial=partial, special_token_text=mode,
+        workers=args.workers, partial=partial, special_token_text=mode, objective=objective, **limits,
     )
     stats["model"] = args.model
     warnings: list[str] = []
@@ -356,7 +434,8 @@ def cmd_stats(args) -> int:
 def cmd_serve(args) -> int:
     """A server speaking engine/ipc.py's framing. Requests, one JSON object a line on stdin:
     {"id": 1, "op": "render", "example": {...}, "max_length": 1024, "special_token_text"?: "literal"}
-    {"id": 2, "op": "render_row", "file": "data.jsonl", "row": 3, "max_length": 1024}
+    {"id": 2, "op": "render_row", "file": "data.jsonl", "row": 3, "max_length": 1024, "objective"?: "dpo"}
+    (render and render_row also take max_prompt_length / max_completion_length for preference rows)
     Each answer: {"id": 1, "ok": true, ...render...} or {"id": 1, "ok": false, "error": "one sentence"}.
     The first line is {"id": null, "ok": true, "event": "ready", "model": ...} once the tokenizer is loaded."""
     out = ipc.Output()  # before loading anything that might print
@@ -373,9 +452,10 @@ def _serve_one(tok, req: dict) -> dict:
     from engine.data.render import render_example, render_row
 
     op, max_length, mode = req.get("op"), req.get("max_length"), req.get("special_token_text", "literal")
+    limits = {k: req.get(k) for k in ("max_prompt_length", "max_completion_length")}
     if op == "render":
-        return render_example(tok, req["example"], max_length, special_token_text=mode)
+        return render_example(tok, req["example"], max_length, special_token_text=mode, **limits)
     if op == "render_row":
         return render_row(req["file"], int(req["row"]), tok, max_length, split=req.get("split", "train"),
-                          special_token_text=mode)
+                          special_token_text=mode, objective=req.get("objective"), **limits)
     raise TunedeckError(f"unknown request {op!r}")

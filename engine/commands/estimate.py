@@ -2,6 +2,7 @@
 
     tunedeck estimate --model llama-3.1-8b --method qlora
     tunedeck estimate --model ./my-model --method all --seq-len 2048 --json
+    tunedeck estimate --model demo --objective dpo --batch-size 8    # 8 pairs: 16 sequences a step
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def register(sub) -> None:
                         "or a hub id (default: demo)")
     p.add_argument("--method", default="lora", choices=["full", "lora", "qlora", "all"],
                    help="training method, or all three side by side (default: lora)")
+    p.add_argument("--objective", default="sft", choices=["sft", "dpo", "kto"],
+                   help="what the model learns from: sft, dpo (batch-size pairs, chosen and rejected in one "
+                        "forward, plus a reference pass) or kto (default: sft)")
+    p.add_argument("--init-from-adapter", action="store_true",
+                   help="dpo/kto starting from an earlier run's adapter (init_from): TRL keeps a frozen copy of it")
     p.add_argument("--lora-r", type=int, default=16, metavar="R", help="LoRA rank (default: 16)")
     p.add_argument("--lora-targets", default="all-linear", metavar="NAMES",
                    help="comma-separated module names such as q_proj,v_proj, or all-linear (default)")
@@ -63,12 +69,16 @@ def _plan(args, method: str, lengths: list[int] | None = None):
     from engine.estimate import Plan, longest_batch
 
     rows, seq_len, packed = longest_batch(
-        SimpleNamespace(batch_size=args.batch_size, max_length=args.seq_len, padding_free=args.padding_free), lengths)
+        SimpleNamespace(batch_size=args.batch_size, max_length=args.seq_len, padding_free=args.padding_free,
+                        objective=args.objective), lengths)
+    preference = args.objective != "sft"
     return Plan(method=method, lora_r=args.lora_r, lora_targets=args.lora_targets,
-                lora_dropout=args.lora_dropout, seq_len=seq_len, batch_size=rows, packed=packed,
+                lora_dropout=0.0 if preference else args.lora_dropout,  # TRL turns dropout off for DPO/KTO
+                seq_len=seq_len, batch_size=rows, packed=packed,
                 gradient_accumulation_steps=args.gradient_accumulation_steps,
                 gradient_checkpointing=args.gradient_checkpointing, device=args.device,
-                precision=args.precision, optimizer=args.optimizer, attention=args.attention)
+                precision=args.precision, optimizer=args.optimizer, attention=args.attention,
+                objective=args.objective, reference_adapter=preference and args.init_from_adapter and method != "full")
 
 
 def _targets(args) -> tuple[list, str | None]:
@@ -85,7 +95,8 @@ def _lengths(args) -> list[int] | None:
     from engine import models
     from engine.data.stats import token_stats
 
-    stats = token_stats(args.data, models.load_tokenizer(args.model), args.seq_len, workers=1)
+    stats = token_stats(args.data, models.load_tokenizer(args.model), args.seq_len, workers=1,
+                        objective=args.objective)
     return stats.get("longest") or None
 
 
@@ -94,7 +105,8 @@ def _one(arch, plan, gpus, reason) -> dict:
     from engine import estimate as E
 
     est = E.estimate(arch, plan)
-    total, note = calibration.calibrated(est.memory.total, plan.device, arch.model_type, plan.method)
+    total, note = calibration.calibrated(est.memory.total, plan.device, arch.model_type,
+                                         E.calibration_method(plan.method, plan.objective))
     fit = E.judge_fit(total, gpus, reason)
     out = est.to_dict()
     out["calibrated_total"], out["calibration"] = total, note
@@ -136,6 +148,7 @@ def run(args) -> int:
             payload["architecture"] = arch.to_dict()
             payload["no_gpu_reason"] = reason
         payload["sized_from"] = "data" if lengths else "max_length"
+        payload["objective"] = args.objective
         json.dump(payload, sys.stdout)
         sys.stdout.write("\n")
         return 0
@@ -158,7 +171,10 @@ def _print(arch, results: dict, args) -> None:
     console.print(f"Parameters: [b]{arch.total_params:,}[/b] ({E.human_count(arch.total_params)}), counted on "
                   f"the meta device")
     shape = (f"one sequence of {s['seq_len']} tokens ({args.batch_size} rows back to back)" if s.get("packed")
-             else f"batch {s['batch_size']} x {s['seq_len']} tokens")
+             else f"{s['batch_size']} pairs = {2 * s['batch_size']} sequences x {s['seq_len']} tokens"
+             if s.get("objective") == "dpo" else f"batch {s['batch_size']} x {s['seq_len']} tokens")
+    if s.get("objective", "sft") != "sft":
+        console.print(f"Objective: {s['objective'].upper()} (a reference pass without gradients beside each step)")
     sized = f"the largest batch of {args.data}" if args.data else f"every row {args.seq_len} tokens (max length)"
     console.print(f"Sized for: {sized}")
     console.print(f"Settings: {shape}, gradient accumulation "

@@ -13,13 +13,17 @@ def register(sub) -> None:
         description="Evaluate a run on the validation split: eval loss and perplexity of base vs fine-tuned, "
         "and exact match / valid JSON / field accuracy of the answers of the base model prompted zero-shot, "
         "few-shot (k training examples), retrieval few-shot (k most similar by BM25), and the fine-tuned model. "
-        "The result is saved in the run folder as eval.json.",
+        "A DPO/KTO run is scored on held-out pairs instead: how often each model prefers the chosen answer "
+        "(log-probability margin), the tuned model's reward accuracy against its reference, and answers of the "
+        "base and tuned model side by side. The result is saved in the run folder as eval.json.",
     )
     p.add_argument("run", help="run id, unique prefix, folder, or 'latest'")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N validation examples")
     p.add_argument("--k", type=int, default=3, metavar="K", help="examples shown in few-shot prompts (default 3)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="examples per forward pass (default 8)")
     p.add_argument("--max-new-tokens", type=int, metavar="T", help="answer length cap (default: from the references)")
+    p.add_argument("--samples", type=int, default=5, metavar="S",
+                   help="preference runs: held-out prompts answered side by side by the base and tuned model (default 5)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--progress", action="store_true", help="with --json: stream progress as JSON lines first")
     p.set_defaults(func=run)
@@ -34,6 +38,8 @@ def run(args) -> int:
         raise TunedeckError(f"--limit must be a positive number of examples, got {args.limit}.")
     if args.k < 0:
         raise TunedeckError(f"--k must be 0 or more, got {args.k}.")
+    if args.samples < 0:
+        raise TunedeckError(f"--samples must be 0 or more, got {args.samples}.")
     if args.json and args.progress:
         def progress(event):
             print(json.dumps(event), flush=True)
@@ -52,7 +58,7 @@ def run(args) -> int:
                     print(f"  {pct}% ({event['stage']})", file=sys.stderr, flush=True)
 
     result = evaluate_run(args.run, limit=args.limit, k=args.k, batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens, progress=progress)
+                          max_new_tokens=args.max_new_tokens, progress=progress, samples=args.samples)
     if args.json:
         print(json.dumps({"type": "result", **json_safe(result)}), flush=True)
     else:

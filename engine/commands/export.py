@@ -9,17 +9,19 @@ import sys
 def register(sub) -> None:
     p = sub.add_parser(
         "export",
-        help="write a run's adapter or merged model for plain transformers, or a `trl sft` config",
+        help="write a run's adapter or merged model for plain transformers, or a `trl sft|dpo|kto` config",
         description="Export a run: its LoRA adapter (PEFT format) or, with --merged, the adapter merged into "
         "the base weights, as safetensors with the tokenizer and chat template; loadable without Tunedeck. "
-        "--trl-config FILE writes a YAML that `trl sft --config FILE` accepts, with the run's data beside it. "
+        "--trl-config FILE writes a YAML that `trl sft --config FILE` accepts (`trl dpo` / `trl kto` for a "
+        "preference run), with the run's data beside it. "
         "--launch-script FILE writes a bash script that runs the run's training on several machines "
         "(accelerate launch or torchrun), with the run's config and an accelerate config beside it.",
     )
     p.add_argument("run", help="run id, unique prefix, folder, or 'latest'")
     p.add_argument("--to", metavar="DIR", help="a new (or empty) folder to write the weights to")
     p.add_argument("--merged", action="store_true", help="merge the adapter into the base weights (merge_and_unload)")
-    p.add_argument("--trl-config", metavar="FILE", help="also write a YAML config for `trl sft --config FILE`")
+    p.add_argument("--trl-config", metavar="FILE",
+                   help="also write a YAML config for `trl sft --config FILE` (trl dpo / trl kto for preference runs)")
     p.add_argument("--launch-script", metavar="FILE",
                    help="also write a bash script that trains this run on several machines")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -49,7 +51,7 @@ def run(args) -> int:
         if args.trl_config:
             t = result["trl_config"]
             print(f"Wrote {t['config']} and {t['data']}/ ({t['train_rows']} train, {t['eval_rows']} validation rows); "
-                  f"reproduce the run with: trl sft --config {t['config']}")
+                  f"reproduce the run with: {t['command']} --config {t['config']}")
         if args.launch_script:
             ls = result["launch_script"]
             print(f"Wrote {ls['script']} with {ls['config']} and {ls['accelerate_config']} beside it; set NUM_MACHINES, "

@@ -7,6 +7,12 @@ through the same ``inspect`` / ``load_examples``. ``inspect`` makes one pass ove
 row with its line/record number, warnings. ``load_examples`` is what the trainer calls: every row
 normalised, or one DataError that names the first bad row and how many there are.
 
+What counts as usable depends on the run's objective (``objective``: sft, dpo, kto; see
+``formats.accepted``): for SFT, preference pairs and labelled answers are refused with a sentence
+(``RefusedData``), for DPO everything but pairs is. ``objective=None`` lets the data decide (a file
+of pairs is read as pairs), which is what ``inspect`` and ``load_examples`` do unless told; ``check``
+(one row, shown as a conversation by the Data screen) keeps SFT unless told.
+
 A run's ``data`` is one reference or a list of sources (``engine.config``: each ``{path, weight?,
 fraction?}``). ``mix`` draws the training examples of a list, seeded: with weights, each source's
 share of the mix is its weight (normalised), and the mix is as large as it can be without repeating
@@ -117,15 +123,13 @@ def is_local(ref) -> bool:
     if isinstance(ref, (list, tuple)):
         return all(is_local(s.ref) for s in data_sources(ref))
     ref = (ref or "").strip()
-    return ref == demo.DEMO or Path(ref).expanduser().exists() or not _looks_like_hub_id(ref)
+    return ref in demo.DEMOS or Path(ref).expanduser().exists() or not _looks_like_hub_id(ref)
 
 
-def demo_path(split: str = "train") -> Path:
-    if split == "train":
-        return demo.train_file()
-    if split == "validation":
-        return demo.validation_file()
-    raise DataError(f"The demo data has no '{split}' split; use train or validation.")
+def demo_path(split: str = "train", name: str = demo.DEMO) -> Path:
+    if split in ("train", "validation"):
+        return demo.data_file(name, split)
+    raise DataError(f"The {name} data has no '{split}' split; use train or validation.")
 
 
 def open_source(ref: str, *, split: str = "train") -> Source:
@@ -133,8 +137,8 @@ def open_source(ref: str, *, split: str = "train") -> Source:
     ref = (ref or "").strip()
     if not ref:
         raise DataError("No data given: pass a .jsonl, .json, .csv, .tsv or .parquet file, a saved dataset folder, or demo.")
-    if ref == demo.DEMO:
-        path = demo_path(split)
+    if ref in demo.DEMOS:
+        path = demo_path(split, ref)
         return open_file(path, display=path.name)
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -157,7 +161,7 @@ def has_validation_split(ref) -> bool:
     if isinstance(ref, (list, tuple)):
         return False
     ref = (ref or "").strip()
-    if ref == demo.DEMO:
+    if ref in demo.DEMOS:
         return True
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -208,6 +212,21 @@ class Report:
     tool_calls: dict = field(default_factory=dict)  # function name -> calls
     seconds: float = 0.0
     stats: dict | None = None
+    objective: str | None = None  # what the rows were checked for (None: the data decided)
+    pairs: int = 0  # usable chosen/rejected pairs
+    good: int = 0  # usable answers labelled good (KTO)
+    bad: int = 0  # ... labelled bad
+
+    @property
+    def preference(self) -> dict | None:
+        """Pairs and labels, with KTO's balance of good to bad (a pair counts one of each), or None."""
+        if not (self.pairs or self.good or self.bad):
+            return None
+        good, bad = self.good + self.pairs, self.bad + self.pairs
+        desirable, undesirable = formats.kto_weights(good, bad)
+        return {"pairs": self.pairs, "labelled": {"good": self.good, "bad": self.bad},
+                "good_fraction": round(good / (good + bad), 4) if good + bad else None,
+                "kto_weights": {"desirable_weight": desirable, "undesirable_weight": undesirable}}
 
     @property
     def bad_rows(self) -> int:
@@ -232,6 +251,8 @@ class Report:
             "tool_calls": dict(self.tool_calls),
             "seconds": round(self.seconds, 3),
             "stats": self.stats if self.stats is not None else {},
+            "objective": self.objective,
+            "preference": self.preference,
         }
 
 
@@ -262,25 +283,27 @@ class CheckedRow:
     problem: str | None
 
 
-def check(raw: RawRow, file_format: str | None) -> CheckedRow:
+def check(raw: RawRow, file_format: str | None, objective: str | None = "sft") -> CheckedRow:
     if raw.record is None:
         return CheckedRow(raw, None, None, raw.error or "cannot be read")
-    fmt, example, problem = formats.check_row(raw.record, file_format)
+    fmt, example, problem = formats.check_row(raw.record, file_format, objective)
     return CheckedRow(raw, fmt, example, problem)
 
 
-def iter_checked(source: Source, file_format: str | None = None) -> Iterator[CheckedRow]:
+def iter_checked(source: Source, file_format: str | None = None, objective: str | None = "sft") -> Iterator[CheckedRow]:
     file_format = file_format or detect_file_format(source)
     for raw in source.iter_rows():
-        yield check(raw, file_format)
+        yield check(raw, file_format, objective)
 
 
-def refuse(source: Source, file_format: str | None) -> None:
-    """RefusedData when the file as a whole is not supervised fine-tuning data (before a full pass)."""
-    if file_format in formats.REFUSED:
+def refuse(source: Source, file_format: str | None, objective: str | None = None) -> None:
+    """RefusedData when the file as a whole is not data for ``objective`` (None: for any objective), before
+    a full pass: ``kind`` is the file's format."""
+    if file_format is not None and file_format not in formats.accepted(objective, file_format):
         record = next(r.record for r in source.head(DETECT_ROWS)
                       if r.record is not None and formats.detect(r.record) == file_format)
-        raise RefusedData(f"{source.display} {formats.refusal(file_format, record)}.", file_format, source.display)
+        raise RefusedData(f"{source.display} {formats.refusal(file_format, record, objective)}.", file_format,
+                          source.display)
 
 
 def inspect(
@@ -289,13 +312,16 @@ def inspect(
     split: str = "train",
     progress: Progress | None = None,
     max_errors: int = MAX_LISTED_ERRORS,
+    objective: str | None = None,
 ) -> Report:
-    """One pass over every row. Raises DataError when the file as a whole is unusable."""
+    """One pass over every row, checked for ``objective`` (None: the data decides). Raises DataError
+    when the file as a whole is unusable."""
     started = time.perf_counter()
     source = ref if isinstance(ref, Source) else open_source(ref, split=split)
     file_format = detect_file_format(source)
-    report = Report(str(ref if isinstance(ref, str) else source.display), source.display, source.kind, source.unit, file_format)
-    refuse(source, file_format)
+    report = Report(str(ref if isinstance(ref, str) else source.display), source.display, source.kind, source.unit,
+                    file_format, objective=objective)
+    refuse(source, file_format, objective)
     seen_hashes: set[int] = set()
     duplicates = 0
     formats_seen: Counter = Counter()
@@ -303,7 +329,7 @@ def inspect(
     calls: Counter = Counter()
     last_tick = time.perf_counter()
     n = 0
-    for n, checked in enumerate(iter_checked(source, file_format), 1):
+    for n, checked in enumerate(iter_checked(source, file_format, objective), 1):
         if checked.format:
             formats_seen[checked.format] += 1
         if checked.problem is not None:
@@ -319,6 +345,11 @@ def inspect(
                 if formats.uses_tools(ex):
                     report.tool_rows += 1
                     calls.update(c["name"] for c in formats.tool_calls(ex))
+            elif formats.is_pair(ex):
+                report.pairs += 1
+            elif formats.is_labelled(ex):
+                report.good += ex["label"]
+                report.bad += not ex["label"]
             key = hash(checked.raw.text) if checked.raw.text is not None else hash(repr(ex))
             if key in seen_hashes:
                 duplicates += 1
@@ -350,8 +381,27 @@ def inspect(
     if mixed:
         parts = ", ".join(f"{c} {f}" for f, c in sorted(mixed.items(), key=lambda kv: -kv[1]))
         report.warnings.append(f"The file mixes formats: {formats_seen[file_format]} {file_format} rows and {parts}.")
+    balance = balance_warning(report.good, report.bad) if not report.pairs else None
+    if balance:
+        report.warnings.append(balance)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def balance_warning(good: int, bad: int) -> str | None:
+    """A sentence when labelled answers are far from balanced (KTO learns from both kinds)."""
+    if not good or not bad:
+        if good + bad:
+            which = "good" if good else "bad"
+            return (f"Every labelled answer is {which}: KTO learns by contrasting good with bad answers; add some "
+                    f"labelled {'bad' if good else 'good'}.")
+        return None
+    share = good / (good + bad)
+    if 0.25 <= share <= 0.75:
+        return None
+    desirable, undesirable = formats.kto_weights(good, bad)
+    return (f"{good} good and {bad} bad answers ({share:.0%} good): KTO training weighs them to balance "
+            f"(desirable_weight {desirable:g}, undesirable_weight {undesirable:g}, the KTO paper's range).")
 
 
 def bad_rows_sentence(report: Report, ref: str) -> str:
@@ -375,19 +425,21 @@ def load_mix(data, load_one: Callable[..., list[dict]], *, split: str = "train",
     return mix(sources, [load_one(s.ref, split="train") for s in sources], seed)
 
 
-def load_examples(ref, *, split: str = "train", seed: int = DEFAULT_SEED) -> list[dict]:
-    """Every row of the data normalised for training (a list of sources: mixed, ``seed``ed); DataError
-    if the data is unusable or any row is bad."""
+def load_examples(ref, *, split: str = "train", seed: int = DEFAULT_SEED, objective: str | None = None) -> list[dict]:
+    """Every row of the data normalised for training with ``objective`` (None: the data decides; a list
+    of sources: mixed, ``seed``ed); DataError if the data is unusable or any row is bad, RefusedData
+    when it is data for another objective."""
     if isinstance(ref, (list, tuple)):
-        return load_mix(ref, load_examples, split=split, seed=seed)
+        return load_mix(ref, lambda one, split: load_examples(one, split=split, objective=objective),
+                        split=split, seed=seed)
     source = ref if isinstance(ref, Source) else open_source(ref, split=split)
     ref = ref if isinstance(ref, str) else source.display
     file_format = detect_file_format(source)
-    refuse(source, file_format)
+    refuse(source, file_format, objective)
     examples: list[dict] = []
     first: Problem | None = None
     bad = 0
-    for checked in iter_checked(source, file_format):
+    for checked in iter_checked(source, file_format, objective):
         if checked.problem is not None:
             bad += 1
             if first is None:

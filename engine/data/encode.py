@@ -20,6 +20,16 @@ How the mask is found: the conversation is rendered once through the chat templa
 with character offsets; each assistant turn's character span is located by rendering the
 conversation up to that turn with and without it (prefix rendering), and every token whose
 characters fall in a trained span is marked.
+
+Preference examples (``engine.data.formats``: a prompt with a chosen and a rejected answer, or a
+prompt with one answer labelled good or bad) go through the same path: ``encode_pair`` encodes
+prompt + chosen and prompt + rejected as two conversations (earlier assistant turns of the prompt
+untrained), ``encode_labelled`` prompt + answer; the mask marks each answer and its end-of-turn
+token. TRL's ``DPOTrainer``/``KTOTrainer`` score exactly the tokens of this mask (the worker hands
+them these ids and masks, see ``engine.worker``), so what the Data screen shows as trained for the
+chosen and the rejected answer is what preference tuning compares. Cuts: ``max_prompt_length`` keeps
+the prompt's last tokens (the chosen and rejected sequences are cut alike), ``max_completion_length``
+cuts the answer's end, and ``max_length`` the whole sequence.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from dataclasses import dataclass, field
 
 from ..config import FIELD
 from ..errors import DataError
-from .formats import uses_tools
+from .formats import conversations, is_labelled, is_pair, uses_tools
 
 # Used when a tokenizer has no chat template of its own (base models): ChatML, which is also
 # what the demo model speaks. It is saved with the run's adapter so chat uses the same one.
@@ -56,8 +66,32 @@ class Encoded:
     def trained_tokens(self) -> int:
         return sum(self.trained)
 
+    @property
+    def prompt_length(self) -> int:
+        """Tokens before the first trained one (the prompt, with the template's scaffolding)."""
+        return next((k for k, t in enumerate(self.trained) if t), len(self.trained))
+
     def as_training_row(self) -> dict:
         return {"input_ids": self.input_ids, "completion_mask": [int(t) for t in self.trained]}
+
+
+@dataclass
+class EncodedPair:
+    """A preference pair: prompt + chosen and prompt + rejected, each with its mask."""
+
+    chosen: Encoded
+    rejected: Encoded
+
+    @property
+    def truncated(self) -> bool:
+        return self.chosen.truncated or self.rejected.truncated
+
+    def as_training_row(self) -> dict:
+        """The columns the worker gives TRL's DPOTrainer (engine.worker.PAIR_COLUMNS)."""
+        return {"chosen_input_ids": self.chosen.input_ids,
+                "chosen_completion_mask": [int(t) for t in self.chosen.trained],
+                "rejected_input_ids": self.rejected.input_ids,
+                "rejected_completion_mask": [int(t) for t in self.rejected.trained]}
 
 
 def ensure_chat_template(tokenizer) -> None:
@@ -183,6 +217,9 @@ def _advance(full: str, content: str, search_from: int) -> int:
 
 def text_and_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]]:
     """The text to tokenise for one example and the character spans that are trained."""
+    if "messages" not in example and "text" not in example:
+        raise DataError("This is a preference example (a prompt with judged answers); encode it with encode_pair "
+                        "or encode_labelled.")
     if "text" in example and "messages" not in example:
         text = example["text"]
         if tokenizer.eos_token:
@@ -234,11 +271,19 @@ def _strings(value):
 
 
 def _places(example: dict):
-    """(where, string) for every string the data holds: "the text", "message 2 (assistant)", "the tools"."""
+    """(where, string) for every string the data holds: "the text", "message 2 (assistant)", "the tools",
+    "prompt message 1 (user)", "the chosen answer"."""
     if "text" in example and "messages" not in example:
         yield "the text", example["text"]
     for n, m in enumerate(example.get("messages", ()), 1):
         yield from ((f"message {n} ({m['role']})", s) for s in _strings({k: v for k, v in m.items() if k != "role"}))
+    if "messages" not in example:
+        for n, m in enumerate(example.get("prompt") or (), 1):
+            yield from ((f"prompt message {n} ({m['role']})", s)
+                        for s in _strings({k: v for k, v in m.items() if k != "role"}))
+        for side in ("chosen", "rejected", "completion"):
+            for m in example.get(side) or ():
+                yield from ((f"the {side} answer", s) for s in _strings({k: v for k, v in m.items() if k != "role"}))
     yield from (("the tools", s) for s in _strings(example.get("tools")))
 
 
@@ -372,4 +417,78 @@ def encode_many(tokenizer, examples: list[dict], max_length: int | None = None, 
         enc = tokenizer([t for t, _ in prepared], add_special_tokens=False, return_offsets_mapping=True)
         for k, (text, spans), ids, offsets in zip(plain, prepared, enc["input_ids"], enc["offset_mapping"]):
             out[k] = _finish(tokenizer, text, list(ids), _mask(offsets, spans), max_length, False)
+    return out
+
+
+# --- preference examples ---------------------------------------------------------------------------
+
+def _sides(example: dict) -> list[dict]:
+    """The conversations (as SFT examples) a preference example is scored on: chosen and rejected, or
+    the labelled answer."""
+    tools = {"tools": example["tools"]} if example.get("tools") else {}
+    return [{"messages": conv, **tools} for conv in conversations(example)]
+
+
+def cut(tokenizer, enc: Encoded, max_length: int | None, *, max_prompt_length: int | None = None,
+        max_completion_length: int | None = None, with_pieces: bool = False) -> Encoded:
+    """``enc`` (encoded whole) within the limits: the prompt keeps its last ``max_prompt_length`` tokens,
+    the answer its first ``max_completion_length``, the sequence its first ``max_length``."""
+    ids, trained = enc.input_ids, enc.trained
+    full, first = len(ids), enc.prompt_length
+    if max_prompt_length and first > max_prompt_length:
+        drop = first - max_prompt_length
+        ids, trained, first = ids[drop:], trained[drop:], max_prompt_length
+    if max_completion_length and len(ids) - first > max_completion_length:
+        ids, trained = ids[:first + max_completion_length], trained[:first + max_completion_length]
+    if max_length and len(ids) > max_length:
+        ids, trained = ids[:max_length], trained[:max_length]
+    pieces = [tokenizer.decode([i]) for i in ids] if with_pieces else []
+    return Encoded(list(ids), list(trained), enc.text, len(ids) < full, full, pieces)
+
+
+def encode_sides(tokenizer, example: dict, max_length: int | None = None, *, max_prompt_length: int | None = None,
+                 max_completion_length: int | None = None, with_pieces: bool = False,
+                 special_token_text: str = "literal") -> list[Encoded]:
+    """Every sequence an example trains: [the conversation] for SFT, [chosen, rejected] for a pair,
+    [the answer] for a labelled answer; each through ``encode`` (the one mask) and ``cut``."""
+    if not (is_pair(example) or is_labelled(example)):
+        return [encode(tokenizer, example, max_length, with_pieces=with_pieces, special_token_text=special_token_text)]
+    return [cut(tokenizer, encode(tokenizer, side, None, special_token_text=special_token_text), max_length,
+                max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
+                with_pieces=with_pieces) for side in _sides(example)]
+
+
+def encode_pair(tokenizer, example: dict, max_length: int | None = None, **kw) -> EncodedPair:
+    """A preference pair through the one mask: prompt + chosen and prompt + rejected (``encode_sides``)."""
+    if not is_pair(example):
+        raise DataError("This example is not a pair of a chosen and a rejected answer.")
+    chosen, rejected = encode_sides(tokenizer, example, max_length, **kw)
+    return EncodedPair(chosen, rejected)
+
+
+def encode_labelled(tokenizer, example: dict, max_length: int | None = None, **kw) -> Encoded:
+    """An answer labelled good or bad through the one mask: prompt + answer (``encode_sides``)."""
+    if not is_labelled(example):
+        raise DataError("This example is not an answer labelled good or bad.")
+    return encode_sides(tokenizer, example, max_length, **kw)[0]
+
+
+def encode_sides_many(tokenizer, examples: list[dict], max_length: int | None = None, *,
+                      max_prompt_length: int | None = None, max_completion_length: int | None = None,
+                      special_token_text: str = "literal") -> list[list[Encoded]]:
+    """``encode_sides`` for many examples at once (one batched tokeniser call); same result, faster."""
+    flat, owner = [], []
+    for k, ex in enumerate(examples):
+        sides = _sides(ex) if (is_pair(ex) or is_labelled(ex)) else [ex]
+        flat += sides
+        owner += [(k, is_pair(ex) or is_labelled(ex))] * len(sides)
+    encoded = encode_many(tokenizer, flat, None, special_token_text=special_token_text)
+    out: list[list[Encoded]] = [[] for _ in examples]
+    for (k, preference), enc in zip(owner, encoded):
+        if preference:
+            enc = cut(tokenizer, enc, max_length, max_prompt_length=max_prompt_length,
+                      max_completion_length=max_completion_length)
+        elif max_length and len(enc.input_ids) > max_length:
+            enc = Encoded(enc.input_ids[:max_length], enc.trained[:max_length], enc.text, True, enc.full_length)
+        out[k].append(enc)
     return out

@@ -19,8 +19,9 @@ conversations, conversation, dialog, ...). Formats (a row's and a file's):
   prompt_completion  TRL's {prompt, completion}: strings, or lists of messages
   text               {text}
 
-Recognised by name and refused for supervised fine-tuning (``REFUSED``; the kind is what a
-preference/RL trainer will accept later; TRL's dataset types use the same column names):
+Recognised by name and refused for supervised fine-tuning (``REFUSED``; TRL's dataset types use the
+same column names). The first two are what preference tuning trains on (``OBJECTIVE_FORMATS``: DPO
+takes pairs, KTO takes labelled answers and pairs, which it splits into a good and a bad answer):
 
   preference         prompt?/chosen/rejected (text or conversational), chosen_messages/rejected_messages,
                      OpenAI's preferred_output/non_preferred_output
@@ -28,6 +29,12 @@ preference/RL trainer will accept later; TRL's dataset types use the same column
   prompt_only        prompts without answers (GRPO's layout)
   classification     text + label
   multimodal         images/videos/audios columns, media content parts, <image>-style placeholders
+
+Preference rows normalise to one form, whatever their layout: ``{"prompt": [messages], "chosen":
+[assistant messages], "rejected": [assistant messages], "tools"?}``; labelled rows to ``{"prompt":
+[messages], "completion": [assistant messages], "label": bool, "tools"?}``. A pair is bad (by line)
+when its chosen and rejected answers are the same, a side is empty, or an answer repeats the prompt
+(the usual slip of putting prompt + answer in ``chosen`` beside a ``prompt`` column).
 
 No ML import here (the TUI uses this module). ``normalise`` raises ``RowError`` with one sentence
 (no location: the caller knows the line).
@@ -41,8 +48,11 @@ from .reader import json_limit
 
 CHAT_FORMATS = ("messages", "sharegpt", "pairs")
 TRAINABLE = (*CHAT_FORMATS, "alpaca", "prompt_completion", "text")
-REFUSED = ("preference", "kto", "prompt_only", "classification", "multimodal")
+REFUSED = ("preference", "kto", "prompt_only", "classification", "multimodal")  # for supervised fine-tuning
 FORMATS = TRAINABLE + REFUSED
+PREFERENCE_FORMATS = ("preference", "kto")
+# The row formats each objective trains on (engine.config.OBJECTIVES); KTO splits a pair in two.
+OBJECTIVE_FORMATS = {"sft": TRAINABLE, "dpo": ("preference",), "kto": ("kto", "preference")}
 ROLES = ("system", "user", "assistant", "tool")
 ROLE_ALIASES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
                 "tool": "tool", "function": "tool", "ipython": "tool"}
@@ -215,16 +225,27 @@ def missing_columns_sentence(record: dict) -> str:
     return f"{describe_keys(record)}, which match no format; expected {EXPECTED}"
 
 
-def refusal(kind: str, record: dict) -> str:
-    """Why a row of a refused kind is not supervised fine-tuning data: what it is, what it is for."""
+def accepted(objective: str | None, file_format: str | None = None) -> tuple[str, ...]:
+    """The row formats a run with ``objective`` trains on; ``None``: whatever the file is, if some
+    objective trains it (a preference file is read as pairs, anything else as SFT data)."""
+    if objective is None:
+        return (file_format,) if file_format in PREFERENCE_FORMATS else TRAINABLE
+    return OBJECTIVE_FORMATS[objective]
+
+
+def refusal(kind: str, record: dict, objective: str | None = None) -> str:
+    """Why a row of ``kind`` is not data for ``objective`` (None or sft: supervised fine-tuning): what it
+    is, what it is for."""
+    if objective in ("dpo", "kto") and kind not in ("prompt_only", "classification", "multimodal"):
+        return _preference_refusal(kind, record, objective)
     if kind == "preference":
         return ("is preference data (a prompt with a chosen and a rejected answer): it is for preference tuning "
-                f"such as DPO, not supervised fine-tuning; {_SFT_FILE}")
+                f"such as DPO (objective: dpo), not supervised fine-tuning; {_SFT_FILE}")
     if kind == "kto":
         col = next(k for k in LABEL_COLUMNS if k in record)
         return (f"is labelled data (answers marked good or bad in a '{col}' column, the KTO layout): it is for "
-                "preference tuning such as KTO, and supervised fine-tuning would train the bad answers too; keep "
-                f"only the rows labelled true and drop the '{col}' column to fine-tune on them")
+                "preference tuning such as KTO (objective: kto), and supervised fine-tuning would train the bad "
+                f"answers too; keep only the rows labelled true and drop the '{col}' column to fine-tune on them")
     if kind == "prompt_only":
         return (f"has prompts without answers ({describe_keys(record)[4:]}): it is data for reinforcement "
                 "learning with reward functions such as GRPO, not supervised fine-tuning, which needs an answer "
@@ -238,6 +259,17 @@ def refusal(kind: str, record: dict) -> str:
                 "images, video or audio show would be lost and the model trained on conversations it cannot see; "
                 "use a text-only data set")
     raise AssertionError(kind)  # pragma: no cover
+
+
+def _preference_refusal(kind: str, record: dict, objective: str) -> str:
+    if objective == "dpo" and kind == "kto":
+        col = next(k for k in LABEL_COLUMNS if k in record)
+        return (f"is labelled data (answers marked good or bad in a '{col}' column, the KTO layout): DPO learns from "
+                "a chosen and a rejected answer to the same prompt; use objective: kto for labelled answers")
+    wants = ("a prompt with a chosen and a rejected answer (prompt / chosen / rejected)" if objective == "dpo" else
+             "answers labelled good or bad (prompt / completion / label) or chosen / rejected pairs")
+    return (f"is supervised fine-tuning data ({DESCRIPTIONS.get(kind, kind)}): "
+            f"{'DPO' if objective == 'dpo' else 'KTO'} learns from {wants}; use objective: sft for this data")
 
 
 # --- normalisation ---------------------------------------------------------------------------
@@ -559,19 +591,26 @@ def normalise(record: dict, fmt: str) -> dict:
         if not text.strip():
             raise RowError("has an empty 'text'")
         return {"text": text}
+    if fmt == "preference":
+        return _preference_example(record)
+    if fmt == "kto":
+        return _labelled_example(record)
     if fmt in REFUSED:
         raise RowError(refusal(fmt, record))
     raise RowError(f"is in an unknown format {fmt!r}")  # pragma: no cover
 
 
-def check_row(record: dict, file_format: str | None) -> tuple[str | None, dict | None, str | None]:
-    """(row format, example or None, problem or None) for one parsed row against the file's format."""
+def check_row(record: dict, file_format: str | None,
+              objective: str | None = "sft") -> tuple[str | None, dict | None, str | None]:
+    """(row format, example or None, problem or None) for one parsed row against the file's format, for
+    a run with ``objective`` (sft, dpo, kto; None: whatever the file is, see ``accepted``)."""
     fmt = detect(record)
     if fmt is None:
         return None, None, missing_columns_sentence(record)
-    if fmt in REFUSED:
-        return fmt, None, refusal(fmt, record)
-    if file_format and fmt != file_format and file_format not in REFUSED:
+    ok = accepted(objective, file_format)
+    if fmt not in ok:
+        return fmt, None, refusal(fmt, record, objective)
+    if file_format and fmt != file_format and file_format in ok:
         return fmt, None, (
             f"is {fmt} but the file is {file_format}; one format per file (this row {describe_keys(record)})"
         )
@@ -579,6 +618,199 @@ def check_row(record: dict, file_format: str | None) -> tuple[str | None, dict |
         return fmt, normalise(record, fmt), None
     except RowError as exc:
         return fmt, None, str(exc)
+
+
+# --- preference rows ---------------------------------------------------------------------------
+
+REPEAT_START = 12  # an answer that starts with the prompt's last user turn of at least this many characters
+REPEAT_INSIDE = 32  # ... or holds one at least this long
+
+
+def _is_text(value) -> bool:
+    """A string that is text, not a list of messages stored as JSON (CSV columns keep lists that way)."""
+    if not isinstance(value, str):
+        return False
+    parsed = _parsed_list(value)
+    return not (isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed))
+
+
+def _answer(value, field: str) -> list[dict]:
+    """One side of a pair (or a KTO completion) as assistant messages: a string, or a list of messages."""
+    if _is_text(value):
+        return [{"role": "assistant", "content": value}]
+    msgs = _messages(value, field=field, allow_weight=False)
+    for n, m in enumerate(msgs, 1):
+        if m["role"] != "assistant":
+            raise RowError(f"'{field}' message {n} has role {m['role']!r}; with a separate prompt, '{field}' holds "
+                           "only the assistant's answer")
+    return msgs
+
+
+def _prompt(value, record: dict, field: str = "prompt") -> list[dict]:
+    if _is_text(value):
+        return _system_column(record) + [{"role": "user", "content": value}]
+    msgs = _messages(value, field=field, allow_weight=False)
+    if not any(m["role"] == "system" for m in msgs):
+        msgs = _system_column(record) + msgs
+    return msgs
+
+
+def _split_conversation(value, field: str) -> tuple[list[dict], list[dict]]:
+    """(prompt, answer): a conversation's trailing assistant messages are the answer."""
+    if _is_text(value):
+        raise RowError(f"has '{field}' as text but no 'prompt'; add a 'prompt' column, or give '{field}' as a "
+                       "conversation that starts with the prompt")
+    msgs = _messages(value, field=field, allow_weight=False)
+    cut = len(msgs)
+    while cut and msgs[cut - 1]["role"] == "assistant":
+        cut -= 1
+    if cut == len(msgs):
+        raise RowError(f"'{field}' does not end with an assistant answer")
+    return msgs[:cut], msgs[cut:]
+
+
+def _same_turn(a: dict, b: dict) -> bool:
+    return a["role"] == b["role"] and a["content"] == b["content"] and a.get("tool_calls") == b.get("tool_calls")
+
+
+def _answer_text(messages: list[dict]) -> str:
+    return "\n".join(m["content"].strip() for m in messages)
+
+
+def _check_prompt(prompt: list[dict]) -> None:
+    if not prompt:
+        raise RowError("has an empty prompt; a pair answers a prompt")
+    for n, m in enumerate(prompt, 1):
+        if not m["content"].strip() and not m.get("tool_calls") and m["role"] != "tool":
+            raise RowError(f"prompt message {n} ({m['role']}) has empty content")
+    if prompt[-1]["role"] == "assistant":
+        raise RowError("has a prompt that ends with an assistant turn; the prompt must end with the question")
+
+
+def _check_answer(prompt: list[dict], answer: list[dict], side: str) -> None:
+    text = _answer_text(answer)
+    if not text and not any(m.get("tool_calls") for m in answer):
+        raise RowError(f"has an empty {side} answer")
+    question = next((m["content"].strip() for m in reversed(prompt) if m["role"] == "user"), "")
+    if (len(question) >= REPEAT_START and text.startswith(question)) or (
+            len(question) >= REPEAT_INSIDE and question in text):
+        shown = question if len(question) <= 40 else question[:39] + "…"
+        raise RowError(f"has the prompt repeated in the {side} answer ({shown!r}); the {side} answer should hold "
+                       "only the answer")
+
+
+def _pair_parts(record: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    if "preferred_output" in record and "non_preferred_output" in record:  # OpenAI's preference fine-tuning
+        given = record.get("input")
+        messages = given.get("messages") if isinstance(given, dict) else given
+        if messages is None:
+            raise RowError("has preferred_output but no 'input' with the prompt's messages")
+        return (_prompt(messages, record, "input"), _answer(record["preferred_output"], "preferred_output"),
+                _answer(record["non_preferred_output"], "non_preferred_output"))
+    chosen_key, rejected_key = (("chosen", "rejected") if "chosen" in record and "rejected" in record
+                                else ("chosen_messages", "rejected_messages"))
+    chosen, rejected = record[chosen_key], record[rejected_key]
+    if record.get("prompt") is not None:
+        return _prompt(record["prompt"], record), _answer(chosen, chosen_key), _answer(rejected, rejected_key)
+    prompt, chosen_answer = _split_conversation(chosen, chosen_key)
+    other, rejected_answer = _split_conversation(rejected, rejected_key)
+    if len(prompt) != len(other) or not all(map(_same_turn, prompt, other)):
+        n = next((k for k, (a, b) in enumerate(zip(prompt, other), 1) if not _same_turn(a, b)),
+                 min(len(prompt), len(other)) + 1)
+        raise RowError(f"has chosen and rejected conversations with different prompts (message {n} differs); a pair "
+                       "answers the same prompt two ways")
+    if not any(m["role"] == "system" for m in prompt):
+        prompt = _system_column(record) + prompt
+    return prompt, chosen_answer, rejected_answer
+
+
+def _with_tools(example: dict, record: dict) -> dict:
+    given = record.get("input")
+    tools = _tools(given if isinstance(given, dict) and "tools" in given else record)
+    if tools:
+        example["tools"] = tools
+    return example
+
+
+def _preference_example(record: dict) -> dict:
+    prompt, chosen, rejected = _pair_parts(record)
+    _check_prompt(prompt)
+    _check_answer(prompt, chosen, "chosen")
+    _check_answer(prompt, rejected, "rejected")
+    if len(chosen) == len(rejected) and all(map(_same_turn, chosen, rejected)):
+        raise RowError("has the same chosen and rejected answer, so there is no preference to learn")
+    example = _with_tools({"prompt": prompt, "chosen": chosen, "rejected": rejected}, record)
+    _check_tools(prompt + chosen, example.get("tools"))
+    _check_tools(prompt + rejected, example.get("tools"))
+    return example
+
+
+def _label(record: dict) -> bool:
+    col = next(k for k in LABEL_COLUMNS if k in record)
+    value = record[col]
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
+def _labelled_example(record: dict) -> dict:
+    if "prompt" in record and "completion" in record:
+        prompt, completion = _prompt(record["prompt"], record), _answer(record["completion"], "completion")
+    else:
+        field, turns, _ = _chat(record)
+        prompt, completion = _split_conversation(turns, field)
+        if not any(m["role"] == "system" for m in prompt):
+            prompt = _system_column(record) + prompt
+    _check_prompt(prompt)
+    _check_answer(prompt, completion, "labelled")
+    example = _with_tools({"prompt": prompt, "completion": completion, "label": _label(record)}, record)
+    _check_tools(prompt + completion, example.get("tools"))
+    return example
+
+
+def is_pair(example: dict) -> bool:
+    return "chosen" in example and "rejected" in example
+
+
+def is_labelled(example: dict) -> bool:
+    return "completion" in example and "label" in example and "prompt" in example
+
+
+def kind_of(example: dict) -> str:
+    """What a normalised example is: "pair", "labelled" or "sft"."""
+    return "pair" if is_pair(example) else "labelled" if is_labelled(example) else "sft"
+
+
+def unpair(example: dict) -> list[dict]:
+    """A pair as two labelled answers (how KTO trains on pairs, as TRL's unpair_preference_dataset)."""
+    if not is_pair(example):
+        return [example]
+    extra = {"tools": example["tools"]} if example.get("tools") else {}
+    return [{"prompt": example["prompt"], "completion": example["chosen"], "label": True, **extra},
+            {"prompt": example["prompt"], "completion": example["rejected"], "label": False, **extra}]
+
+
+def kto_weights(good: int, bad: int) -> tuple[float, float]:
+    """(desirable_weight, undesirable_weight) that balance ``good`` against ``bad`` answers: the KTO paper
+    (Ethayarajh et al. 2024, eq. 8) wants desirable_weight x good / (undesirable_weight x bad) in
+    [1, 4/3]; the rarer kind is weighed up, the other left at 1."""
+    if not good or not bad or 1 <= good / bad <= 4 / 3:
+        return 1.0, 1.0
+    if good < bad:
+        return round(bad / good, 3), 1.0
+    return 1.0, round(good / bad, 3)
+
+
+def conversations(example: dict) -> list[list[dict]]:
+    """Every conversation an example trains on, as messages (a pair: prompt + chosen, prompt + rejected;
+    earlier assistant turns of a prompt carry weight 0)."""
+    if "messages" in example:
+        return [example["messages"]]
+    if "prompt" not in example:
+        return []
+    prompt = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in example["prompt"]]
+    answers = [example["chosen"], example["rejected"]] if is_pair(example) else [example["completion"]]
+    return [prompt + a for a in answers]
 
 
 def tool_calls(example: dict) -> list[dict]:
@@ -589,7 +821,7 @@ def tool_calls(example: dict) -> list[dict]:
 
 def uses_tools(example: dict) -> bool:
     return bool(example.get("tools")) or any(m.get("tool_calls") or m["role"] == "tool"
-                                             for m in example.get("messages", ()))
+                                             for conv in conversations(example) for m in conv)
 
 
 def preview(example: dict | None, record: dict | None = None, width: int = 200) -> str:
@@ -598,7 +830,7 @@ def preview(example: dict | None, record: dict | None = None, width: int = 200) 
         if "text" in example:
             s = example["text"]
         else:
-            msgs = example["messages"]
+            msgs = example["messages"] if "messages" in example else example["prompt"]
             first = next((m for m in msgs if m["role"] == "user"), msgs[0] if msgs else None)
             s = first["content"] if first else ""
     elif record is not None:

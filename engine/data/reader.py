@@ -429,6 +429,18 @@ class JsonArraySource(_StreamSource):
         return self.size if self._done else self._bytes_done
 
     def _generate(self) -> Iterator[RawRow]:
+        """The records; a file that stops being UTF-8 text part of the way ends in one bad row saying so
+        (only its first bytes are checked when it is opened)."""
+        after = 0
+        try:
+            for row in self._records():
+                after = row.index + 1
+                yield row
+        except UnicodeDecodeError as exc:
+            yield RawRow(after, after + 1, None, f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); nothing "
+                         "after it can be read; save the file as UTF-8")
+
+    def _records(self) -> Iterator[RawRow]:
         if self.field is not None:  # {"field": [records]}: no streaming, the file is parsed whole
             with open(self.path, encoding="utf-8-sig") as f:
                 records = json.load(f)[self.field]

@@ -124,6 +124,7 @@ CASES = [  # (command line, what the sentence names)
     (["train", "--model", "{fake_gguf}", "--max-steps", "2"], "not a GGUF file"),
     (["train", "--data", "{all_bad}", "--max-steps", "2"], "role 'bot'"),
     (["train", "--seed", str(2**40), "--max-steps", "2"], "seed must be at most"),
+    (["train", "--data", str(ROOT / "tests/fixtures/data/preference.jsonl"), "--max-steps", "2"], "objective: dpo"),
     (["train", "--processes", "64", "--max-steps", "2"], "processes: 64"),
     (["train", "--max-steps", "2", "--check", "--model", "{fake_gguf}"], "not a GGUF file"),
 ]
@@ -184,3 +185,12 @@ def test_check_answers_any_config_file_in_json(bad_files, raw):
     assert proc.returncode == 2 == report["exit"] and not report["ok"] and report["problem"]
     _one_sentence(report["problem"])
     assert "Traceback" not in proc.stderr
+
+
+def test_a_json_list_that_stops_being_utf8_past_its_first_bytes_is_one_bad_row(tmp_path):
+    path = tmp_path / "late.json"  # found by the Hypothesis test above: only the head is checked on open
+    rows = ",".join(json.dumps({"text": "x" * 100}) for _ in range(12000))  # past the 1 MiB head checked on open
+    path.write_bytes(("[" + rows + ',{"text": "').encode() + b"\x80\x81" + b'"}]')
+    report = inspect(str(path))
+    assert report.valid_rows > 0 and report.error_count == 1  # the rows before the undecodable chunk, then one sentence
+    assert "is not UTF-8 text" in report.errors[0].message

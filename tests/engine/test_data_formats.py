@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.data import detect_file_format, has_validation_split, inspect, load_examples, open_source
+from engine.data import dataset, detect_file_format, has_validation_split, inspect, load_examples, open_source
 from engine.errors import DataError
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "data"
@@ -136,12 +136,13 @@ def test_load_examples_names_the_first_bad_row_and_the_count():
     ],
 )
 def test_unusable_files_fail_with_one_sentence(name, words):
+    # read for supervised fine-tuning: preference pairs are refused (for DPO they are the data)
     with pytest.raises(DataError) as err:
-        inspect(str(FIX / name))
+        inspect(str(FIX / name), objective="sft")
     assert words in str(err.value)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
     with pytest.raises(DataError):
-        load_examples(str(FIX / name))
+        dataset.load_examples(str(FIX / name), objective="sft")
 
 
 def test_missing_paths_and_empty_folders(tmp_path):

@@ -229,12 +229,13 @@ def test_render_shows_the_tools_and_the_calls(tool_tok, tool_model):
     ("multimodal_parts.jsonl", "multimodal", "image parts in 'messages'"),
 ])
 def test_other_kinds_of_data_are_refused_by_name(name, kind, words):
+    # for supervised fine-tuning (preference pairs and labels are DPO's and KTO's data: tests/engine/test_preference.py)
     with pytest.raises(RefusedData) as err:
-        inspect(str(FIX / name))
+        inspect(str(FIX / name), objective="sft")
     assert err.value.kind == kind and words in str(err.value)
     assert str(err.value).startswith(str(FIX / name)) and "\n" not in str(err.value)
     with pytest.raises(RefusedData):
-        load_examples(str(FIX / name))
+        dataset.load_examples(str(FIX / name), objective="sft")
     first = json.loads((FIX / name).read_text().splitlines()[0]) if name.endswith("jsonl") else None
     if first:
         assert formats.detect(first) == kind
@@ -349,10 +350,10 @@ def test_inspect_shows_each_source_and_the_mix(tmp_path, tok):
 
 @pytest.mark.parametrize("args, code, words", [
     (["inspect", FIX / "empty.jsonl"], 2, "is empty"),
-    (["inspect", FIX / "kto.jsonl"], 2, "KTO"),
+    (["inspect", FIX / "kto.jsonl", "--objective", "sft"], 2, "KTO"),
     (["inspect", FIX / "nope.jsonl"], 2, "does not exist"),
     (["render", FIX / "bad_rows.jsonl", "--row", "2"], 1, "role 'bot'"),
-    (["render", FIX / "preference.jsonl", "--row", "1"], 2, "preference data"),
+    (["render", FIX / "preference.jsonl", "--row", "1", "--objective", "sft"], 2, "preference data"),
     (["stats", FIX / "multimodal_parts.jsonl", "--model", "{tiny}"], 2, "multimodal"),
 ])
 def test_every_data_command_answers_json_refusals_included(tiny_model, args, code, words):

@@ -236,7 +236,13 @@ def test_cli_json_shape_for_a_builtin_config():
     assert data["total_params"] == 8_030_261_248 and data["trainable_params"] == 41_943_040
     assert set(data["memory_bytes"]) == {"weights", "gradients", "optimizer", "activations", "overhead", "total"}
     assert data["fit"]["verdict"] in ("fits", "tight", "no", "no-gpu")
-    assert data["settings"]["seq_len"] == 2048 and data["settings"]["gradient_checkpointing"] is True
+    # padding-free (the worker's default): the batch's two rows run as one sequence
+    assert data["settings"]["seq_len"] == 4096 and data["settings"]["batch_size"] == 1 and data["settings"]["packed"]
+    assert data["settings"]["gradient_checkpointing"] is True and data["sized_from"] == "max_length"
+    proc = _cli("--model", "llama-3.1-8b", "--method", "qlora", "--seq-len", "2048", "--batch-size", "2",
+                "--no-padding-free", "--json")
+    padded = json.loads(proc.stdout)["settings"]
+    assert (padded["seq_len"], padded["batch_size"], padded["packed"]) == (2048, 2, False)
 
 
 def test_cli_table_and_all_methods_and_planned_gpu():
