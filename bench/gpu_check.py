@@ -128,14 +128,15 @@ def peak() -> tuple[int | None, int | None]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, None
 
 
-def tunedeck_case(model_dir: str, method: str, padding_free: bool, data_file: Path, args, tmp: Path) -> dict:
+def tunedeck_case(model_dir: str, method: str, padding_free: bool, data_file: Path, args, tmp: Path,
+                  liger: bool = True) -> dict:
     """Steps through Tunedeck's own trainer (engine.worker): its config, model loading, one mask,
     batching, kernels and estimate."""
     import torch
 
     from engine.batching import padding_free_is_exact
     from engine.config import RunConfig
-    from engine.worker import build_trainer, device_plan, estimate_memory, load_model_for
+    from engine.worker import build_trainer, device_plan, estimate_memory, load_model_for, training_device
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -144,11 +145,11 @@ def tunedeck_case(model_dir: str, method: str, padding_free: bool, data_file: Pa
                                "max_length": args.max_length, "eval_steps": 0, "save_steps": 10**6,
                                "padding_free": padding_free, "lora": {"r": 16, "alpha": 32}})
     plan = device_plan()
-    if args.dry_run:
+    if args.dry_run or not liger:
         plan["liger"] = False  # Triton kernels need a GPU
     model, tokenizer = load_model_for(cfg, plan)
     rows = rows_for(tokenizer, data_file, args.max_length, args.rows)
-    exact, why = padding_free_is_exact(model, rows) if padding_free else (False, "padded")
+    exact, why = padding_free_is_exact(model, rows, training_device(plan)) if padding_free else (False, "padded")
     meter = Meter(args.warmup)
     trainer = build_trainer(cfg, model, tokenizer, rows, [], tmp / f"out-{method}-{padding_free}", plan,
                             [meter.callback()], padding_free=padding_free and exact)
@@ -235,6 +236,11 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models: everything but the CUDA calls")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--models", default="demo,qwen-0.5b", help="comma-separated: demo, qwen-0.5b")
+    parser.add_argument("--methods", default="lora,qlora,full", help="comma-separated: lora, qlora, full")
+    parser.add_argument("--liger", choices=("auto", "both"), default="auto",
+                        help="both: each LoRA case also without Liger kernels, to see what they bring")
+    parser.add_argument("--no-monitor", action="store_true", help="skip the detached run followed by the monitor")
     args = parser.parse_args()
     import torch
 
@@ -250,23 +256,25 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tunedeck-gpu-check-"))
     data_file = varied_data(tmp / "varied.jsonl", rows=args.rows)
     rows: list[dict] = []
-    models = ["demo", "qwen-0.5b"]
+    models = args.models.split(",")
     folders = {}
-    methods = ["lora", "qlora", "full"]
+    methods = args.methods.split(",")
     for name in models:
         folder = folders[name] = model_folder(name, tmp, dry)
         for method in methods:
             for padding_free in (False, True):
-                if dry and method == "qlora" and padding_free:
-                    continue  # the dry run proves the path once: 4-bit on a CPU is slow
-                try:
-                    row = tunedeck_case(folder, method, padding_free, data_file, args, tmp)
-                except Exception as exc:  # noqa: BLE001 - one failing case is a row, not the end
-                    row = {"side": "tunedeck", "method": method, "batching": "padding-free" if padding_free else "padded",
-                           "note": f"failed: {type(exc).__name__}: {str(exc)[:120]}"}
-                row["model"] = name
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                for liger in ((True, False) if args.liger == "both" and method == "lora" and not dry else (True,)):
+                    if dry and method == "qlora" and padding_free:
+                        continue  # the dry run proves the path once: 4-bit on a CPU is slow
+                    try:
+                        row = tunedeck_case(folder, method, padding_free, data_file, args, tmp, liger)
+                    except Exception as exc:  # noqa: BLE001 - one failing case is a row, not the end
+                        row = {"side": "tunedeck", "method": method,
+                               "batching": "padding-free" if padding_free else "padded",
+                               "note": f"failed: {type(exc).__name__}: {str(exc)[:120]}"}
+                    row["model"] = name
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
         try:
             row = trl_case(folder, data_file, args, tmp)
         except Exception as exc:  # noqa: BLE001
@@ -275,7 +283,7 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     try:
-        panel = monitor_check(folders["demo"], 4 if dry else 10)
+        panel = "skipped" if args.no_monitor or "demo" not in folders else monitor_check(folders["demo"], 4 if dry else 10)
     except Exception as exc:  # noqa: BLE001
         panel = f"failed: {type(exc).__name__}: {exc}"
     _table(rows, panel, dry, time.monotonic() - started)

@@ -34,8 +34,10 @@ def liger_available(device: str) -> bool:
     return device == "cuda" and importlib.util.find_spec("liger_kernel") is not None
 
 
-def padding_free_is_exact(model, rows: list[dict]) -> tuple[bool, str]:
-    """Check on ``model`` that rows packed together do not see each other: (exact?, why)."""
+def padding_free_is_exact(model, rows: list[dict], device=None) -> tuple[bool, str]:
+    """Check on ``model`` that rows packed together do not see each other: (exact?, why). ``device`` is
+    where the trainer will run it: the model is moved there first, since on a GPU its kernels (Liger's
+    Triton ones) cannot run on the CPU where the model was loaded."""
     import torch
 
     rows = [r["input_ids"][:PROBE_TOKENS] for r in rows if len(r["input_ids"]) >= 4][:2]
@@ -43,6 +45,8 @@ def padding_free_is_exact(model, rows: list[dict]) -> tuple[bool, str]:
         return True, "nothing to check (fewer than two rows)"
     first, second = rows
     other = [(t + 1) % max(2, max(first) + 2) for t in first]  # a different row of the same length
+    if device is not None and next(p for p in model.parameters()).device != torch.device(device):
+        model.to(device)  # what the Trainer does next anyway
     device = next(p for p in model.parameters()).device
 
     def second_row_logits(before: list[int]):

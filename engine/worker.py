@@ -291,6 +291,11 @@ def device_plan() -> dict:
             "attention": attention_implementation("cpu"), "liger": False}
 
 
+def training_device(plan: dict) -> str:
+    """The device this process trains on: its own GPU under torchrun (LOCAL_RANK), else the CPU."""
+    return f"cuda:{world()[2]}" if plan["device"] == "cuda" else "cpu"
+
+
 def resolve_init_from(cfg: RunConfig) -> tuple[Path, dict]:
     """(the adapter folder ``init_from`` names, what it is for the start event). Run.weights() finds it:
     the run's final adapter, else its newest checkpoint. One sentence when it is not an adapter of
@@ -931,8 +936,10 @@ class Worker:
         # the other processes' warnings would only repeat the main one's
         (transformers.logging.set_verbosity_warning if self.main_process else transformers.logging.set_verbosity_error)()
         self.plan = plan = device_plan()
-        if cfg.is_preference:
-            plan["liger"] = False  # TRL's DPO/KTO trainers patch the LM head themselves (Liger is SFT's)
+        if cfg.is_preference or not cfg.liger_kernels:
+            # DPO/KTO: TRL's trainers patch the LM head themselves (Liger is SFT's). SFT: opt-in, since on an
+            # H200 (bench/gpu_check.py) Liger made LoRA 1.6-2.2x slower than plain SDPA.
+            plan["liger"] = False
         init_adapter, init_info = self._init_adapter(cfg)
         self.progress(f"Loading model {cfg.model} for {METHOD_NAMES[cfg.method]} on {plan['name']}…")
         model, tokenizer = load_model_for(cfg, plan, progress=self.progress, init_adapter=init_adapter)
@@ -970,7 +977,7 @@ class Worker:
                      f"{'the chosen and the rejected answer' if cfg.objective == 'dpo' else 'each answer'} as a row of "
                      "a padded batch; it has no padding-free path for this objective.")
         elif cfg.padding_free:
-            padding_free, why = padding_free_is_exact(model, train_rows)
+            padding_free, why = padding_free_is_exact(model, train_rows, training_device(plan))
             self.say(("Padding-free batching: " if padding_free else "Padding each batch (not padding-free): ") + why)
         kernels = [f"attention {plan['attention']}", "bf16" if plan["bf16"] else "fp16" if plan["fp16"] else "fp32"]
         if plan.get("liger"):

@@ -561,13 +561,16 @@ def test_dpo_from_an_sft_runs_adapter(tiny_model, pairs_file):
 def test_mistakes_end_in_one_sentence(tiny_model, toy_data, pairs_file, tmp_path):
     from engine.launch import start_run
 
-    # DPO on SFT data: refused with the sentence, before any training
-    run = start_run(_config(tiny_model, toy_data, max_steps=2))
-    wait_run(run, run_ended, timeout=300)
-    info = run.info()
-    assert info.state == "failed" and "is supervised fine-tuning data" in info.message
-    assert "use objective: sft" in info.message and "\n" not in info.message
-    assert not any(e["type"] == "log" for e in run.events())
+    # DPO on SFT data: refused by the pre-flight with the sentence, before any run folder or training
+    from engine.errors import TunedeckError
+    from engine.runs import list_runs
+
+    before = len(list_runs())
+    with pytest.raises(TunedeckError) as refused:
+        start_run(_config(tiny_model, toy_data, max_steps=2))
+    message = str(refused.value)
+    assert "is supervised fine-tuning data" in message and "use objective: sft" in message and "\n" not in message
+    assert len(list_runs()) == before
 
     # init_from a fully fine-tuned run, and a run that does not exist
     from engine.runs import create_run

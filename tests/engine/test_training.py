@@ -204,8 +204,8 @@ def test_a_diverging_run_fails_with_a_sentence(tiny_model, toy_data):
 
 
 def test_cli_train_json_follow_and_logs(tiny_model, toy_data):
-    # TUNEDECK_CHECKPOINT_SECONDS=0: the time-based checkpoint (for slow machines) fires every step
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TUNEDECK_CHECKPOINT_SECONDS="0")
+    # TUNEDECK_CHECKPOINT_SECONDS tiny: the time-based checkpoint (for slow machines) fires every step
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TUNEDECK_CHECKPOINT_SECONDS="0.001")
     cmd = [sys.executable, "-m", "engine", "train", "--model", str(tiny_model), "--data", str(toy_data),
            "--max-steps", "3", "--batch-size", "4", "--eval-steps", "0", "--max-length", "64", "--json", "--follow"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=200)
