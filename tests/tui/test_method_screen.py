@@ -61,8 +61,8 @@ async def wait_for_model(screen: MethodScreen, pilot, timeout: float = 300) -> N
     while screen.arch is None and screen.arch_error is None:
         assert time.monotonic() - start < timeout, "the estimate helper did not answer"
         await asyncio.sleep(0.2)
-    # and the data's lengths, which size the largest batch
-    while screen.sized_from_data is None:
+    # and the data's lengths, which size the largest batch (or the word that they could not be measured)
+    while screen.sizing is None:
         assert time.monotonic() - start < timeout, "the data helper did not answer"
         await asyncio.sleep(0.2)
     await pilot.app.workers.wait_for_complete()

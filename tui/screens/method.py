@@ -201,6 +201,7 @@ class MethodScreen(AreaScreen):
         self.recommendation: advisor.Recommendation | None = None
         self.estimates: dict[str, E.Estimate] = {}
         self.sized_from_data: list[int] | None = None  # the data's longest rows, once measured
+        self.sizing: str | None = None  # what the estimates are sized from; None while the data is measured
 
     # --- layout ----------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -517,7 +518,7 @@ class MethodScreen(AreaScreen):
         self.query_one("#methods-where", Static).update(
             f"Memory of one training step on {escape(words)}"
             + (" · CPU training in fp32" if device == "cpu" else "")
-            + (" · sized from your data" if self.sized_from_data else "")
+            + (f" · {self.sizing}" if self.sizing else "")
             + (f" · {', '.join(checkpointed)} with gradient checkpointing" if checkpointed else ""))
         rec = self.recommendation
         for row in self.query(MethodRow):
@@ -540,13 +541,18 @@ class MethodScreen(AreaScreen):
             self.query_one("#methods-where", Static).update(f"No estimate: {escape(self.arch_error)}")
 
     def _lengths(self, max_length: int) -> list[int] | None:
-        """The data's longest rows if measured; else start measuring them (the table updates then)."""
+        """The data's longest rows if measured; else start measuring them (the table updates then).
+        Sets ``sizing``: what the estimates are sized from."""
         lengths, model, data = self.app.data_lengths, self.project.model, self.project.data
-        if not isinstance(data, str):  # a mix of sources: sized for rows of max length
+        if not isinstance(data, str):
+            self.sizing = "sized for rows of max length (a mix of sources)"
             return None
         known = lengths.known(model, data, max_length)
-        if known is None and lengths.failed(model, data, max_length) is None:
+        failed = lengths.failed(model, data, max_length)
+        if known is None and failed is None:
             lengths.fetch_for(self, model, data, max_length)
+        self.sizing = ("sized from your data" if known else
+                       "sized for rows of max length (your data's lengths could not be measured)" if failed else None)
         return known
 
     def on_lengths_loaded(self, message: LengthsLoaded) -> None:
