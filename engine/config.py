@@ -164,7 +164,7 @@ FIELDS: tuple[Field, ...] = (
           choice_labels=METHOD_LABELS, label="Method"),
     Field("objective", "choice", "What it learns from: sft (ideal answers), dpo (chosen/rejected pairs), kto "
           "(answers labelled good/bad)", "sft", choices=OBJECTIVES, choice_labels=OBJECTIVE_LABELS,
-          glossary="preference data"),
+          label="Objective", glossary="preference data"),
     Field("learning_rate", "float", "Update size: LoRA ~2e-4, full ~2e-5 (DPO/KTO: LoRA ~5e-5, full ~5e-7)",
           {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo:lora": 5e-5, "dpo:qlora": 5e-5, "dpo:full": 5e-7,
            "kto:lora": 5e-5, "kto:qlora": 5e-5, "kto:full": 5e-7},
@@ -193,10 +193,15 @@ FIELDS: tuple[Field, ...] = (
     Field("padding_free", "bool", "No compute on padding: a batch's rows run as one sequence (exact; checked "
           "on the model first)", True, glossary="padding-free"),
     Field("group_by_length", "bool", "Batch rows of similar length together (less padding when padded)", False),
+    Field("early_stopping_patience", "int", "Stop when eval loss has not improved for N evaluations in a row "
+          "(empty: train to the end)", None, minimum=1, maximum=10**6, optional=True, label="Early stop after",
+          glossary="early stopping", hint=" such as 3"),
+    Field("keep", "choice", "The weights the run ends with: best (lowest eval loss) or last (needs an eval set "
+          "for best)", "best", choices=("best", "last"), glossary="early stopping"),
     Field("liger_kernels", "bool", "GPU, SFT: Liger's fused Triton kernels (off: on an H200 they made LoRA 1.6-2.2x "
           "slower)", False),
     Field("beta", "float", "DPO/KTO: how far it may move from the reference model (higher: less); 0.1 is usual",
-          0.1, maximum=1e6, glossary="beta", hint=" such as 0.1"),
+          0.1, maximum=1e6, label="Beta (DPO/KTO)", glossary="beta", hint=" such as 0.1"),
     Field("loss_type", "choice", "DPO/KTO loss variant (empty: sigmoid for DPO, kto for KTO)", None,
           choices=tuple(dict.fromkeys(DPO_LOSS_TYPES + KTO_LOSS_TYPES)), optional=True, glossary="DPO"),
     Field("max_prompt_length", "int", "DPO/KTO: a longer prompt keeps its last N tokens (empty: max_length only)",
@@ -261,6 +266,8 @@ class RunConfig:
     gradient_checkpointing: bool = _d("gradient_checkpointing")
     padding_free: bool = _d("padding_free")
     group_by_length: bool = _d("group_by_length")
+    early_stopping_patience: int | None = _d("early_stopping_patience")
+    keep: str = _d("keep")
     liger_kernels: bool = _d("liger_kernels")
     beta: float = _d("beta")
     loss_type: str | None = _d("loss_type")

@@ -15,6 +15,7 @@ GLOSSARY: dict[str, str] = {
     "learning rate": "How big each update is. Too high and the loss explodes (NaN); too low and nothing changes. LoRA: ~1e-4 to 2e-4; full: ~1e-5.",
     "loss": "How wrong the model's next-token guesses are on the training examples; lower is better. It should fall, then flatten.",
     "eval loss": "The same measure on held-out examples the model never trains on; if it rises while training loss falls, the model is overfitting.",
+    "early stopping": "Ending a run when the eval loss has stopped improving for a few evaluations, and keeping the weights of its best evaluation instead of the last (keep: best).",
     "overfitting": "Memorising the training examples instead of learning the pattern: training loss keeps falling, eval loss turns up. Train fewer steps or add data.",
     "gradient checkpointing": "Saves memory by recomputing activations during the backward pass instead of keeping them: ~30% slower, much less memory for long sequences.",
     "OOM": "Out of memory: the GPU (or RAM) cannot hold the model, its gradients, optimizer state and activations. Lower batch size or max length, turn on gradient checkpointing, or use QLoRA.",

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import OBJECTIVE_NAMES, PREFERENCE_OBJECTIVES
 from .errors import TunedeckError
 from .paths import runs_dir
 
@@ -63,6 +64,8 @@ class Weights:
     def is_adapter(self) -> bool:
         return self.kind == "adapter"
 
+
+BEST_FILE = "best.json"  # in best/: the step and eval loss its weights are from
 
 def _weights_in(path: Path, label: str, step: int | None = None) -> Weights | None:
     if (path / "adapter_config.json").is_file():
@@ -286,6 +289,7 @@ class RunInfo:
     model: str | None = None
     data: str | None = None
     method: str | None = None
+    objective: str | None = None  # sft | dpo | kto (None: a config from before objectives, i.e. sft)
     message: str | None = None
     best_eval_loss: float | None = None
     log_tail: list[str] = field(default_factory=list)
@@ -335,6 +339,22 @@ class Run:
     @property
     def model_dir(self) -> Path:
         return self.dir / "model"
+
+    @property
+    def best_dir(self) -> Path:
+        """keep: best — the weights of the lowest eval loss so far, while the run trains (at its end they
+        become adapter/ or model/)."""
+        return self.dir / "best"
+
+    def best(self) -> dict | None:
+        """{"step", "eval_loss"} of the weights in best/, if any."""
+        try:
+            best = json.loads((self.best_dir / BEST_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(best, dict) or not isinstance(best.get("step"), int) or isinstance(best["step"], bool):
+            return None
+        return best
 
     # --- status ----------------------------------------------------------------------------
     def read_status(self) -> dict:
@@ -434,6 +454,7 @@ class Run:
             return
         recover_swap(self.adapter_dir, "adapter_config.json")
         recover_swap(self.model_dir, "config.json")
+        recover_swap(self.best_dir, BEST_FILE)
 
     def checkpoint_weights(self) -> list[Weights]:
         """Complete checkpoints that hold weights, oldest first."""
@@ -518,6 +539,7 @@ class Run:
             model=text(config.get("model")),
             data=data_label(config.get("data")),
             method=text(config.get("method")),
+            objective=text(config.get("objective")),
             message=message,
             best_eval_loss=as_float(status.get("best_eval_loss")),
             log_tail=log,
@@ -526,6 +548,14 @@ class Run:
             peak_memory=as_float(status.get("peak_memory")),
             estimated_memory=as_float(status.get("estimated_memory")),
         )
+
+
+def method_label(method: str | None, objective: str | None) -> str | None:
+    """A run's method as tables show it: ``lora`` for supervised fine-tuning, ``lora · DPO`` for a
+    preference run (the objective named only when it is not SFT)."""
+    if objective in PREFERENCE_OBJECTIVES:
+        return f"{method or '?'} · {OBJECTIVE_NAMES[objective]}"
+    return method
 
 
 def data_label(data) -> str | None:

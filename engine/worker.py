@@ -72,7 +72,7 @@ from .config import METHOD_NAMES, OBJECTIVE_NAMES, RunConfig
 from .errors import DataError, TunedeckError
 from .data.dataset import mix_label
 from .run_state import effective_events
-from .runs import Run, RunBusy, lock_run, process_identity, swap_in
+from .runs import BEST_FILE, Run, RunBusy, lock_run, process_identity, swap_in, write_json_atomic
 
 # Besides every ``save_steps`` steps, a checkpoint is saved when this long has passed since the last
 # one, so a crash on a slow machine never loses more than about this much training.
@@ -679,6 +679,7 @@ class Worker:
         self._writing = False
         self._pending_stop = False
         self.training = False
+        self.stopped_early: int | None = None  # the step early stopping ended the run at
         self.rank, self.world, self.local_rank = world()
         self._parent = os.getppid()  # with several processes: the torchrun agent that started us
         self.main_process = self.rank == 0  # writes events, status and the adapter; every process trains
@@ -775,7 +776,7 @@ class Worker:
         left behind, and set aside a little disk space to record a full disk with."""
         run = self.run
         run.recover_outputs()
-        for leftover in [*run.dir.glob(".adapter-*"), *run.dir.glob(".model-*")]:
+        for leftover in [*run.dir.glob(".adapter-*"), *run.dir.glob(".model-*"), *run.dir.glob(".best-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
         try:
             with open(run.dir / ".reserve", "wb") as f:
@@ -1005,7 +1006,7 @@ class Worker:
         callback = events_callback(self, info=info)
         trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback],
                                 padding_free=padding_free)
-        self.trainer = trainer
+        self.trainer, self.tokenizer = trainer, tokenizer
         # counted on the trainer's model: for DPO/KTO with a new adapter TRL adds it
         info["trainable_params"], info["total_params"] = count_params(trainer.model)
         if cfg.is_preference and getattr(trainer, "ref_model", None) is not None:
@@ -1028,19 +1029,61 @@ class Worker:
             self._finish("failed", self.failure, error=True)
             return
         out_dir = run.adapter_dir if cfg.uses_adapter else run.model_dir
-        self.progress(f"Saving the {'adapter' if cfg.uses_adapter else 'model'} to {out_dir.name}/…")
-        if self.world > 1:
-            save_output_distributed(trainer, tokenizer, out_dir, main=self.main_process)
+        what = "adapter" if cfg.uses_adapter else "model"
+        best = self.best_to_keep()
+        if best is not None and not self.stop_requested:
+            # the best evaluation's weights become the run's output; the last stay in the newest checkpoint
+            self.progress(f"Keeping the best {what} (step {best['step']}) in {out_dir.name}/…")
+            if self.main_process:
+                swap_in(run.best_dir, out_dir)
         else:
-            save_output(trainer, tokenizer, out_dir)
+            self.progress(f"Saving the {what} to {out_dir.name}/…")
+            if self.world > 1:
+                save_output_distributed(trainer, tokenizer, out_dir, main=self.main_process)
+            else:
+                save_output(trainer, tokenizer, out_dir)
         if self.stop_requested and self.step < (self.max_steps or 0):
             cp = run.latest_checkpoint()
             self._finish("stopped", f"Stopped at step {self.step} of {self.max_steps}; "
                          f"{cp.name if cp else 'no checkpoint'} and {out_dir.name}/ are saved; "
                          f"`tunedeck resume {run.id}` continues.")
         else:
-            self._finish("completed", f"Completed {self.step} steps; the {'adapter' if cfg.uses_adapter else 'model'}"
-                         f" is in {out_dir}.")
+            if self.main_process:
+                shutil.rmtree(run.best_dir, ignore_errors=True)  # kept in out_dir, or the last step was the best
+            self._finish("completed", self.completion_message(what, out_dir, best))
+
+    # the best checkpoint (keep: best, early_stopping_patience) -----------------------------------
+    def keep_best(self, step: int, eval_loss: float) -> None:
+        """An evaluation improved on every earlier one: save these weights as the run's best (every
+        process takes part with several). Only with ``keep: best``."""
+        if self.cfg is None or self.cfg.keep != "best":
+            return
+        target = self.run.best_dir
+        if self.world > 1:
+            save_output_distributed(self.trainer, self.tokenizer, target, main=self.main_process)
+        else:
+            save_output(self.trainer, self.tokenizer, target)
+        if self.main_process:
+            write_json_atomic(target / BEST_FILE, {"step": step, "eval_loss": eval_loss})
+
+    def best_to_keep(self) -> dict | None:
+        """The saved best weights' step and eval loss, when they are not the last step's."""
+        if self.cfg is None or self.cfg.keep != "best":
+            return None
+        best = self.run.best()
+        return best if best is not None and best["step"] < self.step else None
+
+    def completion_message(self, what: str, out_dir: Path, best: dict | None) -> str:
+        cfg = self.cfg
+        if self.stopped_early is not None:
+            head = (f"Stopped early at step {self.stopped_early} of {self.max_steps}: eval loss did not improve for "
+                    f"{cfg.early_stopping_patience} evaluations")
+        else:
+            head = f"Completed {self.step} steps"
+        if best is not None:
+            return (f"{head}; best at step {best['step']} (eval loss {best['eval_loss']:.4f}): the {what} in "
+                    f"{out_dir} is that step's (keep: best).")
+        return f"{head}; the {what} is in {out_dir}."
 
 
 def tokens_logged_until(run: Run, step: int) -> float:
@@ -1123,7 +1166,8 @@ def _make_callback_class():
             self.t_begin = None
             self.t_last_end = None
             self.interrupted = True  # an eval or a save since the last step ended
-            self.best_eval = None
+            self.best_eval = self.best_step = None
+            self.evals_without_gain = 0  # evaluations since the best one (early_stopping_patience)
             self.last_save = time.monotonic()
             self.pending: dict = {}
             self.next_status = 0.0
@@ -1143,7 +1187,8 @@ def _make_callback_class():
         def on_train_begin(self, args, state, control, **kw):
             w = self.worker
             w.step, w.max_steps = state.global_step, state.max_steps
-            self.best_eval = w.run.read_status().get("best_eval_loss")
+            status = w.run.read_status()
+            self.best_eval, self.best_step = status.get("best_eval_loss"), status.get("best_step")
             resumed = self.info["resumed_from"]
             cfg = w.cfg
             if resumed:
@@ -1175,10 +1220,22 @@ def _make_callback_class():
                 return
             loss = float(loss)
             extra = {f"eval_{k}": _num(metrics[f"eval_{k}"]) for k in OBJECTIVE_METRICS if f"eval_{k}" in metrics}
-            self.worker.event(type="eval", step=state.global_step, eval_loss=_num(loss), **extra)
+            w = self.worker
+            w.event(type="eval", step=state.global_step, eval_loss=_num(loss), **extra)
             if math.isfinite(loss) and (self.best_eval is None or loss < self.best_eval):
-                self.best_eval = loss
-            self.worker.status(best_eval_loss=self.best_eval)
+                self.best_eval, self.best_step, self.evals_without_gain = loss, state.global_step, 0
+                w.keep_best(state.global_step, loss)
+            else:
+                self.evals_without_gain += 1
+                patience = w.cfg.early_stopping_patience
+                if patience and self.evals_without_gain >= patience and state.global_step < state.max_steps:
+                    w.stopped_early = state.global_step
+                    w.say(f"Eval loss has not improved for {patience} evaluations (best {self.best_eval:.4f} at step "
+                          f"{self.best_step}): stopping early.")
+                    control.should_training_stop = True
+                    control.should_save = True
+            w.status(best_eval_loss=self.best_eval, best_step=self.best_step)
+            return control
 
         def on_save(self, args, state, control, **kw):
             self.interrupted = True
