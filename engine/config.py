@@ -187,6 +187,9 @@ FIELDS: tuple[Field, ...] = (
     Field("eval_split", "fraction", "Fraction held out for evaluation when the data has no validation split",
           0.1, glossary="eval loss", hint=" (no evaluation)"),
     Field("eval_data", "path", "A separate validation file (wins over eval_split)", optional=True),
+    Field("test_split", "fraction", "Fraction of the training rows kept apart as a test set: no training decision "
+          "sees it; tunedeck eval reports on it", 0.0, hint=" (no test set)"),
+    Field("test_data", "path", "A separate test file (wins over test_split)", optional=True),
     Field("seed", "int", "Random seed", 42, minimum=0, maximum=2**32 - 1),  # numpy's seeds stop there
     Field("gradient_checkpointing", "bool", "Trade compute for memory", {"lora": False, "qlora": True, "full": False},
           glossary="gradient checkpointing"),
@@ -262,6 +265,8 @@ class RunConfig:
     eval_steps: int = _d("eval_steps")
     eval_split: float = _d("eval_split")
     eval_data: str | None = _d("eval_data")
+    test_split: float = _d("test_split")
+    test_data: str | None = _d("test_data")
     seed: int = _d("seed")
     gradient_checkpointing: bool = _d("gradient_checkpointing")
     padding_free: bool = _d("padding_free")

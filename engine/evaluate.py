@@ -123,20 +123,36 @@ def run_config(config: dict, source: str = "config.yaml"):
     return RunConfig.from_dict(config, source=source)
 
 
-def eval_examples(config: dict, source: str = "config.yaml") -> tuple[list[dict], list[dict], str]:
-    """(train examples, evaluation examples, where the evaluation examples come from), split
-    exactly as the worker split them, so the fine-tuned model never saw the evaluation rows."""
+def eval_examples(config: dict, source: str = "config.yaml", *, split: str | None = None
+                  ) -> tuple[list[dict], list[dict], str]:
+    """(train examples, evaluation examples, which split they are), split exactly as the worker split
+    them, so the fine-tuned model never saw the evaluation rows. ``split``: "test" or "validation";
+    None: the test set when the run kept one apart (no training decision saw it), else validation."""
     from .data import has_validation_split
-    from .worker import load_splits
+    from .errors import TunedeckError
+    from .worker import split_examples
 
     cfg = run_config(config, source)
-    if cfg.eval_data or has_validation_split(cfg.data):
+    if split not in (None, "test", "validation"):
+        raise TunedeckError(f"--split must be test or validation, got {split!r}.")
+    has_test = bool(cfg.test_data) or cfg.test_split > 0
+    if split == "test" and not has_test:
+        raise TunedeckError("This run kept no test set apart (test_split and test_data are unset in "
+                            f"{source}); evaluate on --split validation, or train with test_split: 0.1.")
+    if split == "test" or (split is None and has_test):
+        train, _, test = split_examples(cfg)
+        where = (f"test set {cfg.test_data}" if cfg.test_data
+                 else f"test set (held-out {cfg.test_split:.0%} of the data, never trained or chosen on)")
+        return train, test, where
+    validation_only = bool(cfg.eval_data or has_validation_split(cfg.data))
+    if validation_only:
         where = str(cfg.eval_data) if cfg.eval_data else "validation split"
-        if cfg.eval_steps == 0:  # the worker skipped evaluation, but these rows were never trained on
-            cfg.eval_steps = 1
     else:
         where = f"held-out {cfg.eval_split:.0%} of the training data"
-    train, held_out = load_splits(cfg)
+    # a separate validation set was never trained on, even if the worker skipped evaluating it
+    train, held_out, _ = split_examples(cfg, with_eval=True if validation_only else None)
+    if held_out and cfg.keep == "best" and cfg.eval_steps:
+        where += " (it also chose the best weights: keep a test_split for an unbiased figure)"
     return train, held_out, where
 
 
@@ -314,7 +330,7 @@ def generate(models: _Models, which: str, prompts: list[list[dict]], *, max_new_
 
 def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_size: int = 8,
                  max_new_tokens: int | None = None, progress: Progress | None = None, save: bool = True,
-                 samples: int = 5) -> dict:
+                 samples: int = 5, split: str | None = None) -> dict:
     """Score a run against the prompting baselines (a preference run: ``evaluate_preference``, with
     ``samples`` side-by-side generations); the result is also saved as ``eval.json``."""
     from .data.encode import encode
@@ -332,10 +348,10 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     kind, folder = weights.label, weights.path
     if config.get("objective") in ("dpo", "kto"):
         return evaluate_preference(run, weights, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                   samples=samples, progress=progress, save=save)
+                                   samples=samples, progress=progress, save=save, split=split)
 
     say("Reading the data…")
-    train, held_out, source = eval_examples(config, str(run.config_path))
+    train, held_out, source = eval_examples(config, str(run.config_path), split=split)
     if limit:
         held_out = held_out[:limit]
     if not held_out:
@@ -524,7 +540,7 @@ def _start_adapter(run, cfg) -> tuple[Path | None, str | None]:
 
 def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: int = 8,
                         max_new_tokens: int | None = None, samples: int = 5, progress: Progress | None = None,
-                        save: bool = True) -> dict:
+                        save: bool = True, split: str | None = None) -> dict:
     """Score a DPO/KTO run on held-out pairs (or labelled answers): log-probabilities of the chosen and
     the rejected answers under the base model, the model it started from (init_from) and the tuned
     one; DPO's reward accuracy against the reference; greedy answers side by side for ``samples``
@@ -539,7 +555,7 @@ def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: i
     config = run.config()
     cfg = run_config(config, str(run.config_path))
     say("Reading the data…")
-    _, held_out, source = eval_examples(config, str(run.config_path))
+    _, held_out, source = eval_examples(config, str(run.config_path), split=split)
     if limit:
         held_out = held_out[:limit]
     if not held_out:

@@ -300,7 +300,7 @@ def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) 
         raise ExportError(f"{run.config_path}: the run's config has no 'model'.")
     cfg = run_config(config, str(run.config_path))
     say("Reading the run's data…")
-    train, held_out, source = eval_examples(config, str(run.config_path))
+    train, held_out, source = eval_examples(config, str(run.config_path), split="validation")
     train_rows = [r for r in map(_prompt_completion, train) if r is not None]
     eval_rows = [r for r in map(_prompt_completion, held_out) if r is not None]
     multi_turn = sum(1 for e in train if sum(m.get("role") == "assistant" for m in e.get("messages", [])) > 1)

@@ -124,13 +124,14 @@ def preflight(config: RunConfig) -> RunConfig:
     if problem:
         raise ConfigError(problem)
     models.resolve(config.model)  # ModelNotFound with one sentence
-    for ref in (config.data, config.eval_data):
+    for ref in (config.data, config.eval_data, config.test_data):
         if ref and is_local(ref):
             load_examples(ref, seed=config.seed, objective=config.objective)  # every row read: DataError with one sentence (missing file, any bad row)
     d = config.to_dict()
     d["model"] = _absolute_if_local(config.model)
     d["data"] = with_refs(config.data, _absolute_if_local)
     d["eval_data"] = _absolute_if_local(config.eval_data)
+    d["test_data"] = _absolute_if_local(config.test_data)
     if config.accelerate_config:
         d["accelerate_config"] = str(Path(config.accelerate_config).expanduser().resolve())
     config = RunConfig.from_dict(d, source="config")

@@ -122,29 +122,48 @@ def load_examples(ref, *, split: str = "train", seed: int | None = None, objecti
 
 
 def load_splits(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
-    """(train examples, eval examples). ``data`` may be a list of sources: they are mixed, seeded by
-    ``seed`` (engine.data.dataset.mix). The eval set is, in order of preference: ``eval_data``, the
-    data's own validation split, or ``eval_split`` of the training rows (seeded). None if eval is off.
-    Rows are read for the run's objective (pairs for DPO, labelled answers or pairs for KTO)."""
+    """(train examples, eval examples): ``split_examples`` without the test set."""
+    train, evaluation, _ = split_examples(cfg)
+    return train, evaluation
+
+
+def split_examples(cfg: RunConfig, *, with_eval: bool | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, eval, test examples), the one place a run's data is split. ``data`` may be a list of
+    sources: they are mixed, seeded by ``seed`` (engine.data.dataset.mix). The test set comes first:
+    ``test_data``, or ``test_split`` of the rows (seeded); no training decision sees it. The eval set
+    (which guides early stopping and the best weights) is, in order of preference: ``eval_data``, the
+    data's own validation split, or ``eval_split`` of the remaining rows (seeded); none when eval is
+    off (``with_eval`` overrides). Rows are read for the run's objective."""
     from .data import has_validation_split
 
     objective = cfg.objective
     train = load_examples(cfg.data, split="train", seed=cfg.seed, objective=objective)
-    if cfg.eval_steps == 0:
-        return train, []
+    test: list[dict] = []
+    if cfg.test_data:
+        test = load_examples(cfg.test_data, split="train", objective=objective)
+    elif cfg.test_split > 0 and len(train) > 2:
+        train, test = _hold_out(train, cfg.test_split, seed=cfg.seed + 1)
+    if not (cfg.eval_steps != 0 if with_eval is None else with_eval):
+        return train, [], test
     if cfg.eval_data:
-        return train, load_examples(cfg.eval_data, split="train", objective=objective)
+        return train, load_examples(cfg.eval_data, split="train", objective=objective), test
     if has_validation_split(cfg.data):
-        return train, load_examples(cfg.data, split="validation", objective=objective)
+        return train, load_examples(cfg.data, split="validation", objective=objective), test
     if cfg.eval_split <= 0 or len(train) < 2:
-        return train, []
+        return train, [], test
+    train, evaluation = _hold_out(train, cfg.eval_split, seed=cfg.seed)
+    return train, evaluation, test
+
+
+def _hold_out(rows: list[dict], share: float, *, seed: int) -> tuple[list[dict], list[dict]]:
+    """(the rows kept, ``share`` of them held out), chosen by ``seed``; at least one of each."""
     import random
 
-    order = list(range(len(train)))
-    random.Random(cfg.seed).shuffle(order)
-    n_eval = min(len(train) - 1, max(1, round(len(train) * cfg.eval_split)))
-    held = set(order[:n_eval])
-    return [ex for i, ex in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n = min(len(rows) - 1, max(1, round(len(rows) * share)))
+    held = set(order[:n])
+    return [ex for i, ex in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
 def encode_rows(tokenizer, examples: list[dict], max_length: int, *,
@@ -945,9 +964,9 @@ class Worker:
         self.progress(f"Loading model {cfg.model} for {METHOD_NAMES[cfg.method]} on {plan['name']}…")
         model, tokenizer = load_model_for(cfg, plan, progress=self.progress, init_adapter=init_adapter)
         self.progress(f"Reading data {mix_label(cfg.data)}…")
-        train_ex, eval_ex = load_splits(cfg)
+        train_ex, eval_ex, test_ex = split_examples(cfg)
         self.progress(f"Tokenising {len(train_ex) + len(eval_ex)} examples…")
-        notes = []
+        notes = [f"{len(test_ex)} examples kept apart as the test set"] if test_ex else []
         if cfg.is_preference:
             train_rows, counts = encode_preference_rows(tokenizer, train_ex, cfg, shuffle=True)
             eval_rows, _ = encode_preference_rows(tokenizer, eval_ex, cfg)

@@ -10,7 +10,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="score a run against zero-shot, few-shot and retrieval few-shot prompting of its base model",
-        description="Evaluate a run on the validation split: eval loss and perplexity of base vs fine-tuned, "
+        description="Evaluate a run on its held-out rows (the test set when it kept one apart, else validation): eval loss and perplexity of base vs fine-tuned, "
         "and exact match / valid JSON / field accuracy of the answers of the base model prompted zero-shot, "
         "few-shot (k training examples), retrieval few-shot (k most similar by BM25), and the fine-tuned model. "
         "A DPO/KTO run is scored on held-out pairs instead: how often each model prefers the chosen answer "
@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, metavar="T", help="answer length cap (default: from the references)")
     p.add_argument("--samples", type=int, default=5, metavar="S",
                    help="preference runs: held-out prompts answered side by side by the base and tuned model (default 5)")
+    p.add_argument("--split", choices=("test", "validation"),
+                   help="which held-out rows (default: the test set when the run kept one apart, else validation)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--progress", action="store_true", help="with --json: stream progress as JSON lines first")
     p.set_defaults(func=run)
@@ -58,7 +60,8 @@ def run(args) -> int:
                     print(f"  {pct}% ({event['stage']})", file=sys.stderr, flush=True)
 
     result = evaluate_run(args.run, limit=args.limit, k=args.k, batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens, progress=progress, samples=args.samples)
+                          max_new_tokens=args.max_new_tokens, progress=progress, samples=args.samples,
+                          split=args.split)
     if args.json:
         print(json.dumps({"type": "result", **json_safe(result)}), flush=True)
     else:

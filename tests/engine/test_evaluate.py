@@ -195,7 +195,8 @@ def _write_data(path, n):
 def test_eval_rows_are_the_ones_the_worker_held_out(tmp_path):
     data = _write_data(tmp_path / "d.jsonl", 20)
     train, held, where = ev.eval_examples({"model": "demo", "data": data, "eval_split": 0.25, "seed": 7})
-    assert len(held) == 5 and len(train) == 15 and where == "held-out 25% of the training data"
+    assert len(held) == 5 and len(train) == 15 and where.startswith("held-out 25% of the training data")
+    assert "chose the best weights" in where  # keep: best used these rows: an honest caveat
     assert not {json.dumps(e) for e in held} & {json.dumps(e) for e in train}
     _, held_again, _ = ev.eval_examples({"model": "demo", "data": data, "eval_split": 0.25, "seed": 7})
     assert held_again == held  # seeded: the same rows every time
@@ -203,6 +204,29 @@ def test_eval_rows_are_the_ones_the_worker_held_out(tmp_path):
     assert len(demo_held) == 60 and where == "validation split"  # never trained on, even without eval steps
     _, nothing, _ = ev.eval_examples({"model": "demo", "data": data, "eval_steps": 0})
     assert nothing == []  # everything was trained on: nothing unseen to evaluate
+
+
+def test_a_test_set_is_kept_apart_from_training_and_validation_and_evaluated_by_default(tmp_path):
+    from engine.errors import TunedeckError
+    from engine.worker import split_examples
+
+    data = _write_data(tmp_path / "d.jsonl", 40)
+    config = {"model": "demo", "data": data, "eval_split": 0.25, "test_split": 0.1, "seed": 7}
+    train, validation, test = split_examples(ev.run_config(config))
+    assert (len(train), len(validation), len(test)) == (27, 9, 4)
+    seen = [{json.dumps(e) for e in rows} for rows in (train, validation, test)]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    # tunedeck eval: the test set by default, and says so; validation when asked
+    shots, rows, where = ev.eval_examples(config)
+    assert rows == test and where.startswith("test set (held-out 10%") and shots == train
+    assert ev.eval_examples(config, split="validation")[1] == validation
+    # a test file wins over the share
+    test_file = _write_data(tmp_path / "t.jsonl", 3)
+    _, rows, where = ev.eval_examples({**config, "test_data": test_file})
+    assert len(rows) == 3 and where == f"test set {test_file}"
+    # asking for a test set a run never kept: one sentence that says what to do
+    with pytest.raises(TunedeckError, match="kept no test set apart .* train with test_split: 0.1"):
+        ev.eval_examples({"model": "demo", "data": data}, split="test")
 
 
 # --- a real evaluation of a trained tiny run -----------------------------------------------------
