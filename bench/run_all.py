@@ -30,6 +30,7 @@ BENCHES = [
     ("bench_keypress.py", ["--presses", "40"]),
     ("bench_chat.py", ["--prompts", "3", "--tokens", "32"]),
     ("bench_estimate.py", ["--quick"]),
+    ("bench_demo_quality.py", ["--steps", "10", "--prompts", "12"]),
 ]
 
 
