@@ -79,6 +79,13 @@ class Curves:
         return min((v for _, v in self.eval_losses), default=None)
 
     @property
+    def eval_reward_accuracy(self) -> float | None:
+        """A DPO run's latest eval reward accuracy: the share of held-out pairs where the tuned model
+        gives the chosen answer the higher reward (0.5 is chance). None for SFT and KTO (no pairs)."""
+        points = self.points("eval_rewards/accuracies")
+        return points[-1][1] if points else None
+
+    @property
     def last_loss(self) -> float | None:
         return self.losses[-1][1] if self.losses else None
 

@@ -1,10 +1,14 @@
 """`tunedeck runs [--json]`: every run, newest first, with its state (a run whose worker died
-without saying so is shown `crashed`), step, loss, model and method."""
+without saying so is shown `crashed`), step, loss, model and method. A preference run's method names
+its objective (``lora · DPO``); its JSON adds ``eval_reward_accuracy``, the latest held-out reward
+accuracy from its events (None for KTO, which has no pairs, or before the first evaluation)."""
 
 from __future__ import annotations
 
 import json
 import time
+
+from ..config import PREFERENCE_OBJECTIVES
 
 
 def register(subparsers) -> None:
@@ -18,7 +22,17 @@ def register(subparsers) -> None:
 def as_json(info) -> dict:
     d = info.to_dict()
     d["status"] = info.state
+    if info.objective in PREFERENCE_OBJECTIVES:
+        d["eval_reward_accuracy"] = eval_reward_accuracy(info)
     return d
+
+
+def eval_reward_accuracy(info) -> float | None:
+    """The latest eval reward accuracy of a preference run, folded from its events by the one reducer."""
+    from ..run_state import RunHistory
+    from ..runs import Run
+
+    return RunHistory().extend(Run(info.dir).events()).eval_reward_accuracy
 
 
 def _ago(ts: float | None) -> str:
@@ -36,7 +50,7 @@ def _ago(ts: float | None) -> str:
 
 def run(args) -> int:
     from ..paths import runs_dir
-    from ..runs import list_runs
+    from ..runs import list_runs, method_label
 
     runs = list_runs()
     if args.json:
@@ -55,7 +69,7 @@ def run(args) -> int:
                "stopped": "yellow", "failed": "red", "crashed": "red"}
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("RUN", "STATUS", "STEP", "LOSS", "MODEL", "METHOD", "CREATED"):
-        table.add_column(col, no_wrap=col in ("RUN", "STATUS", "STEP"))
+        table.add_column(col, no_wrap=col in ("RUN", "STATUS", "STEP", "METHOD"))
     for i in runs:
         step = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
         loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
@@ -63,7 +77,7 @@ def run(args) -> int:
         if model not in ("demo",) and "/" in model and Path(model).is_absolute():
             model = Path(model).name
         c = colours.get(i.state, "white")
-        table.add_row(i.id, f"[{c}]{i.state}[/]", step, loss, model, i.method or "-", _ago(i.created))
+        table.add_row(i.id, f"[{c}]{i.state}[/]", step, loss, model, method_label(i.method, i.objective) or "-", _ago(i.created))
     console = Console()
     console.print(table)
     for i in runs:

@@ -1,4 +1,5 @@
-"""The Train screen's monitor pane: one run, live — header, metrics, loss chart, GPU/CPU panel, log.
+"""The Train screen's monitor pane: one run, live — header, metrics, the rewards of a preference run
+(DPO, KTO), loss chart, GPU/CPU panel, log.
 
 Everything shown about the run is read from its folder by engine.follow's RunFollower (its own
 thread), and GPU/CPU samples come from engine.gpu.Sampler (another thread); both post messages
@@ -23,6 +24,7 @@ from engine.follow import RunFollower, RunView
 from ..widgets.gpu_panel import GpuPanel
 from ..widgets.log_tail import LogTail
 from ..widgets.loss_chart import LossChart
+from ..widgets.preference_panel import PreferencePanel
 from ..widgets.run_header import RunHeader, RunMetrics
 from .base import JobFailed, error_sentence, in_thread
 from .confirm import ConfirmScreen
@@ -74,6 +76,7 @@ class MonitorPane(Vertical):
     def compose(self) -> ComposeResult:
         yield RunHeader(id="run-header")
         yield RunMetrics(id="run-metrics")
+        yield PreferencePanel(id="preference-panel")
         yield LossChart(id="loss-chart")
         with Horizontal(id="monitor-bottom"):
             yield GpuPanel(id="gpu-panel")
@@ -97,6 +100,7 @@ class MonitorPane(Vertical):
         self.watching = run.id
         self.view = None
         self.query_one(LossChart).set_data((), (), None)
+        self.query_one(PreferencePanel).show(None)
         follower = RunFollower(run)
         self.follower = follower
 
@@ -113,6 +117,7 @@ class MonitorPane(Vertical):
         self.view = view
         self.query_one(RunHeader).show(view)
         self.query_one(RunMetrics).show(view)
+        self.query_one(PreferencePanel).show(view)
         self.query_one(LossChart).set_data(view.losses, view.eval_losses, view.max_steps, waiting=view.alive)
         self.query_one(LogTail).show(view.log_lines)
         if self.sampler is not None:

@@ -17,6 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from engine.follow import RunView
+from engine.runs import method_label
 
 STATE_STYLE = {
     "created": ("○", "dim"),
@@ -129,7 +130,7 @@ class RunHeader(Vertical):
         head.append(f"{symbol} {view.state}", style=f"bold {colour}")
         head.append(f"  {view.run_id}", style="bold")
         if view.method:
-            head.append(f"  {view.method}", style="dim")
+            head.append(f"  {method_label(view.method, view.objective)}", style="dim")
         if view.device:
             head.append(f" on {view.device}", style="dim")
         if view.attempts > 1:

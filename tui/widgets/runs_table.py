@@ -1,7 +1,9 @@
 """Every run in one sortable table: id, created, model, data, method, status, steps, best eval loss,
 duration. Rows are ``RunRow`` values built off the UI thread (``RunRow.collect``); ``set_rows``
 updates cells in place and rebuilds only when the set or the order of runs changed, so the cursor
-stays on the same run across refreshes."""
+stays on the same run across refreshes. A preference run's method names its objective (``lora · DPO``)
+and, once a DPO run has logged an evaluation, its "best eval" cell is its latest eval reward accuracy
+(``acc 88%``) instead of a loss (the column still sorts by the best eval loss)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from engine.follow import HistoryReader
+from engine.runs import method_label
 
 from .run_header import theme_colour
 
@@ -51,7 +54,7 @@ def short_ref(ref: str | None) -> str:
 
 
 class TrainingTime:
-    """Seconds each run spent training (``RunHistory.training_seconds``), its events read
+    """Each run's history (``RunHistory``: training seconds, eval reward accuracy), its events read
     incrementally, so refreshing a long run costs only its new lines."""
 
     def __init__(self) -> None:
@@ -61,12 +64,16 @@ class TrainingTime:
         self._lock = threading.Lock()
 
     def seconds(self, run, now: float | None) -> float | None:
+        return self.read(run, lambda history: history.training_seconds(now))
+
+    def read(self, run, what):
+        """``what(history)`` for ``run``'s history after reading its new events (under the lock)."""
         with self._lock:
             reader = self._readers.get(str(run.dir))
             if reader is None:
                 reader = self._readers[str(run.dir)] = HistoryReader(run)
             reader.read()
-            return reader.history.training_seconds(now)
+            return what(reader.history)
 
 
 _TRAINING_TIME = TrainingTime()
@@ -99,6 +106,12 @@ class RunRow:
     message: str | None
     peak_memory: float | None = None
     estimated_memory: float | None = None
+    objective: str | None = None  # sft | dpo | kto
+    eval_reward_accuracy: float | None = None  # a DPO run's latest, from its eval events
+
+    @property
+    def method_label(self) -> str | None:
+        return method_label(self.method, self.objective)
 
     @classmethod
     def collect(cls) -> list["RunRow"]:
@@ -109,7 +122,8 @@ class RunRow:
         rows = []
         for info in list_runs():
             alive = info.state in ("running", "starting", "stopping")
-            duration = _TRAINING_TIME.seconds(Run(info.dir), now if alive else None)
+            duration, accuracy = _TRAINING_TIME.read(
+                Run(info.dir), lambda h: (h.training_seconds(now if alive else None), h.eval_reward_accuracy))
             if duration is None:  # no start event (it never got going): the status' own times
                 status = Run(info.dir).read_status()
                 started = status.get("started") or info.created
@@ -120,6 +134,7 @@ class RunRow:
                 method=info.method, state=info.state, step=info.step, max_steps=info.max_steps,
                 best_eval_loss=info.best_eval_loss, duration=duration, message=info.message,
                 peak_memory=info.peak_memory, estimated_memory=info.estimated_memory,
+                objective=info.objective, eval_reward_accuracy=accuracy,
             ))
         return rows
 
@@ -127,21 +142,27 @@ class RunRow:
         """A value that orders well for column ``key`` (missing values last)."""
         value = {
             "id": self.id, "created": self.created, "model": short_ref(self.model), "data": short_ref(self.data),
-            "method": self.method, "state": self.state, "steps": self.step, "best": self.best_eval_loss,
+            "method": self.method_label, "state": self.state, "steps": self.step, "best": self.best_eval_loss,
             "duration": self.duration,
         }[key]
         return (value is None, value if value is not None else 0)
+
+    @property
+    def best_text(self) -> str:
+        """The "best eval" cell: a DPO run's latest eval reward accuracy, else the best eval loss."""
+        if self.eval_reward_accuracy is not None:
+            return f"acc {self.eval_reward_accuracy:.0%}"
+        return f"{self.best_eval_loss:.4f}" if isinstance(self.best_eval_loss, (int, float)) else "—"
 
     def cells(self, app=None, marked: bool = False) -> list:
         colour = theme_colour(app, STATE_COLOUR.get(self.state, "foreground")) if app else ""
         steps = f"{self.step}/{self.max_steps}" if self.max_steps else str(self.step)
         created = time.strftime("%m-%d %H:%M", time.localtime(self.created)) if self.created else "—"
-        best = f"{self.best_eval_loss:.4f}" if isinstance(self.best_eval_loss, (int, float)) else "—"
         cells = {
             "mark": Text("●" if marked else " ", style=theme_colour(app, "accent") if app else ""),
             "id": self.id, "state": Text(self.state, style=colour), "steps": steps,
-            "best": best, "duration": format_duration(self.duration),
-            "method": self.method or "—", "model": short_ref(self.model), "data": short_ref(self.data),
+            "best": self.best_text, "duration": format_duration(self.duration),
+            "method": self.method_label or "—", "model": short_ref(self.model), "data": short_ref(self.data),
             "created": created,
         }
         return [cells[key] for key, _, _ in COLUMNS]
