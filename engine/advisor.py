@@ -12,6 +12,12 @@ knowledge"):
 3. Behaviour (format, style, following a task) or inference cost with enough examples: LoRA if it
    fits the GPU, QLoRA if only that fits, full fine-tuning only with lots of data
    (``FULL_MIN_EXAMPLES``), a large budget and the memory for it.
+4. What it learns from (the objective, beside the method) follows what the examples are: ideal
+   answers -> SFT; two answers to one input, one better -> DPO; single answers marked good or bad
+   -> KTO (Rafailov et al. 2023, arXiv:2305.18290; Ethayarajh et al. 2024, arXiv:2402.01306). DPO
+   and KTO only shift the odds between answers the model can already give, so a model that does
+   not yet write the wanted form is trained with SFT first and preference-tuned from that run
+   (``init_from``).
 
 Every recommendation carries its reasons, what would change it, warnings, and — for the methods
 that train — starting hyper-parameters whose keys are those of ``engine.config.RunConfig``.
@@ -50,6 +56,22 @@ LATENCY = {
     "relaxed": "Relaxed: a second more or less does not matter",
     "strict": "Strict: every millisecond and every prompt token counts",
 }
+FEEDBACK = {  # what the examples say about the answers; each key is the objective that learns from it
+    "sft": "Ideal answers: each input with the answer you want",
+    "dpo": "Pairs: two answers to one input, one marked better",
+    "kto": "Single answers, each marked good or bad",
+}
+# The objective a data file's format trains (engine.data.formats): pairs -> DPO, labels -> KTO.
+FORMAT_OBJECTIVES = {"preference": "dpo", "kto": "kto"}
+OBJECTIVE_WORDS = {  # SFT vs DPO vs KTO in plain words, one line each
+    "sft": "SFT (supervised fine-tuning) learns from ideal answers: for each input, the answer you want, "
+           "which it learns to write. Use it when you can write or collect the right answer.",
+    "dpo": "DPO learns from pairs: two answers to the same input, one marked better. It makes the better one "
+           "likelier than the worse one. Use it when you can say which of two answers is better.",
+    "kto": "KTO learns from single answers marked good or bad (thumbs up or down), no pairs needed. Use it "
+           "when feedback comes one answer at a time, even with more of one kind than the other.",
+}
+OBJECTIVE_HEADLINES = {"dpo": " on preference pairs (DPO)", "kto": " on answers marked good or bad (KTO)"}
 EXAMPLE_BUCKETS = {  # what the wizard offers -> a representative count
     "none": ("None yet", 0),
     "few": ("Fewer than 50", 20),
@@ -78,6 +100,10 @@ class Answers:
     max_length: int | None = None  # from the data (tokens of a long example), if known
     model_name: str = "the model"
     method_checkpointing: dict[str, bool] | None = None  # gradient checkpointing each memory figure assumed
+    feedback: str = "sft"  # a key of FEEDBACK: what the examples are, i.e. the objective that learns from them
+    data_format: str | None = None  # the project's data format (engine.data.formats), when known
+    data_name: str = "your data"
+    sft_run: str | None = None  # a finished SFT run of this model (an adapter) that preference tuning can start from
 
 
 @dataclass
@@ -88,6 +114,8 @@ class Recommendation:
     would_change: list[str]
     warnings: list[str] = field(default_factory=list)
     settings: dict | None = None  # starting hyper-parameters (training methods only)
+    objective: str = "sft"  # what it learns from (training methods only): sft | dpo | kto
+    objectives: list[str] = field(default_factory=list)  # SFT vs DPO vs KTO in plain words, when that choice matters
 
     @property
     def trains(self) -> bool:
@@ -98,8 +126,9 @@ class Recommendation:
         return METHOD_NAMES[self.method]
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "headline": self.headline, "reasons": self.reasons,
-                "would_change": self.would_change, "warnings": self.warnings, "settings": self.settings}
+        return {"method": self.method, "objective": self.objective, "headline": self.headline,
+                "reasons": self.reasons, "would_change": self.would_change, "warnings": self.warnings,
+                "settings": self.settings, "objectives": self.objectives}
 
 
 def _gib(n: int | float) -> str:
@@ -108,7 +137,8 @@ def _gib(n: int | float) -> str:
 
 def _check(a: Answers) -> None:
     for value, allowed, what in ((a.problem, PROBLEMS, "problem"), (a.knowledge_changes, CHANGES, "knowledge_changes"),
-                                 (a.budget, BUDGETS, "budget"), (a.latency, LATENCY, "latency")):
+                                 (a.budget, BUDGETS, "budget"), (a.latency, LATENCY, "latency"),
+                                 (a.feedback, FEEDBACK, "feedback")):
         if value not in allowed:
             raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
     if a.examples < 0:
@@ -117,17 +147,24 @@ def _check(a: Answers) -> None:
 
 # --- hyper-parameters -----------------------------------------------------------------------------
 def starting_settings(method: str, *, examples: int, model_params: int | None = None, gpu: bool = True,
-                      max_length: int | None = None, gradient_checkpointing: bool | None = None) -> dict:
-    """Starting hyper-parameters for ``method``, keyed like ``RunConfig`` (``lora`` only for adapters).
+                      max_length: int | None = None, gradient_checkpointing: bool | None = None,
+                      objective: str = "sft") -> dict:
+    """Starting hyper-parameters for ``method`` and ``objective``, keyed like ``RunConfig`` (``lora``
+    only for adapters).
 
     LoRA/QLoRA: lr 2e-4 (1e-4 above 30B parameters, as the QLoRA paper did for 33B/65B), r=16,
     alpha=2r, dropout 0.05 on every linear layer (the QLoRA paper found all layers necessary to match
     full fine-tuning). Full: lr 2e-5 below 3B parameters, 1e-5 above. Epochs fall as data grows:
     small sets need several passes, large ones one. On a GPU 4 x 4 accumulation (effective batch
-    16); on a CPU batch 8 (the demo trains at a few seconds a step).
+    16); on a CPU batch 8 (the demo trains at a few seconds a step). DPO/KTO move the model a little
+    away from a reference: the schema's lower learning rate (LoRA 5e-5, full 5e-7), beta 0.1, and one
+    pass over a few hundred examples or more (two below), since the preferred answer's margin keeps
+    growing long after the model has learnt the preference.
     """
     if method not in TRAINING_METHODS:
         raise ValueError(f"no hyper-parameters for {method!r}: it does not train")
+    if objective not in config.OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(config.OBJECTIVES)}, got {objective!r}")
     big = (model_params or 0) > 30e9
     if examples < 300:
         epochs = 3
@@ -148,11 +185,30 @@ def starting_settings(method: str, *, examples: int, model_params: int | None = 
         settings = {"learning_rate": 1e-4 if big else 2e-4, "epochs": epochs, "batch_size": batch,
                     "gradient_accumulation_steps": accum, "max_length": length,
                     "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "targets": "all-linear"}}
+    settings["objective"] = objective
+    if objective in config.PREFERENCE_OBJECTIVES:
+        settings["learning_rate"] = config.FIELD["learning_rate"].default_for(method, objective)
+        settings["epochs"] = 2 if examples < 300 else 1
+        settings["beta"] = config.FIELD["beta"].default_for(method, objective)
     if gradient_checkpointing is not None:
         settings["gradient_checkpointing"] = bool(gradient_checkpointing)
     elif method == "qlora":
         settings["gradient_checkpointing"] = True
     return settings
+
+
+def objective_for_data(data_format: str | None) -> str:
+    """The objective a data file of this format trains: pairs -> dpo, labelled answers -> kto, else sft."""
+    return FORMAT_OBJECTIVES.get(data_format or "", "sft")
+
+
+def asks_feedback(problem: str | None, data_format: str | None) -> bool:
+    """Whether the wizard asks what the examples are (SFT, DPO or KTO): when the data are pairs or
+    labelled answers, or the problem is tone and style (where "which answer is better" is often easier
+    to give than the ideal answer). Never for missing knowledge: no objective trains facts in."""
+    if problem == "knowledge":
+        return False
+    return problem == "style" or data_format in FORMAT_OBJECTIVES
 
 
 def _round_up(n: int, step: int) -> int:
@@ -335,9 +391,69 @@ def _train(a: Answers) -> Recommendation:
     would.append("If prompting with a few examples already gets it right most of the time, that is cheaper — "
                  "and if the real problem is missing knowledge, use RAG.")
 
+    objective = a.feedback
+    explain = objective != "sft" or a.problem == "style" or a.data_format in FORMAT_OBJECTIVES
+    if explain:
+        _objective_advice(a, method, reasons, would, warnings)
     gc = (a.method_checkpointing or {}).get(method)
     settings = starting_settings(method, examples=a.examples, model_params=a.model_params, gpu=gpu,
-                                 max_length=a.max_length, gradient_checkpointing=gc)
+                                 max_length=a.max_length, gradient_checkpointing=gc, objective=objective)
+    if objective != "sft" and a.sft_run and method in ("lora", "qlora"):
+        settings["init_from"] = a.sft_run
     headline = {"lora": "Fine-tune with LoRA", "qlora": "Fine-tune with QLoRA (LoRA on a 4-bit model)",
-                "full": "Full fine-tuning"}[method]
-    return Recommendation(method, headline, reasons, would, warnings, settings)
+                "full": "Full fine-tuning"}[method] + OBJECTIVE_HEADLINES.get(objective, "")
+    words = [OBJECTIVE_WORDS[o] for o in config.OBJECTIVES] if explain else []
+    return Recommendation(method, headline, reasons, would, warnings, settings, objective, words)
+
+
+def _objective_advice(a: Answers, method: str, reasons: list[str], would: list[str], warnings: list[str]) -> None:
+    """What it learns from: why this objective, whether the data fit it, and when to do SFT first."""
+    objective, fmt, data = a.feedback, a.data_format, a.data_name
+    if objective == "dpo":
+        reasons.insert(1, "You can say which of two answers is better: DPO trains on exactly that, making the chosen "
+                          "answer likelier than the rejected one while staying close to the model it starts from.")
+        would.insert(0, "With answers marked good or bad one at a time (no pairs), KTO; with the ideal answer for "
+                        "each input, plain SFT.")
+    elif objective == "kto":
+        reasons.insert(1, "Your feedback is single answers marked good or bad: KTO learns from that directly, no "
+                          "pairs needed, and copes with more good than bad answers (or the reverse).")
+        would.insert(0, "With two answers to each input and one marked better, DPO uses each comparison more "
+                        "directly; with the ideal answer for each input, plain SFT.")
+    else:
+        reasons.insert(1, "You have the ideal answers, so SFT is the direct way: the model learns to write them. "
+                          "Tone and style come across well from a few hundred such answers.")
+        would.insert(0, "If you can only say which of two answers is better, DPO learns from that (or KTO, from "
+                        "answers marked good or bad), best started from an SFT run (init_from).")
+
+    # do the data fit the objective? (the engine refuses a run whose data do not)
+    if objective == "sft" and fmt == "preference":
+        warnings.append(f"{data} holds preference pairs: SFT cannot train on them as they are; choose DPO, or keep "
+                        "only the chosen answers (prompt + completion) to fine-tune on them.")
+    elif objective == "sft" and fmt == "kto":
+        warnings.append(f"{data} holds answers marked good or bad: SFT would learn the bad ones too; choose KTO, or "
+                        "keep only the good answers to fine-tune on them.")
+    elif objective == "dpo" and fmt == "kto":
+        warnings.append(f"{data} holds single answers marked good or bad, not pairs: DPO needs two answers to one "
+                        "input; choose KTO for these.")
+    elif objective in ("dpo", "kto") and fmt is not None and fmt not in FORMAT_OBJECTIVES:
+        wants = "pairs (prompt, chosen, rejected)" if objective == "dpo" else "answers marked good or bad (prompt, " \
+                "completion, label) or pairs"
+        warnings.append(f"{data} holds ideal answers, not judged ones: {objective.upper()} needs {wants}; open such "
+                        "a file on Data, or train SFT on these.")
+    elif objective == "kto" and fmt == "preference":
+        reasons.append("KTO splits each pair into a good and a bad answer; DPO would compare them directly.")
+
+    if objective == "sft":
+        return
+    name = objective.upper()
+    if a.sft_run and method in ("lora", "qlora"):
+        reasons.append(f"It starts from your SFT run {a.sft_run} (init_from): SFT taught the model the form of the "
+                       f"answers; {name} now teaches which answers are better, measured against that run.")
+    elif a.sft_run:
+        warnings.append(f"Starting from your SFT run {a.sft_run} needs its adapter, so LoRA or QLoRA; full "
+                        "fine-tuning starts from the base model (or set the model to a fully fine-tuned one).")
+    else:
+        warnings.append(f"{name} only shifts the odds between answers the model can already give. If it does not "
+                        "yet answer in the form you want (try the base model on Chat), train SFT first, on the "
+                        f"chosen answers or on ideal ones, then come back: {name} starts from that run (init_from).")
+

@@ -75,3 +75,19 @@ def standard_runs(*, live_pid: int | None = None) -> dict[str, Run]:
             "20260101-130000-demo-lora", "running", step=7, max_steps=40, created=T0 + 14400, started=T0 + 14405,
             pid=live_pid, losses=[(i, 1.9 * 0.97 ** i) for i in range(1, 8)])
     return runs
+
+
+def finished_sft_run(run_id: str = "20260101-090000-demo-lora", *, data: str = "demo", objective: str | None = None,
+                     created: float = T0) -> Run:
+    """A completed LoRA run on the demo model with its final adapter written (what DPO's init_from starts
+    from); ``objective`` is added to its config when given."""
+    run = make_run(run_id, "completed", step=60, max_steps=60, created=created, started=created + 5,
+                   ended=created + 905, best=0.2113, message="Completed 60 steps.", data=data,
+                   losses=[(i, 2.0 * 0.95 ** i) for i in range(1, 61)])
+    if objective is not None:
+        config = yaml.safe_load(run.config_path.read_text())
+        run.config_path.write_text(yaml.safe_dump({**config, "objective": objective}, sort_keys=False))
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text(
+        '{"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 16, "lora_alpha": 32, "target_modules": "all-linear"}')
+    return run

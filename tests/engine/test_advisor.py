@@ -134,3 +134,71 @@ def test_starting_settings_scale_with_data_and_model():
 def test_bad_answers_are_refused():
     with pytest.raises(ValueError, match="problem must be one of"):
         A.recommend(answers(problem="vibes"))
+
+
+# --- what it learns from: SFT, DPO or KTO ----------------------------------------------------------
+
+def test_the_feedback_question_is_asked_for_judged_data_or_a_style_problem_never_for_knowledge():
+    assert A.asks_feedback("format", "preference") and A.asks_feedback("task", "kto")
+    assert A.asks_feedback("style", "messages") and A.asks_feedback("style", None)
+    assert not A.asks_feedback("format", "messages") and not A.asks_feedback("cost", None)
+    assert not A.asks_feedback("knowledge", "preference")
+    assert [A.objective_for_data(f) for f in ("preference", "kto", "messages", None)] == ["dpo", "kto", "sft", "sft"]
+
+
+def test_preference_pairs_get_dpo_explained_with_sft_first_and_valid_dpo_settings():
+    rec = A.recommend(answers(feedback="dpo", data_format="preference", data_name="pairs.jsonl"))
+    assert rec.method == "lora" and rec.objective == "dpo" and rec.headline.endswith("(DPO)")
+    # SFT vs DPO vs KTO in plain words, one line each
+    assert [w.split()[0] for w in rec.objectives] == ["SFT", "DPO", "KTO"]
+    assert "ideal answers" in rec.objectives[0] and "which of two answers is better" in rec.objectives[1]
+    assert "good or bad" in rec.objectives[2] and "no pairs" in rec.objectives[2]
+    assert any("chosen answer likelier than the rejected" in r for r in rec.reasons)
+    # no SFT run to start from: says when to do SFT first, and how (init_from)
+    assert any("train SFT first" in w and "init_from" in w for w in rec.warnings)
+    assert "init_from" not in rec.settings
+    s = rec.settings
+    assert s["objective"] == "dpo" and s["learning_rate"] == 5e-5 and s["beta"] == 0.1 and s["epochs"] == 1
+    cfg = RunConfig.from_dict({"method": rec.method, **s})
+    assert cfg.is_preference and cfg.learning_rate == RunConfig.defaults_for("lora", "dpo").learning_rate
+
+
+def test_dpo_after_an_sft_run_starts_from_it():
+    rec = A.recommend(answers(feedback="dpo", data_format="preference", sft_run="20260101-demo-lora"))
+    assert rec.settings["init_from"] == "20260101-demo-lora"
+    assert any("starts from your SFT run 20260101-demo-lora" in r for r in rec.reasons)
+    assert not any("train SFT first" in w for w in rec.warnings)
+    cfg = RunConfig.from_dict({"method": rec.method, **rec.settings})
+    assert cfg.init_from == "20260101-demo-lora"
+    # full fine-tuning cannot start from an adapter: no init_from, and it says why
+    full = A.recommend(answers(feedback="dpo", data_format="preference", sft_run="r1", examples=20_000,
+                               budget="large", gpu_memory=640 * GIB))
+    assert full.method == "full" and "init_from" not in full.settings
+    assert full.settings["learning_rate"] == 5e-7
+    assert any("needs its adapter" in w for w in full.warnings)
+    RunConfig.from_dict({"method": "full", **full.settings})
+
+
+def test_labelled_answers_get_kto_and_a_style_problem_with_ideal_answers_gets_sft_with_the_choice_explained():
+    kto = A.recommend(answers(feedback="kto", data_format="kto"))
+    assert kto.objective == "kto" and kto.headline.endswith("(KTO)") and kto.objectives
+    assert any("no pairs needed" in r for r in kto.reasons)
+    assert RunConfig.from_dict({"method": kto.method, **kto.settings}).objective == "kto"
+    style = A.recommend(answers(problem="style", data_format="messages"))
+    assert style.objective == "sft" and style.settings["objective"] == "sft" and style.objectives
+    assert style.headline == "Fine-tune with LoRA"
+    assert any("DPO learns from that" in w for w in style.would_change)
+    plain = A.recommend(answers(problem="format", data_format="messages"))
+    assert plain.objective == "sft" and plain.objectives == []  # the choice does not matter here: not explained
+
+
+def test_data_that_do_not_fit_the_objective_are_said():
+    cases = {("sft", "preference"): "choose DPO", ("sft", "kto"): "choose KTO", ("dpo", "kto"): "choose KTO",
+             ("dpo", "messages"): "open such a file on Data", ("kto", "alpaca"): "open such a file on Data"}
+    for (objective, fmt), words in cases.items():
+        rec = A.recommend(answers(problem="style", feedback=objective, data_format=fmt, data_name="x.jsonl"))
+        assert any(w.startswith("x.jsonl holds") and words in w for w in rec.warnings), (objective, fmt)
+    fits = A.recommend(answers(feedback="dpo", data_format="preference", data_name="x.jsonl"))
+    assert not any("x.jsonl holds" in w for w in fits.warnings)
+    with pytest.raises(ValueError, match="feedback must be one of"):
+        A.recommend(answers(feedback="grpo"))

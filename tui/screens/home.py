@@ -1,4 +1,9 @@
-"""Home: what you are working on, and the path a first fine-tune follows."""
+"""Home: what you are working on, and the path a first fine-tune follows.
+
+Once an SFT run on the demo has finished, the path offers an optional second step: DPO on the demo's
+preference pairs, starting from that run (``init_from``) — it sets the project to it and opens the
+Train setup.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine import demo
+from engine.config import OBJECTIVE_NAMES
 from engine import model_refs as models
 from engine.errors import TunedeckError
 from engine.runs import data_label
@@ -26,6 +32,11 @@ STEPS = [
     ("chat", "4", "Chat with the result", "fine-tuned beside the base model"),
     ("runs", "5", "Runs", "history, re-attach, evaluate, export"),
 ]
+PREFERENCE_STEP = ("preference", "+", "Teach it preferences", "DPO on the demo pairs, from your SFT run")
+
+
+def _step(area: str, key: str, title: str, what: str) -> Option:
+    return Option(Text.assemble((key, "bold"), "  ", (f"{title:<21}", "bold"), (what, "dim")), id=area)
 
 
 def _line(label: str, value: str, *rest) -> Text:
@@ -43,6 +54,17 @@ class HomeScreen(AreaScreen):
             super().__init__()
             self.text = text
 
+    class PreferenceStepFound(Message, bubble=False):
+        """A finished SFT run on the demo to start DPO from (``run_id`` None: none yet), and the settings."""
+
+        def __init__(self, run_id: str | None, model: str, settings: dict | None) -> None:
+            super().__init__()
+            self.run_id, self.model, self.settings = run_id, model, settings
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.preference_step: HomeScreen.PreferenceStepFound | None = None  # offered while not None
+
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="home"):
             yield Static(
@@ -55,11 +77,7 @@ class HomeScreen(AreaScreen):
                 yield Static(id="project-model")
                 yield Static(id="project-data")
             yield Static("Your first fine-tune, step by step (press the number, or choose with ↑↓ Enter or the mouse):", id="steps-title")
-            yield OptionList(
-                *(Option(Text.assemble((key, "bold"), "  ", (f"{title:<21}", "bold"), (what, "dim")), id=area)
-                  for area, key, title, what in STEPS),
-                id="steps",
-            )
+            yield OptionList(*(_step(*step) for step in STEPS), id="steps")
 
     def on_mount(self) -> None:
         self.refresh_project()
@@ -72,12 +90,50 @@ class HomeScreen(AreaScreen):
             self.refresh_project()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.app.switch_mode(event.option.id)
+        if event.option.id == PREFERENCE_STEP[0]:
+            self.start_preference_step()
+        else:
+            self.app.switch_mode(event.option.id)
 
     def refresh_project(self) -> None:
         self.query_one("#project-model", Static).update(self._model_line())
         self.query_one("#project-data", Static).update(_line("Data", data_label(self.project.data) or ""))
         self.describe_data()
+        self.find_preference_step()
+
+    # --- the optional second step: DPO after SFT on the demo -------------------------------------
+    @work(thread=True, exclusive=True, group="home-preference", exit_on_error=False)
+    def find_preference_step(self) -> None:
+        from engine import gpu, init_from
+
+        run_id = init_from.sft_run_for(demo.DEMO, prefer=self.project.run_id, data=demo.DEMO)
+        settings = None
+        if run_id is not None:
+            pairs = demo.count_lines(demo.data_file(demo.DEMO_PREFERENCE))
+            settings = init_from.preference_settings(run_id, examples=pairs, gpu=bool(gpu.list_gpus()))
+        self.post_message(self.PreferenceStepFound(run_id, demo.DEMO, settings))
+
+    def on_home_screen_preference_step_found(self, message: PreferenceStepFound) -> None:
+        steps = self.query_one("#steps", OptionList)
+        offered = self.preference_step is not None
+        self.preference_step = message if message.run_id else None
+        if message.run_id and not offered:
+            steps.add_option(_step(*PREFERENCE_STEP))
+        elif not message.run_id and offered:
+            steps.remove_option(PREFERENCE_STEP[0])
+
+    def start_preference_step(self) -> None:
+        """DPO on the demo pairs from the SFT run: the project set to it, then the Train setup to check and start."""
+        step = self.preference_step
+        if step is None or step.settings is None:
+            return
+        settings = dict(step.settings)
+        method = settings.pop("method")
+        self.set_project(model=step.model, data=demo.DEMO_PREFERENCE, method=method, settings=settings)
+        name = OBJECTIVE_NAMES[settings["objective"]]
+        self.notify(f"{name} on the demo preference pairs, starting from your SFT run {step.run_id}: check the "
+                    "settings, then Start training.", timeout=6)
+        self.app.open_area("train", pane="setup")
 
     def _model_line(self) -> str:
         ref = self.project.model
@@ -92,9 +148,11 @@ class HomeScreen(AreaScreen):
     @work(thread=True, exclusive=True, group="home-data", exit_on_error=False)
     def describe_data(self) -> None:
         ref = self.project.data
-        if ref == demo.DEMO:
-            train, val = demo.count_lines(demo.train_file()), demo.count_lines(demo.validation_file())
-            text = _line("Data", f"built-in demo: {demo.DATA_DESCRIPTION}", (f"  {train} train / {val} validation", "dim"))
+        if ref in demo.DEMOS:
+            train, val = (demo.count_lines(demo.data_file(ref, split)) for split in ("train", "validation"))
+            what = (f"built-in demo: {demo.DATA_DESCRIPTION}" if ref == demo.DEMO else
+                    f"built-in demo pairs: {demo.PREFERENCE_DESCRIPTION}")
+            text = _line("Data", what, (f"  {train} train / {val} validation", "dim"))
         else:
             text = _line("Data", data_label(ref) or "")  # a file, or the sources of a mix
         self.post_message(self.DataDescribed(text))

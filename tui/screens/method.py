@@ -2,6 +2,12 @@
 line), then the recommendation with its reasons and what would change it, then the methods side by
 side for the project's model: trainable parameters and a memory bar each against the GPU.
 
+What it learns from (SFT, DPO or KTO) is asked where it matters (engine.advisor.asks_feedback): when
+the project's data are preference pairs or labelled answers (the file's format, read on a thread:
+the answer is preset from it) or the problem is tone and style. The recommended objective travels to
+Train with the method and settings (``objective``, and ``init_from`` when a finished SFT run of the
+model is in view: DPO after SFT).
+
 What runs where: the model's shapes come from `tunedeck estimate --json` in a child process, once
 per model (the app's Architectures: it needs transformers to build the model on the meta device);
 everything after that — the memory of
@@ -24,6 +30,7 @@ from textual.message import Message
 from textual.widgets import Button, ContentSwitcher, RadioButton, RadioSet, Static
 
 from engine import advisor, demo
+from engine.data import formats
 from engine import estimate as E
 from engine.runs import data_label
 
@@ -48,6 +55,10 @@ TERMS = {  # one line each, at 80 columns
     "latency": "time to an answer; long prompts and retrieval both add to it.",
     "gradient checkpointing": "recompute activations: less memory, ~30% slower.",
     "activations": "what a step keeps for the backward pass; grow with batch x length.",
+    "SFT": "learn to write the ideal answers shown (supervised fine-tuning).",
+    "DPO": "learn from pairs: make the better answer likelier than the worse one.",
+    "KTO": "learn from single answers marked good or bad; no pairs needed.",
+    "init_from": "start a run from an earlier run's adapter: SFT first, then DPO.",
 }
 
 
@@ -77,6 +88,9 @@ QUESTIONS = [
     Question("problem", "What is wrong with the model's answers today?",
              "Pick the main problem: it decides whether training can help at all.",
              list(advisor.PROBLEMS.items()), ["fine-tuning", "RAG", "prompting"]),
+    Question("feedback", "What do your examples look like?",
+             "This decides what the model learns from: SFT, DPO or KTO.",
+             list(advisor.FEEDBACK.items()), ["SFT", "DPO", "KTO"]),
     Question("examples", "How many good examples do you have?",
              "Count only inputs paired with the answer you would want.",
              [(k, label) for k, (label, _) in advisor.EXAMPLE_BUCKETS.items()], ["example", "overfitting"]),
@@ -93,7 +107,7 @@ QUESTIONS = [
              "Long few-shot prompts and retrieval add time to every answer; a trained model does not.",
              list(advisor.LATENCY.items()), ["latency", "few-shot"]),
 ]
-DEFAULTS = {"examples": "hundreds", "knowledge_changes": "rarely", "gpu": "here", "budget": "small",
+DEFAULTS = {"feedback": "sft", "examples": "hundreds", "knowledge_changes": "rarely", "gpu": "here", "budget": "small",
             "latency": "relaxed"}
 TRAIN_ROWS = ("lora", "qlora", "full")
 VERDICT_WORDS = {"fits": "fits", "tight": "tight", "no": "no", "no-gpu": "—"}
@@ -193,6 +207,8 @@ class MethodScreen(AreaScreen):
         self.step = 0
         self.answers: dict[str, str] = dict(DEFAULTS)
         self.example_count: int | None = None
+        self.data_format: str | None = None  # the project's data format, once read (engine.data.formats)
+        self.sft_run: str | None = None  # a finished SFT run preference tuning can start from (init_from)
         self.gpus: list | None = None  # None until detected
         self.no_gpu_reason: str | None = None
         self.arch: E.Architecture | None = None
@@ -202,6 +218,8 @@ class MethodScreen(AreaScreen):
         self.estimates: dict[str, E.Estimate] = {}
         self.sized_from_data: list[int] | None = None  # the data's longest rows, once measured
         self.sizing: str | None = None  # what the estimates are sized from; None while the data is measured
+        self._read_key: tuple | None = None  # the project's data (and run) the wizard last read
+        self._preset_for: str | None = None  # the data the "what are your examples" answer was preset from
 
     # --- layout ----------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -225,6 +243,8 @@ class MethodScreen(AreaScreen):
                 yield Static("Why", classes="rec-section")
                 yield Bullets(id="rec-reasons")
                 yield Bullets("⚠", id="rec-warnings")
+                yield Static("What it learns from: SFT, DPO or KTO", classes="rec-section", id="objectives-title")
+                yield Bullets(id="rec-objectives")
                 yield Static("What would change the answer", classes="rec-section")
                 yield Bullets(id="rec-change")
                 yield Static(id="methods-title", classes="rec-section")
@@ -243,13 +263,15 @@ class MethodScreen(AreaScreen):
     def on_mount(self) -> None:
         self.show_step(0)
         self.detect_gpus()
-        self.count_examples()
+        self.read_data()
         self.load_architecture()
 
     def on_screen_resume(self) -> None:
         if self.arch_model != self.project.model:
             self.arch, self.arch_error = None, None
             self.load_architecture()
+        if self._data_key() != self._read_key:  # other data (Data, Home), or another run in view
+            self.read_data()
         self.refresh_result()  # the max length may have changed on Data
 
     def project_changed(self, old: Project, new: Project) -> None:
@@ -257,27 +279,55 @@ class MethodScreen(AreaScreen):
             self.on_screen_resume()  # otherwise when this screen is shown again
 
     # --- the wizard ------------------------------------------------------------------------------
+    def questions(self) -> list[Question]:
+        """The questions asked: what the examples are (SFT, DPO or KTO) only where that choice matters
+        (engine.advisor.asks_feedback: judged data, or a tone and style problem)."""
+        ask = advisor.asks_feedback(self.answers.get("problem"), self.data_format)
+        return [q for q in QUESTIONS if q.key != "feedback" or ask]
+
+    @property
+    def question(self) -> Question:
+        questions = self.questions()
+        return questions[min(self.step, len(questions) - 1)]
+
+    def feedback(self) -> str:
+        """What the examples are (the objective), when asked; else SFT."""
+        asked = any(q.key == "feedback" for q in self.questions())
+        return self.answers.get("feedback", "sft") if asked else "sft"
+
     def show_step(self, index: int) -> None:
-        self.step = max(0, min(index, len(QUESTIONS) - 1))
-        q = QUESTIONS[self.step]
+        questions = self.questions()
+        self.step = max(0, min(index, len(questions) - 1))
+        q = questions[self.step]
         self.query_one("#method-switcher", ContentSwitcher).current = "wizard"
-        self.query_one("#q-step", Static).update(f"Question {self.step + 1} of {len(QUESTIONS)}")
         self.query_one("#q-title", Static).update(q.title)
-        self.query_one("#q-help", Static).update(self._help_for(q))
         self.query_one("#q-switcher", ContentSwitcher).current = f"q-{q.key}"
         self.query_one("#q-terms", Static).update(terms_text(q.terms))
         self.query_one("#q-back", Button).disabled = self.step == 0
-        self.query_one("#q-next", Button).label = "See advice →" if self.step == len(QUESTIONS) - 1 else "Next →"
+        self._show_labels()
         options = self.query_one(f"#q-{q.key}", Options)
         options.highlight_pressed()
         options.focus()
+
+    def _show_labels(self) -> None:
+        """What depends on the data and the other answers: the count of questions, the help line."""
+        questions = self.questions()
+        self.query_one("#q-step", Static).update(f"Question {self.step + 1} of {len(questions)}")
+        self.query_one("#q-help", Static).update(self._help_for(self.question))
+        self.query_one("#q-next", Button).label = "See advice →" if self.step == len(questions) - 1 else "Next →"
 
     def _help_for(self, q: Question) -> str:
         text = q.help
         if q.key == "problem" and self.project.data == demo.DEMO:
             text += " On the demo: the base model answers tickets in prose, not the one line of JSON wanted."
+        if q.key == "problem" and self.project.data == demo.DEMO_PREFERENCE:
+            text += " The demo pairs: the strict JSON chosen over a chatty, fenced or wrong answer."
+        if q.key == "feedback" and self.data_format is not None:
+            what = formats.DESCRIPTIONS.get(self.data_format, self.data_format)
+            text += f" Your data ({data_label(self.project.data)}): {what}."
         if q.key == "examples" and self.example_count is not None:
-            text += f" Your data ({data_label(self.project.data)}): {self.example_count:,} examples."
+            unit = {"preference": "pairs", "kto": "labelled answers"}.get(self.data_format or "", "examples")
+            text += f" Your data ({data_label(self.project.data)}): {self.example_count:,} {unit}."
         if q.key == "gpu" and self.gpus is not None and not self.gpus:
             text += f" Here: {self.no_gpu_reason or 'no NVIDIA GPU found'} — CPU only."
         return escape(text)
@@ -300,18 +350,18 @@ class MethodScreen(AreaScreen):
     def action_next(self) -> None:
         if self.query_one("#method-switcher", ContentSwitcher).current != "wizard":
             return
-        q = QUESTIONS[self.step]
+        q = self.question
         if q.key not in self.answers:
             self.notify("Pick one answer first: ↑/↓ to move, Enter to select.", severity="warning")
             return
-        if self.step == len(QUESTIONS) - 1:
+        if self.step >= len(self.questions()) - 1:
             self.show_result()
         else:
             self.show_step(self.step + 1)
 
     def action_back(self) -> None:
         if self.query_one("#method-switcher", ContentSwitcher).current != "wizard":
-            self.show_step(len(QUESTIONS) - 1)
+            self.show_step(len(self.questions()) - 1)
         elif self.step > 0:
             self.show_step(self.step - 1)
 
@@ -344,11 +394,12 @@ class MethodScreen(AreaScreen):
             super().__init__()
             self.gpus, self.reason = gpus, reason
 
-    class ExamplesCounted(Message, bubble=False):
-        def __init__(self, count: int) -> None:
-            super().__init__()
-            self.count = count
+    class DataRead(Message, bubble=False):
+        """What the wizard knows of the project's data: rows, format, and an SFT run to start from."""
 
+        def __init__(self, key: tuple, count: int | None, data_format: str | None, sft_run: str | None) -> None:
+            super().__init__()
+            self.key, self.count, self.data_format, self.sft_run = key, count, data_format, sft_run
 
     @work(thread=True, exclusive=True, group="method-gpus", exit_on_error=False)
     def detect_gpus(self) -> None:
@@ -369,37 +420,76 @@ class MethodScreen(AreaScreen):
             button.label = f"This machine: GPU {best.index} {best.name}, {free:.0f} GiB free{more}"
         else:
             button.label = "This machine (no NVIDIA GPU: trains on the CPU)"
-        if QUESTIONS[self.step].key == "gpu":
-            self.query_one("#q-help", Static).update(self._help_for(QUESTIONS[self.step]))
+        if self.question.key == "gpu":
+            self.query_one("#q-help", Static).update(self._help_for(self.question))
         self.refresh_result()
 
+    def _data_key(self) -> tuple:
+        project = self.project
+        return (repr(project.data), project.model, project.run_id)
+
+    def read_data(self) -> None:
+        """Count the data's rows, detect its format, and look for an SFT run to start from (a thread)."""
+        self._read_key = self._data_key()
+        self._read_data(self._read_key, self.project.data, self.project.model, self.project.run_id)
+
     @work(thread=True, exclusive=True, group="method-count", exit_on_error=False)
-    def count_examples(self) -> None:
-        ref = self.project.data
-        count = None
-        try:
-            if ref == demo.DEMO:
-                count = demo.count_lines(demo.train_file())
-            elif ref.lower().endswith(".jsonl"):
-                from pathlib import Path
+    def _read_data(self, key: tuple, ref, model: str, run_id: str | None) -> None:
+        from pathlib import Path
 
-                path = Path(ref).expanduser()
-                if path.is_file() and path.stat().st_size < 500 << 20:
-                    count = demo.count_lines(path)
-        except OSError:
-            count = None
-        if count is not None:
-            self.post_message(self.ExamplesCounted(count))
+        from engine import init_from
+        from engine.data import dataset
+        from engine.errors import TunedeckError
 
-    def on_method_screen_examples_counted(self, message: ExamplesCounted) -> None:
+        count = fmt = None
+        if isinstance(ref, str):
+            try:
+                if ref in demo.DEMOS:
+                    count = demo.count_lines(demo.data_file(ref))
+                elif ref.lower().endswith(".jsonl"):
+                    path = Path(ref).expanduser()
+                    if path.is_file() and path.stat().st_size < 500 << 20:
+                        count = demo.count_lines(path)
+            except OSError:
+                count = None
+            try:
+                if dataset.is_local(ref):
+                    fmt = dataset.detect_file_format(dataset.open_source(ref))  # the first rows only
+            except (TunedeckError, OSError, ValueError):
+                fmt = None
+        # DPO after SFT: the run in view when it is a finished SFT run of this model; on the demo pairs,
+        # the newest SFT run on the demo's ideal answers
+        sft_run = init_from.sft_run_for(model, prefer=run_id, data=demo.DEMO if ref == demo.DEMO_PREFERENCE else None,
+                                        newest=ref == demo.DEMO_PREFERENCE)
+        self.post_message(self.DataRead(key, count, fmt, sft_run))
+
+    def on_method_screen_data_read(self, message: DataRead) -> None:
+        if message.key != self._data_key():
+            return  # the project moved on; its own read is on its way
+        current = self.question.key
+        self.data_format, self.sft_run = message.data_format, message.sft_run
+        if message.data_format is not None and message.key[0] != self._preset_for:
+            # new data: what its format trains is the answer (pairs: DPO, labelled answers: KTO, else SFT)
+            self._preset_for = message.key[0]
+            feedback = advisor.objective_for_data(message.data_format)
+            self.answers["feedback"] = feedback
+            self.query_one(f"#opt-feedback-{feedback}", RadioButton).value = True
+            self.query_one("#q-feedback", Options).highlight_pressed()
         count = message.count
         self.example_count = count
-        bucket = bucket_for(count)
-        self.answers["examples"] = bucket
-        self.query_one(f"#opt-examples-{bucket}", RadioButton).value = True
-        self.query_one("#q-examples", Options).highlight_pressed()
-        if QUESTIONS[self.step].key == "examples":
-            self.query_one("#q-help", Static).update(self._help_for(QUESTIONS[self.step]))
+        if count is not None:
+            bucket = bucket_for(count)
+            self.answers["examples"] = bucket
+            self.query_one(f"#opt-examples-{bucket}", RadioButton).value = True
+            self.query_one("#q-examples", Options).highlight_pressed()
+        if self.query_one("#method-switcher", ContentSwitcher).current == "wizard":
+            keys = [q.key for q in self.questions()]  # the questions may have changed: stay on this one
+            if current in keys and keys.index(current) == self.step:
+                self._show_labels()
+            else:
+                self.show_step(keys.index(current) if current in keys else self.step)
+        else:
+            self.refresh_result()
 
     def load_architecture(self) -> None:
         """The model's shapes (the app's Architectures: `tunedeck estimate --json` in a helper process,
@@ -450,17 +540,20 @@ class MethodScreen(AreaScreen):
         self.estimates = {}
         method_memory = trainable = checkpointing = None
         model_params = self.arch.total_params if self.arch else None
+        objective = self.feedback()
         if self.arch is not None:
             shape = advisor.starting_settings("lora", examples=examples, model_params=model_params, gpu=gpu,
-                                              max_length=self.chosen_max_length())
+                                              max_length=self.chosen_max_length(), objective=objective)
             if self.chosen_max_length():
                 shape["max_length"] = self.chosen_max_length()
             self.sized_from_data = lengths = self._lengths(shape["max_length"])
             rows, seq_len, packed = E.longest_batch(
-                SimpleNamespace(batch_size=shape["batch_size"], max_length=shape["max_length"], padding_free=True),
-                lengths)
+                SimpleNamespace(batch_size=shape["batch_size"], max_length=shape["max_length"], padding_free=True,
+                                objective=objective), lengths)
+            # DPO/KTO: pairs count twice; from an SFT run, TRL keeps a frozen copy of its adapter
             plan = E.Plan(seq_len=seq_len, batch_size=rows, packed=packed, device=device,
-                          gradient_accumulation_steps=shape["gradient_accumulation_steps"])
+                          gradient_accumulation_steps=shape["gradient_accumulation_steps"], objective=objective,
+                          reference_adapter=objective != "sft" and self.sft_run is not None)
             self.estimates = E.best_estimates(self.arch, plan, capacity)
             method_memory = {m: e.memory.total for m, e in self.estimates.items()}
             trainable = {m: e.trainable_params for m, e in self.estimates.items()}
@@ -472,6 +565,8 @@ class MethodScreen(AreaScreen):
             gpu_memory=capacity if gpu else None, method_memory=method_memory if gpu else None,
             model_params=model_params, trainable_params=trainable,
             model_name=self.arch.name if self.arch else self.project.model, method_checkpointing=checkpointing,
+            feedback=objective, data_format=self.data_format, data_name=data_label(self.project.data) or "your data",
+            sft_run=self.sft_run,
         )
         self.recommendation = advisor.recommend(answers)
 
@@ -499,10 +594,15 @@ class MethodScreen(AreaScreen):
         warnings.set_items(rec.warnings)
         warnings.display = bool(rec.warnings)
         self.query_one("#rec-change", Bullets).set_items(rec.would_change)
+        objectives = self.query_one("#rec-objectives", Bullets)
+        objectives.set_items(rec.objectives)
+        objectives.display = self.query_one("#objectives-title").display = bool(rec.objectives)
         self._show_table()
         self._show_settings()
-        self.query_one("#rec-terms", Static).update(
-            terms_text(("LoRA", "rank", "QLoRA", "OOM", "gradient checkpointing")))
+        terms = ("LoRA", "rank", "QLoRA", "OOM", "gradient checkpointing")
+        if rec.objective != "sft":
+            terms = ("LoRA", "rank", rec.objective.upper(), "init_from", "QLoRA", "OOM")
+        self.query_one("#rec-terms", Static).update(terms_text(terms))
         for method in TRAIN_ROWS:
             button = self.query_one(f"#use-{method}", Button)
             button.variant = "primary" if rec.method == method else "default"
@@ -564,22 +664,34 @@ class MethodScreen(AreaScreen):
         value = self.project.settings.get("max_length")
         return int(value) if isinstance(value, int) and value > 0 else None
 
+    def objective(self) -> str:
+        """What the recommended training learns from (sft | dpo | kto); SFT when it does not train."""
+        rec = self.recommendation
+        return rec.objective if rec is not None and rec.trains else "sft"
+
     def settings_for(self, method: str) -> dict:
+        """The starting settings for ``method`` with the recommended objective; DPO/KTO on an adapter start
+        from the SFT run found (init_from)."""
         device, _, _, _, _ = self.target()
         est = self.estimates.get(method)
         gc = bool(est.plan.gradient_checkpointing) if est is not None else None
+        objective = self.objective()
         settings = advisor.starting_settings(
             method, examples=self.examples(), model_params=self.arch.total_params if self.arch else None,
-            gpu=device == "cuda", max_length=self.chosen_max_length(), gradient_checkpointing=gc)
+            gpu=device == "cuda", max_length=self.chosen_max_length(), gradient_checkpointing=gc,
+            objective=objective)
         if self.chosen_max_length():
             settings["max_length"] = self.chosen_max_length()
+        if objective != "sft" and self.sft_run and method in ("lora", "qlora"):
+            settings["init_from"] = self.sft_run
         return settings
 
     def _show_settings(self) -> None:
         rec = self.recommendation
         method = rec.method if rec and rec.trains else "lora"
         s = self.settings_for(method)
-        parts = [f"learning rate {s['learning_rate']:.0e}".replace("e-0", "e-"), f"{s['epochs']} epochs",
+        parts = [f"learning rate {s['learning_rate']:.0e}".replace("e-0", "e-"),
+                 f"{s['epochs']} epoch{'' if s['epochs'] == 1 else 's'}",
                  f"batch {s['batch_size']} x {s['gradient_accumulation_steps']} accumulation",
                  f"max length {s['max_length']}"]
         if s.get("gradient_checkpointing"):
@@ -587,9 +699,15 @@ class MethodScreen(AreaScreen):
         if "lora" in s:
             lora = s["lora"]
             parts.append(f"rank {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, {lora['targets']}")
+        carried = "the method"
+        if s["objective"] != "sft":
+            name = s["objective"].upper()
+            start = f"{name} from run {s['init_from']}" if s.get("init_from") else name
+            parts[:0] = [start, f"beta {s['beta']:g}"]
+            carried = f"the method, {name}"
         prefix = "Starting settings" if rec and rec.trains else "If you train anyway (LoRA)"
         self.query_one("#rec-settings", Static).update(
-            f"{prefix}: " + " · ".join(parts) + "\nEnter on a button carries the method and these settings to Train.")
+            f"{prefix}: " + " · ".join(parts) + f"\nEnter on a button carries {carried} and these settings to Train.")
 
     # --- choosing ---------------------------------------------------------------------------------
     @on(Button.Pressed, "#use-lora")
@@ -609,7 +727,9 @@ class MethodScreen(AreaScreen):
             self.choose(self.recommendation.method)
 
     def choose(self, method: str) -> None:
-        self.set_project(method=method, settings=self.settings_for(method))
-        self.notify(f"{advisor.METHOD_NAMES[method]} and its starting settings are on the Train screen.",
-                    timeout=4)
+        settings = self.settings_for(method)
+        self.set_project(method=method, settings=settings)
+        with_objective = "" if settings["objective"] == "sft" else f" with {settings['objective'].upper()}"
+        self.notify(f"{advisor.METHOD_NAMES[method]}{with_objective} and its starting settings are on the Train "
+                    "screen.", timeout=4)
         self.app.open_area("train", pane="setup")  # the settings to look at, not the last run's monitor

@@ -88,12 +88,17 @@ def _check(config_yaml: str, timeout: float) -> dict:
             return {"ok": False, "problem": f"The pre-flight check failed ({exc})."}
 
 
-def explain(spec, method: str) -> str:
-    """The long explanation of a field: its glossary term (the method's own for the method field)."""
-    from engine.config import METHOD_NAMES
+def explain(spec, method: str, objective: str = "sft") -> str:
+    """The long explanation of a field: its glossary term (the method's own for the method field, DPO's
+    or KTO's for the objective when chosen)."""
+    from engine.config import METHOD_NAMES, OBJECTIVE_NAMES
     from engine.glossary import GLOSSARY
 
-    term = METHOD_NAMES.get(method) if spec.key == "method" else spec.glossary
+    term = spec.glossary
+    if spec.key == "method":
+        term = METHOD_NAMES.get(method)
+    elif spec.key == "objective":  # SFT: its one line names all three; DPO, KTO: their own term
+        term = OBJECTIVE_NAMES.get(objective) if objective != "sft" else None
     return f"{spec.label}: {GLOSSARY.get(term or '', spec.help)}"
 
 
@@ -103,13 +108,14 @@ def setup_of(project: Project) -> tuple:
 
 
 def initial_settings(project: Project) -> dict:
-    """RunConfig defaults for the method, then what Method carried, then model and data."""
+    """RunConfig defaults for the method and objective, then what Method (or Home) carried, then model
+    and data."""
     from engine.config import RunConfig
 
     carried = project.settings
     method = project.method or carried.get("method") or "lora"
     try:
-        settings = RunConfig.defaults_for(method).to_dict()
+        settings = RunConfig.defaults_for(method, str(carried.get("objective") or "sft")).to_dict()
     except TunedeckError:
         settings = RunConfig().to_dict()
     for key, value in carried.items():
@@ -161,7 +167,8 @@ def estimate_for(arch: E.Architecture, config, lengths: list[int] | None) -> tup
     device = "cpu" if gpu.no_gpu_reason() else "cuda"
     plan = E.plan_for(config, device=device, lengths=lengths)
     est = E.estimate(arch, plan)
-    total, calibrated = calibration.calibrated(est.memory.total, device, arch.model_type, config.method)
+    total, calibrated = calibration.calibrated(est.memory.total, device, arch.model_type,
+                                               E.calibration_method(config.method, config.objective))
     gpus, reason = gpu.memory_targets(device=device)
     fit = E.judge_fit(total, gpus, reason)
     suggestions = E.ways_to_fit(arch, plan, fit.gpu["memory_free"]) if fit.verdict in ("no", "tight") and fit.gpu else []
@@ -254,7 +261,8 @@ class SetupPane(VerticalScroll):
         self.validate()
 
     def on_config_form_focused(self, message: ConfigForm.Focused) -> None:
-        self.query_one("#field-detail", Static).update(Text(explain(message.spec, self.query_one(ConfigForm).method)))
+        form = self.query_one(ConfigForm)
+        self.query_one("#field-detail", Static).update(Text(explain(message.spec, form.method, form.objective)))
 
     def validate(self):
         """Check the form with the engine's own validation; show its sentence inline. -> RunConfig|None"""
@@ -276,8 +284,12 @@ class SetupPane(VerticalScroll):
         form.flag(None)
         length = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epoch(s)"
         effective = config.batch_size * config.gradient_accumulation_steps
-        line.update(Text(f"✔ Ready: {config.method} on {config.model}, {length}, "
-                         f"{effective} examples per update."))
+        what = config.method
+        if config.is_preference:  # "DPO with lora, from run X"
+            what = f"{config.objective.upper()} with {config.method}" + (
+                f" from run {config.init_from}" if config.init_from else "")
+        line.update(Text(f"✔ Ready: {what} on {config.model}, {length}, "
+                         f"{effective} {'pairs' if config.objective == 'dpo' else 'examples'} per update."))
         line.remove_class("-bad")
         self.query_one("#start", Button).disabled = self.launching
         self._schedule_estimate(config)
@@ -376,7 +388,7 @@ class SetupPane(VerticalScroll):
         lora = config.lora
         key = (config.model, config.method, config.batch_size, config.max_length, config.gradient_accumulation_steps,
                lora.r, lora.dropout, str(lora.targets), config.gradient_checkpointing, config.data,
-               config.padding_free)
+               config.padding_free, config.objective, config.init_from)
         if key == self._estimate_key:
             return
         self._estimate_key = key

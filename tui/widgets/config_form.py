@@ -3,6 +3,10 @@
 The form only collects values; ``values()`` returns the dict RunConfig.from_dict validates. The
 parent marks a field as wrong with ``flag(key)`` (from the ConfigError sentence) and posts nothing
 itself except ``ConfigForm.Changed`` after each edit.
+
+Defaults depend on the method and the objective (``Field.default_for``): when either changes, every
+setting still at the old default takes the new one (a value typed or carried from Method stays).
+LoRA's fields are hidden for full fine-tuning, the preference settings (beta) for SFT.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
-from engine.config import FIELDS, Field
+from engine.config import FIELDS, PREFERENCE_OBJECTIVES, Field
 from engine.runs import data_label
 
 # The form's fields are the schema's fields that have a label, in the schema's order.
 FORM_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.label)
+PREFERENCE_ONLY = ("beta", "loss_type", "max_prompt_length", "max_completion_length")  # DPO/KTO settings
+ADAPTER_ONLY = ("init_from",)  # starts from an earlier run's adapter: LoRA/QLoRA only
 
 
 def field_id(key: str) -> str:
@@ -80,6 +86,15 @@ def _parse(text: str, kind: str):
     return text
 
 
+CHOICE_WIDTH = 15  # what a compact Select 18 cells wide shows of its value
+
+
+def _choice_label(label: str) -> str:
+    """A choice's label as the form shows it: "DPO (chosen / rejected pairs)" is "DPO" when it would be cut
+    (the help beside it and the field's explanation say the rest)."""
+    return label if len(label) <= CHOICE_WIDTH else label.split(" (")[0]
+
+
 class FieldRow(Horizontal):
     DEFAULT_CSS = """
     FieldRow { height: 1; margin: 0 0 0 0; }
@@ -99,7 +114,7 @@ class FieldRow(Horizontal):
         spec = self.spec
         yield Label(spec.label)
         if spec.kind == "choice":
-            options = [((spec.choice_labels or {}).get(c, c), c) for c in spec.choices]
+            options = [(_choice_label((spec.choice_labels or {}).get(c, c)), c) for c in spec.choices]
             yield Select(options, value=self.value or spec.default, allow_blank=False, compact=True,
                          id=field_id(spec.key))
         else:
@@ -112,6 +127,7 @@ class ConfigForm(Vertical):
     DEFAULT_CSS = """
     ConfigForm { height: auto; padding: 0 1; }
     ConfigForm.-full .lora-field { display: none; }
+    ConfigForm.-sft .preference-field { display: none; }
     """
 
     class Changed(Message):
@@ -126,36 +142,83 @@ class ConfigForm(Vertical):
 
     def __init__(self, settings: dict, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
+        self.settings = copy.deepcopy(settings)
+        self._shape = self._shape_of(self.settings)  # the (method, objective) the defaults shown are for
+        self._stashed: dict = {}  # adapter-only settings put aside while the method is full
 
     def compose(self) -> ComposeResult:
         for spec in FORM_FIELDS:
             row = FieldRow(spec, _get(self.settings, spec.key))
             if spec.lora_only:
                 row.add_class("lora-field")
+            if spec.key in PREFERENCE_ONLY:
+                row.add_class("preference-field")
             yield row
 
     def on_mount(self) -> None:
-        self.set_class(self.method == "full", "-full")
+        self._show_classes()
+
+    @staticmethod
+    def _shape_of(settings: dict) -> tuple[str, str]:
+        return str(settings.get("method") or "lora"), str(settings.get("objective") or "sft")
+
+    def _choice(self, key: str, fallback: str) -> str:
+        try:
+            value = self.query_one(f"#{field_id(key)}", Select).value
+        except Exception:
+            return str(self.settings.get(key) or fallback)
+        return value if isinstance(value, str) else fallback
 
     @property
     def method(self) -> str:
-        try:
-            value = self.query_one(f"#{field_id('method')}", Select).value
-        except Exception:
-            return str(self.settings.get("method") or "lora")
-        return value if isinstance(value, str) else "lora"
+        return self._choice("method", "lora")
+
+    @property
+    def objective(self) -> str:
+        return self._choice("objective", "sft")
+
+    def _show_classes(self) -> None:
+        self.set_class(self.method == "full", "-full")
+        self.set_class(self.objective not in PREFERENCE_OBJECTIVES, "-sft")
+
+    def _follow_defaults(self) -> None:
+        """The method or objective changed: settings still at the old default take the new one."""
+        old, new = self._shape, (self.method, self.objective)
+        if old == new:
+            return
+        self._shape = new
+        for spec in FIELDS:
+            if not isinstance(spec.default, dict):
+                continue
+            before, after = spec.default_for(*old), spec.default_for(*new)
+            if before == after:
+                continue
+            if spec.label:
+                widget = self.query_one(f"#{field_id(spec.key)}")
+                if isinstance(widget, Input) and _parse(widget.value, spec.kind) == before:
+                    with widget.prevent(Input.Changed):
+                        widget.value = _show(after)
+            elif _get(self.settings, spec.key) == before:
+                _set(self.settings, spec.key, after)
+        # an earlier run's adapter cannot start full fine-tuning: put it aside while the method is full
+        for key in ADAPTER_ONLY:
+            if new[0] == "full" and self.settings.get(key) is not None:
+                self._stashed[key] = self.settings.pop(key)
+            elif new[0] != "full" and key in self._stashed:
+                self.settings[key] = self._stashed.pop(key)
 
     def values(self) -> dict:
         """The settings with the form's values on top, as a RunConfig dict (keys the form does not
         show, e.g. save_steps from the Method screen, are kept; no LoRA block for full fine-tuning)."""
         out: dict = copy.deepcopy(self.settings)
-        method = self.method
+        method, objective = self.method, self.objective
         if method == "full":
             out.pop("lora", None)
         for spec in FORM_FIELDS:
             if spec.lora_only and method == "full":
                 continue
+            if spec.key in PREFERENCE_ONLY and objective not in PREFERENCE_OBJECTIVES:
+                continue  # hidden: what the settings hold stays
             widget = self.query_one(f"#{field_id(spec.key)}")
             if isinstance(widget, Select):
                 value = widget.value if isinstance(widget.value, str) else None
@@ -169,8 +232,10 @@ class ConfigForm(Vertical):
         return out
 
     def load(self, settings: dict) -> None:
-        """Put new values in the fields (e.g. defaults after the method changed)."""
-        self.settings = settings
+        """Put new values in the fields (the project's settings, e.g. carried from Method or Home)."""
+        self.settings = copy.deepcopy(settings)
+        self._shape = self._shape_of(self.settings)
+        self._stashed = {}
         for spec in FORM_FIELDS:
             widget = self.query_one(f"#{field_id(spec.key)}")
             value = _get(settings, spec.key)
@@ -180,7 +245,7 @@ class ConfigForm(Vertical):
                         widget.value = value
                 else:
                     widget.value = _show(value)
-        self.set_class(self.method == "full", "-full")
+        self._show_classes()
 
     def flag(self, key: str | None) -> None:
         """Mark the field ``key`` as the wrong one (None: clear)."""
@@ -199,7 +264,8 @@ class ConfigForm(Vertical):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
-        self.set_class(self.method == "full", "-full")
+        self._follow_defaults()
+        self._show_classes()
         self.post_message(self.Changed())
 
 
