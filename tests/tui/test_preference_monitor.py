@@ -100,7 +100,7 @@ def _panel_text(app) -> str:
 async def _attach(pilot, run_id: str):
     app = pilot.app
     await until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.view is not None
-                and app.screen.view.run_id == run_id and app.screen.view.state == "completed", 30, "the monitor")
+                and app.screen.view.run_id == run_id and app.screen.view.state == "completed", 120, "the monitor")
     await pilot.pause(0.2)
     return app.screen
 

@@ -182,7 +182,7 @@ async def test_start_from_the_screen_and_watch_the_run_reach_its_final_step(tiny
         screen = await open_train(pilot)
         assert screen.pane == "setup"
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: screen.pane == "monitor" and screen.view is not None, 30, "the monitor")
+        await until(pilot, lambda: screen.pane == "monitor" and screen.view is not None, 120, "the monitor")  # Start waits for the pre-flight check
         run_id = app.project.run_id
         assert run_id and (runs_dir() / run_id / "events.jsonl").parent.is_dir()
         states = set()
