@@ -37,10 +37,10 @@ def _cpu_seconds(run_dir: Path) -> float | None:
         return None
 
 
-def one(model: str, data: str, batch_size: int, home: Path) -> dict:
+def one(model: str, data: str, batch_size: int, home: Path, extra: list[str] = ()) -> dict:
     env = dict(os.environ, TUNEDECK_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "engine", "train", "--model", model, "--data", data, "--max-steps", "2",
-           "--batch-size", str(batch_size), "--eval-steps", "0", "--json"]
+           "--batch-size", str(batch_size), "--eval-steps", "0", "--json", *extra]
     t0 = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     t_cli = time.time() - t0
@@ -88,6 +88,7 @@ def main() -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--data", default="demo")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--train-args", default="", help="more `tunedeck train` flags, e.g. '--no-padding-free'")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -97,7 +98,7 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="tunedeck-bench-first-step-") as tmp:
         for i in range(args.reps):
-            r = one(args.model, args.data, args.batch_size, Path(tmp) / f"home{i}")
+            r = one(args.model, args.data, args.batch_size, Path(tmp) / f"home{i}", args.train_args.split())
             results.append(r)
             phases = "  ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items())
             cpu = f"; worker CPU time by then {r['cpu_s']:.1f} s" if r["cpu_s"] is not None else ""
