@@ -293,7 +293,7 @@ def test_a_person_fine_tunes_the_demo_and_compares_it_in_chat(terminals, demo_mo
         assert field_value(screen, "Epochs") == "empty" and field_value(screen, "Learning rate") == "1e-3", screen
         app.press("C-s")
         screen = app.wait("the monitor of the new run", lambda s: RUN_ID.search(s) and "Monitor" in s
-                          and re.search(r"[◌●] (starting|running)", s), 30)
+                          and re.search(r"[◌●] (starting|running)", s), 120)  # Start waits for the pre-flight check
         run_id = RUN_ID.search(screen).group(0)
         run = get_run(run_id)
         assert run.dir.parent.parent == tunedeck_home

@@ -104,6 +104,41 @@ def _fate(mode: str) -> str:
             else "becomes the special token")
 
 
+def _lengths(P: dict) -> str:
+    return f"min {P['min']}, median {P['p50']}, p90 {P['p90']}, max {P['max']}"
+
+
+def _preference_lines(stats: dict, pref: dict, final: bool) -> list[str]:
+    """Token statistics of preference data: the pairs (or the good/bad balance of labelled answers),
+    then the token lengths of the prompt and of each answer against their limits."""
+    so_far = "" if final else " so far"
+    L, max_length = stats["length"], stats["max_length"]
+    lines = []
+    if pref.get("pairs"):
+        n = pref["pairs"]
+        lines.append(f"[b]{n:,}[/b] pair{'s' if n != 1 else ''}{so_far} (prompt / chosen / rejected) · "
+                     f"{stats.get('sequences', 2 * n):,} sequences of prompt + one answer: {_lengths(L)} tokens")
+    good, bad = pref["labelled"]["good"], pref["labelled"]["bad"]
+    if good or bad:
+        share = good / (good + bad)
+        lines.append(f"[b]{good + bad:,}[/b] labelled answers{so_far}: balance [$success]{good:,} good[/] / "
+                     f"[$error]{bad:,} bad[/] ({share:.0%} good) · prompt + answer: {_lengths(L)} tokens")
+        if final and not (good and bad):
+            lines.append(f"[$warning]! every answer is labelled {'good' if good else 'bad'}: KTO learns from both "
+                         "good and bad answers[/]")
+    limits = {"prompt": pref.get("max_prompt_length")}
+    for part in ("chosen", "rejected", "completion"):
+        limits[part] = pref.get("max_completion_length")
+    for part in ("prompt", "chosen", "rejected", "completion"):
+        if part in pref:
+            name = "answer" if part == "completion" else part
+            limit = (f"max_{'prompt' if part == 'prompt' else 'completion'}_length {limits[part]}" if limits[part]
+                     else f"max_length {max_length}")
+            lines.append(f"  {name + ' tokens:':17s} {_lengths(pref[part])} (limit: {limit})")
+    lines.append(f"[b]{stats['trainable_tokens']:,}[/b] trained tokens of {stats['tokens']:,} (max length {max_length})")
+    return lines
+
+
 class DataScreen(AreaScreen):
     AREA = "data"
     CSS_PATH = "../data.tcss"
@@ -358,6 +393,29 @@ class DataScreen(AreaScreen):
     # ``objective:``); then the engine checks rows and refuses files for that one.
     def _check(self, raw, file_format):
         return check(raw, file_format) if self.objective == "sft" else check(raw, file_format, self.objective)
+
+    def _objective_args(self) -> list[str]:
+        """The engine's options for a DPO/KTO project: the objective, and the prompt/answer limits."""
+        if self.objective == "sft":
+            return []
+        args = ["--objective", self.objective]
+        for key, value in self._preference_limits().items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        return args
+
+    def _preference_limits(self) -> dict:
+        """max_prompt_length / max_completion_length from the project's settings (DPO/KTO only)."""
+        if self.objective == "sft":
+            return {}
+        limits = {}
+        for key in ("max_prompt_length", "max_completion_length"):
+            try:
+                value = int(self.project.settings.get(key) or 0)
+            except (TypeError, ValueError):
+                value = 0
+            if value > 0:
+                limits[key] = value
+        return limits
 
     def _refuse(self, source, file_format) -> None:
         """RefusedData when the file as a whole is not data for the objective (the engine's sentence)."""
@@ -635,7 +693,7 @@ class DataScreen(AreaScreen):
                 note = "This row has a problem, so nothing in it is trained: " + checked.problem
             self.post_message(self.TokensRendered(gen, index, None, note))
             return
-        rendered = self._token_cache.get((index, max_length, model))
+        rendered = self._token_cache.get((index, max_length, model, tuple(self._preference_limits().items())))
         if rendered is not None:
             self.post_message(self.TokensRendered(gen, index, rendered, None))
         else:
@@ -649,13 +707,15 @@ class DataScreen(AreaScreen):
         if self._helper is None or self._helper.model != model:
             self.post_message(self.TokensRendered(gen, index, None, f"Loading the tokenizer of {model} …"))
         try:
-            rendered = self._get_helper(model).request({"op": "render", "example": example, "max_length": max_length})
+            limits = self._preference_limits()
+            rendered = self._get_helper(model).request({"op": "render", "example": example, "max_length": max_length,
+                                                        **limits})
         except EngineProcessError as exc:
             self.post_message(self.TokensRendered(gen, index, None, f"Cannot render with {model}: {exc}"))
             return
         if len(self._token_cache) > 500:
             self._token_cache.clear()
-        self._token_cache[(index, max_length, model)] = rendered
+        self._token_cache[(index, max_length, model, tuple(limits.items()))] = rendered
         self.post_message(self.TokensRendered(gen, index, rendered, None))
 
     def _get_helper(self, model: str) -> RenderHelper:
@@ -702,7 +762,8 @@ class DataScreen(AreaScreen):
     def _inspect(self, ref: str, gen: int) -> None:
         self.post_message(self.Progress("inspect", "checking rows", 0.0))
         try:
-            for event in self._jobs.stream("inspect", ["data", "inspect", ref, "--progress"], ok_codes=(0, 1)):
+            args = ["data", "inspect", ref, "--progress", *self._objective_args()]
+            for event in self._jobs.stream("inspect", args, ok_codes=(0, 1)):
                 if gen != self._gen:
                     return
                 if event.get("event") == "progress":
@@ -817,7 +878,8 @@ class DataScreen(AreaScreen):
 
     def _stats(self, ref: str, model: str, max_length: int, gen: int) -> None:
         self.post_message(self.Progress("stats", "loading tokenizer", None))
-        args = ["data", "stats", ref, "--model", model, "--max-length", str(max_length), "--progress"]
+        args = ["data", "stats", ref, "--model", model, "--max-length", str(max_length), "--progress",
+                *self._objective_args()]
         try:
             for event in self._jobs.stream("stats", args):
                 if gen != self._gen:
@@ -848,17 +910,29 @@ class DataScreen(AreaScreen):
                                           int(stats["max_length"]), stats["longest"])
             self._special_token_warnings(stats)
         L = stats["length"]
-        lines = [
-            f"[b]{stats['examples']:,}[/b] examples{'' if final else ' so far'} · tokens each: min {L['min']}, "
-            f"median {L['p50']}, p90 {L['p90']}, max {L['max']}",
-            f"[b]{stats['trainable_tokens']:,}[/b] trained tokens of {stats['tokens']:,} (max length {stats['max_length']})",
-        ]
+        pref = stats.get("preference")
+        if pref:
+            lines = _preference_lines(stats, pref, final)
+        else:
+            lines = [
+                f"[b]{stats['examples']:,}[/b] examples{'' if final else ' so far'} · tokens each: min {L['min']}, "
+                f"median {L['p50']}, p90 {L['p90']}, max {L['max']}",
+                f"[b]{stats['trainable_tokens']:,}[/b] trained tokens of {stats['tokens']:,} (max length {stats['max_length']})",
+            ]
         over = stats["over_max_length"]
+        unit = "sequence" if pref else "example"
         if over:
-            lines.append(f"[$error]✂ {over:,} example{'s are' if over != 1 else ' is'} longer than {stats['max_length']} "
+            lines.append(f"[$error]✂ {over:,} {unit}{'s are' if over != 1 else ' is'} longer than {stats['max_length']} "
                          "and will be cut[/]")
         else:
-            lines.append(f"[$success]✓ every example fits in {stats['max_length']} tokens[/]")
+            lines.append(f"[$success]✓ every {unit} fits in {stats['max_length']} tokens[/]")
+        if pref:
+            for part, key in (("prompt", "max_prompt_length"), ("answer", "max_completion_length")):
+                n = pref.get(f"over_{key}")
+                if n:
+                    lines.append(f"[$warning]✂ {n:,} {part}{'s are' if n != 1 else ' is'} longer than {key} "
+                                 f"{pref[key]} and will be cut"
+                                 + (" (a prompt keeps its last tokens)" if part == "prompt" else "") + "[/]")
         if stats.get("nothing_trained"):
             lines.append(f"[$error]{stats['nothing_trained']:,} would train nothing after the cut[/]")
         self.query_one("#data-stats-text", Static).update("\n".join(lines))
@@ -988,6 +1062,12 @@ class DataScreen(AreaScreen):
                 parts.append("[$success]no bad rows[/]")
         if self.stats and self.stats.get("special_token_text"):
             parts.append(f"[$warning]{self.stats['special_token_text']:,} with special-token text[/]")
+        pref = (self.stats or {}).get("preference")
+        if pref and pref.get("pairs"):
+            parts.append(f"{pref['pairs']:,} pair{'s' if pref['pairs'] != 1 else ''}")
+        elif pref:
+            good, bad = pref["labelled"]["good"], pref["labelled"]["bad"]
+            parts.append(f"{good:,} good / {bad:,} bad")
         if self.stats:
             parts.append(f"{self.stats['trainable_tokens']:,} trained tokens")
             if self.stats["over_max_length"]:

@@ -2,7 +2,12 @@
 that are trained highlighted and the rest dimmed. Neighbouring tokens alternate shades so their
 boundaries show. Everything after the max-length cut is listed as cut. The mask is the engine's
 (``tunedeck data render``): with tools, the assistant's calls are trained and the tool results not;
-the row's warnings (special-token text) are listed above the tokens."""
+the row's warnings (special-token text) are listed above the tokens.
+
+Preference data (when the project's objective is DPO or KTO): a pair shows both sequences the
+trainer sees, prompt + chosen and prompt + rejected, one after the other under a CHOSEN / REJECTED
+heading, each with its mask (the answer trained, the prompt not); a KTO row shows its one answer
+with its label (good or bad)."""
 
 from __future__ import annotations
 
@@ -19,10 +24,11 @@ class TokenView(Static):
     TokenView > .token-view--prompt-b { color: $text-muted; }
     TokenView > .token-view--legend { color: $text-muted; }
     TokenView > .token-view--warning { color: $warning; text-style: bold; }
+    TokenView > .token-view--heading { color: $accent; text-style: bold; }
     """
     COMPONENT_CLASSES = {
         "token-view--trained-a", "token-view--trained-b", "token-view--prompt-a", "token-view--prompt-b",
-        "token-view--legend", "token-view--warning",
+        "token-view--legend", "token-view--warning", "token-view--heading",
     }
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -38,12 +44,18 @@ class TokenView(Static):
         self.rendered = rendered
         self.update(self.build(rendered))
 
-    def build(self, r: dict) -> Text:
+    def _shades(self) -> dict:
         style = self.get_component_rich_style
-        shades = {
+        return {
             (True, 0): style("token-view--trained-a"), (True, 1): style("token-view--trained-b"),
             (False, 0): style("token-view--prompt-a"), (False, 1): style("token-view--prompt-b"),
         }
+
+    def build(self, r: dict) -> Text:
+        if r.get("kind") in ("pair", "labelled"):
+            return self.build_preference(r)
+        style = self.get_component_rich_style
+        shades = self._shades()
         legend = style("token-view--legend")
         text = Text()
         trained_total = sum(r["trained"])
@@ -77,6 +89,50 @@ class TokenView(Static):
             )
         if trained_total == 0:
             text.append("\n\nNothing in this example is trained.", style("token-view--warning"))
+        return text
+
+
+    def build_preference(self, r: dict) -> Text:
+        """A pair: CHOSEN then REJECTED (prompt + that answer each); a labelled answer: its one side."""
+        style = self.get_component_rich_style
+        shades = self._shades()
+        legend, heading, warn = style("token-view--legend"), style("token-view--heading"), style("token-view--warning")
+        text = Text()
+        if r["kind"] == "pair":
+            sides = [("CHOSEN", "the preferred answer", r["chosen"]), ("REJECTED", "the answer not preferred", r["rejected"])]
+            text.append("A preference pair: the prompt with each answer, as the trainer sees them · ", legend)
+        else:
+            good = bool(r.get("label"))
+            sides = [(f"ANSWER · labelled {'good' if good else 'bad'}",
+                      "an answer to learn from" if good else "an answer to learn away from", r)]
+            text.append("A labelled answer (KTO): the prompt with its answer · ", legend)
+        text.append("answer trained", shades[(True, 0)])
+        text.append(" · ", legend)
+        text.append("prompt and template not trained", shades[(False, 0)])
+        limits = [f"{k} {r[k]}" for k in ("max_prompt_length", "max_completion_length") if r.get(k)]
+        if limits:
+            text.append(f"\nlimits: max_length {r.get('max_length')} · " + " · ".join(limits), legend)
+        for warning in r.get("warnings") or []:
+            text.append(f"\n! {warning}", warn)
+        for title, note, side in sides:
+            text.append("\n" if text.plain.endswith("\n") else "\n\n")
+            text.append(title, heading)
+            trained = side.get("trained_tokens", sum(side["trained"]))
+            text.append(f"  {note} · {side['length']} tokens: prompt {side['prompt_tokens']}, {trained} trained\n",
+                        legend)
+            for k, (piece, on) in enumerate(zip(side["tokens"], side["trained"])):
+                shade = shades[(bool(on), k % 2)]
+                if "\n" in piece:
+                    text.append(piece.replace("\n", "↵"), shade)
+                    text.append("\n")
+                else:
+                    text.append(piece, shade)
+            if side.get("truncated"):
+                cut = side["full_length"] - side["length"]
+                text.append(f"\n✂ cut: {cut} more token{'s' if cut != 1 else ''} of {title.split()[0].lower()} "
+                            "are dropped (the limits above)", warn)
+            if not trained:
+                text.append(f"\nNothing of {title.split()[0].lower()} is trained.", warn)
         return text
 
 
