@@ -201,6 +201,8 @@ FIELDS: tuple[Field, ...] = (
           glossary="early stopping", hint=" such as 3"),
     Field("keep", "choice", "The weights the run ends with: best (lowest eval loss) or last (needs an eval set "
           "for best)", "best", choices=("best", "last"), glossary="early stopping"),
+    Field("replay", "fraction", "SFT: share of training rows that are general prompts answered by the base model "
+          "itself, against forgetting (0: off; 0.1 is a start)", 0.0, hint=" (off)"),
     Field("liger_kernels", "bool", "GPU, SFT: Liger's fused Triton kernels (off: on an H200 they made LoRA 1.6-2.2x "
           "slower)", False),
     Field("beta", "float", "DPO/KTO: how far it may move from the reference model (higher: less); 0.1 is usual",
@@ -273,6 +275,7 @@ class RunConfig:
     group_by_length: bool = _d("group_by_length")
     early_stopping_patience: int | None = _d("early_stopping_patience")
     keep: str = _d("keep")
+    replay: float = _d("replay")
     liger_kernels: bool = _d("liger_kernels")
     beta: float = _d("beta")
     loss_type: str | None = _d("loss_type")
@@ -452,6 +455,9 @@ def _check_objective(cfg: RunConfig, where) -> None:
         raise ConfigError(f"{where('max_prompt_length')}: max_prompt_length ({cfg.max_prompt_length}) must be below "
                           f"max_length ({cfg.max_length}), or no answer token would be left to train; lower it or "
                           "raise max_length.")
+    if cfg.replay and cfg.is_preference:
+        raise ConfigError(f"{where('replay')}: replay mixes general examples with ideal answers into supervised "
+                          f"training, so it works with objective: sft only, not {cfg.objective}; remove replay.")
     if cfg.init_from is not None and not cfg.uses_adapter:
         raise ConfigError(f"{where('init_from')}: init_from starts from an earlier run's LoRA adapter, so method must "
                           f"be lora or qlora, got {cfg.method}; to continue a fully fine-tuned model, set model: to "

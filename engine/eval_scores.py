@@ -4,7 +4,9 @@ Strings in, numbers out: exact match, and for structured (JSON) answers whether 
 and how many fields match; the verdict sentence; the saved result (``eval.json`` in a run folder);
 the comparison table. For preference runs (DPO/KTO, ``"kind": "preference"`` in the result): the
 preference scores of log-probabilities on held-out pairs (see "Preference runs" below), their verdict
-and table. engine/evaluate.py does the model work that produces the answers and log-probabilities.
+and table. The general-ability probe's section (``"general"`` in the result: base vs tuned on everyday
+prompts and general text) is scored and worded by engine/general_probe.py and printed after the
+table. engine/evaluate.py does the model work that produces the answers and log-probabilities.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .general_probe import format_probe
 
 CONDITIONS = ("zero-shot", "few-shot", "retrieval few-shot", "fine-tuned")
 LABELS = {
@@ -268,6 +272,7 @@ def format_table(result: dict) -> str:
         out += ["", "Per-field accuracy:", "  " + "  ".join(["approach".ljust(26)] + [n[:11].rjust(11) for n in names])]
         for label, per in fields.items():
             out.append("  " + "  ".join([label.ljust(26)] + [_pct(per.get(n)).rjust(11) for n in names]))
+    out += format_probe(result.get("general"))
     return "\n".join(out)
 
 
@@ -413,4 +418,5 @@ def format_preference_table(result: dict) -> str:
         out += ["", f"[{k}] {sample['question'][:200]}"]
         for condition, answer in sample.get("answers", {}).items():
             out.append(f"  {PREFERENCE_LABELS.get(condition, condition) + ':':19s} {answer[:300]}")
+    out += format_probe(result.get("general"))
     return "\n".join(out)

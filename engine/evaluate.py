@@ -26,6 +26,7 @@ a child process by ``tunedeck eval``. Heavy libraries are imported inside functi
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -292,8 +293,9 @@ def mean_prompt_tokens(tokenizer, prompts: list[list[dict]]) -> float:
 
 
 def generate(models: _Models, which: str, prompts: list[list[dict]], *, max_new_tokens: int,
-             batch_size: int, tick: Callable[[int], None]) -> list[str]:
-    """Greedy answers to chat prompts (left-padded batches, shortest prompts first)."""
+             batch_size: int, tick: Callable[[int], None], lengths: list[int] | None = None) -> list[str]:
+    """Greedy answers to chat prompts (left-padded batches, shortest prompts first). ``lengths``, when
+    given, is filled with each answer's number of generated tokens (max_new_tokens: cut off)."""
     import torch
     from transformers import GenerationConfig
 
@@ -306,6 +308,7 @@ def generate(models: _Models, which: str, prompts: list[list[dict]], *, max_new_
         max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop or None, pad_token_id=tok.pad_token_id
     )
     answers: list[str] = [""] * len(prompts)
+    counts = [0] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     with ctx, torch.inference_mode():
         for start in range(0, len(order), batch_size):
@@ -324,15 +327,135 @@ def generate(models: _Models, which: str, prompts: list[list[dict]], *, max_new_
                 new = out[row, width:].tolist()
                 cut = next((j for j, t in enumerate(new) if t in stop), len(new))
                 answers[i] = tok.decode(new[:cut], skip_special_tokens=True).strip()
+                counts[i] = cut
             tick(len(idx))
+    if lengths is not None:
+        lengths[:] = counts
     return answers
+
+
+# --------------------------------------------------------------------------------------------
+# General ability (the forgetting probe)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tokens:
+    """A stretch of plain text to score every token of (``masked_loss`` reads these two fields)."""
+
+    input_ids: list[int]
+    trained: list[bool]
+
+
+def passage_chunks(tokenizer, text: str, width: int) -> list[_Tokens]:
+    """The passage's tokens in pieces of at most ``width`` (each piece's first token is context only)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [_Tokens(ids[i:i + width], [True] * len(ids[i:i + width])) for i in range(0, len(ids), width)
+            if len(ids[i:i + width]) > 1]
+
+
+def probe_steps(models: _Models) -> int:
+    """Progress units the probe adds: passage pieces and prompts, for each of the two models."""
+    from .general_probe import load_probe
+
+    probe = load_probe()
+    chunks = passage_chunks(models.tokenizer, probe["passage"], min(512, _context_length(models) or 512))
+    return 2 * (len(chunks) + len(probe["prompts"]))
+
+
+def _probe_cache_file(models: _Models, model_ref: str, texts: list[str], budget: int, batches: tuple) -> Path:
+    """Where the base model's probe results are cached: keyed by everything they depend on (the base
+    weights' fingerprint, dtype and device, the rendered prompts and passage, the answer length, the
+    batch sizes and the library versions), so a cached entry is only reused for the same computation."""
+    import hashlib
+
+    import torch
+    import transformers
+
+    from .paths import cache_dir
+
+    base = models.base if not models.peft else models.tuned.get_base_model()
+    named = [(n, p) for n, p in base.named_parameters() if "lora_" not in n]
+    with torch.no_grad():
+        fingerprint = [(n, tuple(p.shape), str(p.dtype), float(p.detach().double().sum()))
+                       for n, p in named[:2] + named[-2:]]
+    key = json.dumps({"model": model_ref, "weights": fingerprint, "device": models.device.type, "texts": texts,
+                      "budget": budget, "batches": batches, "torch": torch.__version__, "transformers": transformers.__version__},
+                     sort_keys=True)
+    return cache_dir() / "probe" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def general_ability(models: _Models, *, references: list[str], batch_size: int = 8,
+                    tick: Callable[[int], None] = lambda n: None, say: Callable[[str], None] = lambda m: None,
+                    replay: float = 0.0, max_new_tokens: int | None = None, model_ref: str | None = None) -> dict:
+    """The forgetting probe (engine.general_probe): perplexity of the base and of the tuned model on a
+    passage of general text, and their greedy answers to the probe's everyday prompts, scored; the
+    verdict says whether general ability was kept. ``references``: the task's answers (to recognise
+    general answers given in the trained format). With ``model_ref`` the base model's results are
+    cached (engine.paths.cache_dir()/probe), so evaluating a second run of the same base costs half."""
+    from .eval_scores import is_structured
+    from .general_probe import PROBE_MAX_NEW_TOKENS, load_probe, probe_messages, probe_row, probe_verdict, trained_format
+
+    started = time.time()
+    probe = load_probe()
+    tok = models.tokenizer
+    chunks = passage_chunks(tok, probe["passage"], min(512, _context_length(models) or 512))
+    prompts = probe_messages(probe)
+    looks_trained = trained_format(references)
+    format_name = "the task's JSON format" if looks_trained and is_structured(references) else "the trained format"
+    max_new_tokens = max_new_tokens or PROBE_MAX_NEW_TOKENS
+    cache = None
+    if model_ref:
+        texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        cache = _probe_cache_file(models, model_ref, texts + [probe["passage"]], max_new_tokens,
+                                  (batch_size, max(batch_size, len(prompts))))
+    cached = None
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8")) if cache is not None and cache.is_file() else None
+    except (OSError, ValueError):
+        cached = None
+    rows, answers = [], {}
+    for which, label in (("base", "base model"), ("tuned", "fine-tuned")):
+        if which == "base" and cached and len(cached.get("answers", ())) == len(prompts):
+            loss, answers[which] = cached["loss"], cached["answers"]
+            tick(len(chunks) + len(prompts))
+        else:
+            say(f"General ability probe: the {label} on general text and {len(prompts)} everyday prompts…")
+            loss, _ = masked_loss(models, which, chunks, batch_size=batch_size, tick=tick)
+            # one batch for all the prompts: on a CPU a wide batch costs little more than a narrow one
+            # (the prompts, with the chat template's system turn, are most of the cost)
+            answers[which] = generate(models, which, prompts, max_new_tokens=max_new_tokens,
+                                      batch_size=max(batch_size, len(prompts)), tick=tick)
+            if which == "base" and cache is not None:
+                try:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    cache.write_text(json.dumps({"loss": loss, "answers": answers[which]}), encoding="utf-8")
+                except OSError:
+                    pass  # a cache not written costs time next time, nothing else
+        rows.append(probe_row(label, loss, answers[which], probe, looks_trained))
+    state, verdict_text = probe_verdict(rows[0], rows[1], replay=replay, format_name=format_name)
+    return {
+        "n_prompts": len(prompts),
+        "passage_words": len(probe["passage"].split()),
+        "passage_tokens": sum(len(c.input_ids) for c in chunks),
+        "max_new_tokens": max_new_tokens,
+        "base_cached": bool(cached),
+        "rows": rows,
+        "state": state,
+        "verdict": verdict_text,
+        "samples": [{"prompt": p["prompt"], "base": b, "fine-tuned": t}
+                    for p, b, t in zip(probe["prompts"], answers["base"], answers["tuned"])],
+        "seconds": round(time.time() - started, 2),
+    }
 
 
 def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_size: int = 8,
                  max_new_tokens: int | None = None, progress: Progress | None = None, save: bool = True,
-                 samples: int = 5, split: str | None = None) -> dict:
+                 samples: int = 5, split: str | None = None, probe: bool = True) -> dict:
     """Score a run against the prompting baselines (a preference run: ``evaluate_preference``, with
-    ``samples`` side-by-side generations); the result is also saved as ``eval.json``."""
+    ``samples`` side-by-side generations); with ``probe``, also the general-ability probe, base vs
+    tuned (``general_ability``: did the model forget how to do everything else?). The result is also
+    saved as ``eval.json``."""
     from .data.encode import encode
     from .retrieval import BM25
     from .runs import get_run, write_json_atomic
@@ -348,7 +471,7 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     kind, folder = weights.label, weights.path
     if config.get("objective") in ("dpo", "kto"):
         return evaluate_preference(run, weights, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                   samples=samples, progress=progress, save=save, split=split)
+                                   samples=samples, progress=progress, save=save, split=split, probe=probe)
 
     say("Reading the data…")
     train, held_out, source = eval_examples(config, str(run.config_path), split=split)
@@ -398,6 +521,8 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     encoded = [e for e in encoded if e.trained_tokens]
     steps = [("loss", "base", len(encoded)), ("loss", "fine-tuned", len(encoded))]
     steps += [("generate", c, len(tasks)) for c in CONDITIONS] if tasks else []
+    if probe:
+        steps.append(("probe", "general ability", probe_steps(models)))
     grand_total = sum(n for _, _, n in steps)
     done = 0
 
@@ -434,6 +559,12 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
     for condition, which in (("zero-shot", "base"), ("fine-tuned", "fine-tuned")):
         rows.setdefault(condition, {"label": LABELS[condition], "n": 0})
         rows[condition].update(eval_loss=losses[which]["eval_loss"], perplexity=losses[which]["perplexity"])
+    general = None
+    if probe:
+        general = general_ability(models, references=references, batch_size=batch_size,
+                                  tick=ticker("general ability"), say=say, replay=_replay_share(config),
+                                  model_ref=config["model"])
+        timings["general ability"] = general["seconds"]
 
     result = {
         "run": run.id,
@@ -457,6 +588,7 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
         ],
         "max_new_tokens": max_new_tokens,
         "shots_dropped": dropped,
+        "general": general,
         "seconds": round(time.time() - started, 1),
         "timings": timings,
         "created": round(time.time(), 3),
@@ -540,7 +672,7 @@ def _start_adapter(run, cfg) -> tuple[Path | None, str | None]:
 
 def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: int = 8,
                         max_new_tokens: int | None = None, samples: int = 5, progress: Progress | None = None,
-                        save: bool = True, split: str | None = None) -> dict:
+                        save: bool = True, split: str | None = None, probe: bool = True) -> dict:
     """Score a DPO/KTO run on held-out pairs (or labelled answers): log-probabilities of the chosen and
     the rejected answers under the base model, the model it started from (init_from) and the tuned
     one; DPO's reward accuracy against the reference; greedy answers side by side for ``samples``
@@ -586,7 +718,7 @@ def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: i
     else:
         sequences = [encode_sides(tok, e, cfg.max_length, **limits)[0] for e in labelled]
     shown = (pairs or labelled)[:max(0, samples)]
-    total = len(sequences) * len(conditions) + len(shown) * len(conditions)
+    total = len(sequences) * len(conditions) + len(shown) * len(conditions) + (probe_steps(models) if probe else 0)
     done = 0
 
     def tick(stage: str):
@@ -660,6 +792,13 @@ def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: i
     generation = {"n": len(refs), "structured": structured, "rows": {
         c: score_answers([a for a, g in zip(answers[c], good) if g], refs, structured=structured).to_dict()
         for c in answers}} if refs else {}
+    general = None
+    if probe:
+        task_answers = [(e["chosen"] if formats.is_pair(e) else e["completion"])[-1]["content"]
+                        for e in (pairs or [a for a in labelled if a["label"]])]
+        general = general_ability(models, references=task_answers, batch_size=batch_size,
+                                  tick=tick("general ability"), say=say, model_ref=config["model"])
+        timings["general ability"] = general["seconds"]
 
     result = {
         "kind": PREFERENCE,
@@ -681,6 +820,7 @@ def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: i
         "rows": rows,
         **result_scores,
         "generation": generation,
+        "general": general,
         "samples": [{"question": query_text(p), "prompt": p,
                      **({"chosen": e["chosen"][-1]["content"], "rejected": e["rejected"][-1]["content"]}
                         if formats.is_pair(e) else {"completion": e["completion"][-1]["content"], "label": e["label"]}),
@@ -695,6 +835,13 @@ def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: i
     if save:
         write_json_atomic(run.dir / EVAL_FILE, json_safe(result))
     return result
+
+
+def _replay_share(config: dict) -> float:
+    try:
+        return float(config.get("replay") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _avg(values) -> float | None:

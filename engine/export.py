@@ -282,6 +282,7 @@ def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) 
 
     from .evaluate import eval_examples, run_config
     from .models import materialize
+    from .replay import read_cache
     from .worker import device_plan
     from .runs import get_run
 
@@ -302,6 +303,9 @@ def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) 
     say("Reading the run's data…")
     train, held_out, source = eval_examples(config, str(run.config_path), split="validation")
     train_rows = [r for r in map(_prompt_completion, train) if r is not None]
+    replayed = read_cache(run.dir) if cfg.replay and not cfg.is_preference else None
+    if replayed:  # what the run trained on: the task's rows and the base model's general answers
+        train_rows += [r for r in map(_prompt_completion, replayed) if r is not None]
     eval_rows = [r for r in map(_prompt_completion, held_out) if r is not None]
     multi_turn = sum(1 for e in train if sum(m.get("role") == "assistant" for m in e.get("messages", [])) > 1)
     model_location = materialize(config["model"], lambda m, f: say(m))
@@ -343,6 +347,9 @@ def write_trl_config(run_ref: str, path: str | Path, *, say: Say | None = None) 
     if multi_turn:
         notes.append(f"{multi_turn} examples have several assistant turns: TRL trains the last one; "
                      "Tunedeck trained them all.")
+    if replayed:
+        notes.append(f"The last {len(replayed)} rows of train.jsonl are the run's replay examples (general prompts "
+                     "answered by the base model, from its replay.jsonl); TRL shuffles them in as Tunedeck did.")
     data_dir.mkdir()
     try:
         _write_jsonl(data_dir / "train.jsonl", train_rows)

@@ -197,7 +197,14 @@ def process_identity(pid: int) -> dict:
         import psutil
 
         proc = psutil.Process(pid)
-        return {"pid": pid, "pid_started": proc.create_time(), "pid_cmdline": proc.cmdline()}
+        cmdline = proc.cmdline()
+        deadline = time.monotonic() + 2.0
+        # Popen returns while the child is still inside exec: its arguments may not be readable yet (seen
+        # under load), and an empty command line recorded here would show the live run as crashed.
+        while not cmdline and time.monotonic() < deadline:
+            time.sleep(0.01)
+            cmdline = proc.cmdline()
+        return {"pid": pid, "pid_started": proc.create_time(), "pid_cmdline": cmdline}
     except Exception:
         return {"pid": pid, "pid_started": None, "pid_cmdline": None}
 

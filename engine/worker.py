@@ -32,6 +32,10 @@ padding-free path for them); the log says so. The events carry TRL's metric name
 ``rewards/accuracies``, ``rewards/margins``, ``rewards/chosen``, ``rewards/rejected``,
 ``logps/chosen``, ``logps/rejected``, ``kl`` (KTO), and ``eval_`` + each in eval events.
 
+Replay (``replay: 0.1``, SFT): before training, the base model (adapter off) answers general prompts
+once; its answers are cached in the run folder as ``replay.jsonl`` (a resume reuses them) and mixed
+into the training rows at the asked share (engine.replay).
+
 Checkpoints: every ``save_steps`` steps, and also once ``CHECKPOINT_EVERY_SECONDS`` have passed since
 the last one (slow machines), and at the end of the step in which a stop was asked for.
 
@@ -967,6 +971,7 @@ class Worker:
         train_ex, eval_ex, test_ex = split_examples(cfg)
         self.progress(f"Tokenising {len(train_ex) + len(eval_ex)} examples…")
         notes = [f"{len(test_ex)} examples kept apart as the test set"] if test_ex else []
+        replay_info = None
         if cfg.is_preference:
             train_rows, counts = encode_preference_rows(tokenizer, train_ex, cfg, shuffle=True)
             eval_rows, _ = encode_preference_rows(tokenizer, eval_ex, cfg)
@@ -991,6 +996,10 @@ class Worker:
                 notes.append(f"{counts['truncated']} examples were cut to max_length={cfg.max_length}")
             if counts["skipped"]:
                 notes.append(f"{counts['skipped']} examples had no token to train and were skipped")
+            if cfg.replay:
+                train_rows, replay_info = self._mix_replay(cfg, model, tokenizer, plan, train_rows)
+                if replay_info["mixed"]:
+                    notes.append(f"{replay_info['mixed']} of them general examples answered by the base model (replay)")
         padding_free = False
         if cfg.is_preference:
             self.say(f"Padding each batch (not padding-free): TRL 1.16's {OBJECTIVE_NAMES[cfg.objective]} trainer scores "
@@ -1016,6 +1025,8 @@ class Worker:
             info.update({k: counts[k] for k in ("pairs", "good", "bad") if counts[k]})
         if init_info:
             info["init_from"] = init_info
+        if replay_info:
+            info["replay"] = {k: replay_info[k] for k in ("share", "wanted", "mixed", "cached")}
         if checkpoint is not None:
             info["tokens_before"] = tokens_logged_until(run, self.step)
         if self.world > 1:
@@ -1070,6 +1081,26 @@ class Worker:
             if self.main_process:
                 shutil.rmtree(run.best_dir, ignore_errors=True)  # kept in out_dir, or the last step was the best
             self._finish("completed", self.completion_message(what, out_dir, best))
+
+    # replay (against forgetting) ------------------------------------------------------------------
+    def _mix_replay(self, cfg: RunConfig, model, tokenizer, plan: dict, train_rows: list[dict]):
+        """The training rows with ``cfg.replay`` of general examples answered by the base model mixed
+        in (engine.replay; generated once and cached in the run folder as replay.jsonl). Every process
+        of a multi-process run reads or makes the same greedy answers; only the main one writes them."""
+        import torch
+
+        from .replay import describe, replay_examples
+
+        sharded = several_processes(cfg) and (cfg.distributed != "ddp" or cfg.accelerate_config)
+        if plan["device"] == "cuda" and cfg.method != "qlora" and not sharded:  # generate where it will train
+            model.to(torch.device("cuda", self.local_rank))
+        examples, info = replay_examples(self.run.dir, model, tokenizer, task_rows=len(train_rows), share=cfg.replay,
+                                         seed=cfg.seed, say=self.progress, write=self.main_process)
+        rows, _ = encode_rows(tokenizer, examples, cfg.max_length, special_token_text=cfg.special_token_text)
+        info["message"], info["mixed"] = describe(info, len(rows)), len(rows)
+        self.say(info["message"])
+        self.event(type="status", message=info["message"])
+        return train_rows + rows, info
 
     # the best checkpoint (keep: best, early_stopping_patience) -----------------------------------
     def keep_best(self, step: int, eval_loss: float) -> None:

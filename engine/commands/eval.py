@@ -15,7 +15,8 @@ def register(sub) -> None:
         "few-shot (k training examples), retrieval few-shot (k most similar by BM25), and the fine-tuned model. "
         "A DPO/KTO run is scored on held-out pairs instead: how often each model prefers the chosen answer "
         "(log-probability margin), the tuned model's reward accuracy against its reference, and answers of the "
-        "base and tuned model side by side. The result is saved in the run folder as eval.json.",
+        "base and tuned model side by side. Both also get the general-ability probe (forgetting): perplexity on general text "
+        "and answers to everyday prompts, base vs tuned, with a one-line verdict. The result is saved in the run folder as eval.json.",
     )
     p.add_argument("run", help="run id, unique prefix, folder, or 'latest'")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N validation examples")
@@ -26,6 +27,9 @@ def register(sub) -> None:
                    help="preference runs: held-out prompts answered side by side by the base and tuned model (default 5)")
     p.add_argument("--split", choices=("test", "validation"),
                    help="which held-out rows (default: the test set when the run kept one apart, else validation)")
+    p.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="skip the general-ability probe (base vs tuned on everyday prompts and general text: "
+                   "did fine-tuning make the model forget the rest?)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--progress", action="store_true", help="with --json: stream progress as JSON lines first")
     p.set_defaults(func=run)
@@ -61,7 +65,7 @@ def run(args) -> int:
 
     result = evaluate_run(args.run, limit=args.limit, k=args.k, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, progress=progress, samples=args.samples,
-                          split=args.split)
+                          split=args.split, probe=args.probe)
     if args.json:
         print(json.dumps({"type": "result", **json_safe(result)}), flush=True)
     else:

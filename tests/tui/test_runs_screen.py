@@ -224,6 +224,43 @@ EVAL = {
 }
 
 
+GENERAL = {
+    "n_prompts": 32, "passage_words": 343, "seconds": 4.2, "state": "format",
+    "verdict": "The model now answers everything in the task's JSON format: 27 of 32 general prompts got such an "
+               "answer (base model: 0); perplexity on general text x1.84 (12.1 → 22.3); replay: 0.1, fewer steps "
+               "or a lower learning rate keep more of it.",
+    "rows": [
+        {"label": "base model", "perplexity": 12.1, "correct": 0.55, "n_correct": 11, "n_answerable": 20,
+         "follows": 0.6, "n_follows": 17, "n_checked": 28, "mean_words": 14.5, "trained_format": 0.0},
+        {"label": "fine-tuned", "perplexity": 22.3, "correct": 0.1, "n_correct": 2, "n_answerable": 20,
+         "follows": 0.107, "n_follows": 3, "n_checked": 28, "mean_words": 9.0, "trained_format": 0.84},
+    ],
+}
+
+
+async def test_evaluation_tab_shows_the_general_ability_probe_and_its_verdict():
+    from tui.widgets.eval_table import ProbeTable
+
+    runs = standard_runs()
+    (runs["completed"].dir / "eval.json").write_text(json.dumps({**EVAL, "general": GENERAL}))
+    (runs["stopped"].dir / "eval.json").write_text(json.dumps(EVAL))  # evaluated with --no-probe
+    app = TunedeckApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await _open(pilot)
+        await _select(pilot, runs["completed"].id)
+        screen.query_one("#runs-tabs").active = "tab-eval"
+        await pilot.pause()
+        table = screen.query_one(ProbeTable)
+        assert not table.has_class("-no-probe") and table.row_count == 2
+        assert [str(table.get_row_at(i)[0]) for i in range(2)] == ["base model", "fine-tuned"]
+        assert [str(c) for c in table.get_row_at(1)[1:]] == ["22.30", "10% (2/20)", "11% (3/28)", "9.0", "84%"]
+        verdict = screen.query_one("#general-verdict")
+        assert str(verdict.render()) == GENERAL["verdict"] and verdict.has_class("-dropped")
+        assert "32 prompts, 343 words of text" in str(screen.query_one("#general-caption").render())
+        await _select(pilot, runs["stopped"].id)
+        assert table.has_class("-no-probe") and screen.query_one("#general-verdict").has_class("-no-probe")
+
+
 @pytest.fixture
 def fixed_home(monkeypatch, tmp_path):
     """Same paths and clock zone on every machine, so the pictures are the same."""

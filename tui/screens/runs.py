@@ -1,4 +1,6 @@
 """Runs: every run in a sortable table; monitor, chat with, evaluate, export, delete or compare them.
+The Evaluation tab shows the task scores against prompting and, below them, the general-ability probe
+(did the model forget how to do everything else?), base vs fine-tuned, with its verdict.
 
 The table is refreshed every few seconds from the run store off the UI thread. Evaluation and
 export run ``tunedeck eval|export`` in a child process (tui/engine_process.py), so no ML library is
@@ -162,8 +164,10 @@ class RunsScreen(AreaScreen):
         steps = f"{row.step}/{row.max_steps}" if row.max_steps else str(row.step)
         best = f"{row.best_eval_loss:.4f}" if isinstance(row.best_eval_loss, (int, float)) else "—"
         lines = [
-            f"[b]{row.id}[/b]  {row.state}  step {steps}  best eval loss {best}  {format_duration(row.duration)}",
-            f"model {short_ref(row.model)}  data {short_ref(row.data)}  method {row.method or '—'}"
+            f"[b]{row.id}[/b]  {row.state}  step {steps}  best eval loss {best}"
+            + (f"  eval reward accuracy {row.eval_reward_accuracy:.0%}" if row.eval_reward_accuracy is not None else "")
+            + f"  {format_duration(row.duration)}",
+            f"model {short_ref(row.model)}  data {short_ref(row.data)}  method {row.method_label or '—'}"
             + (f"  memory peak {memory_words(row.peak_memory, row.estimated_memory)}"
                if row.peak_memory or row.estimated_memory else ""),
             f"[dim]{row.dir}[/]",
@@ -183,7 +187,8 @@ class RunsScreen(AreaScreen):
             panel.show_result(result)
         elif row:
             panel.show_empty(f"{row.id} has not been evaluated yet: press e to score it against zero-shot, "
-                             "few-shot and retrieval few-shot prompting of its base model.")
+                             "few-shot and retrieval few-shot prompting of its base model, and to see what else it "
+                             "forgot (the general-ability probe).")
 
     # --- monitor / chat ----------------------------------------------------------------------------
     def _need_run(self) -> RunRow | None:

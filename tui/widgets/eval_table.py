@@ -1,15 +1,17 @@
 """The evaluation panel: progress while ``tunedeck eval`` runs, then the comparison table (base
-zero-shot, few-shot, retrieval few-shot, fine-tuned) with the best score highlighted, and the verdict.
-Fed with the JSON the engine writes (``engine.evaluate``); draws only."""
+zero-shot, few-shot, retrieval few-shot, fine-tuned) with the best score highlighted, and the verdict;
+below them the general-ability probe (forgetting: base vs fine-tuned on everyday prompts and general
+text) with its own verdict. Fed with the JSON the engine writes (``engine.evaluate``); draws only."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable, ProgressBar, Static
 
 from engine.eval_scores import headline, table_rows
+from engine.general_probe import probe_table_rows
 
 from .run_header import theme_colour
 
@@ -41,7 +43,47 @@ class EvalTable(DataTable):
             self.add_row(*styled)
 
 
-class EvalPanel(Vertical):
+class ProbeTable(DataTable):
+    """Base vs fine-tuned on the general-ability probe; the fine-tuned cells that got worse in colour."""
+
+    DEFAULT_CSS = """
+    ProbeTable { height: auto; max-height: 4; margin: 0 0; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="none", show_cursor=False, zebra_stripes=True, **kwargs)
+
+    def show(self, general: dict) -> None:
+        self.clear(columns=True)
+        header, rows = probe_table_rows(general, short=True)
+        for i, label in enumerate(header):
+            self.add_column(label, key=str(i))
+        raw = general.get("rows", [])
+        worse = _worse_cells(raw[0], raw[1]) if len(raw) == 2 else set()
+        bad = theme_colour(self.app, "warning")
+        for n, cells in enumerate(rows):
+            self.add_row(*[Text(c, style=bad if n == 1 and i in worse else "") for i, c in enumerate(cells)])
+
+
+def _worse_cells(base: dict, tuned: dict) -> set[int]:
+    """Columns (of probe_table_rows) where the fine-tuned model did clearly worse than the base."""
+    from engine.general_probe import PPL_RATIO_DROP, SHARE_DROP
+
+    out = set()
+    pb, pt = base.get("perplexity"), tuned.get("perplexity")
+    if pb and pt is not None and pt >= PPL_RATIO_DROP * pb:
+        out.add(1)
+    for col, key in ((2, "correct"), (3, "follows")):
+        b, t = base.get(key), tuned.get(key)
+        if b is not None and t is not None and b - t >= SHARE_DROP - 1e-9:
+            out.add(col)
+    fb, ft = base.get("trained_format"), tuned.get("trained_format")
+    if ft is not None and ft - (fb or 0) >= 0.25:
+        out.add(5)
+    return out
+
+
+class EvalPanel(VerticalScroll):
     DEFAULT_CSS = """
     EvalPanel { height: 1fr; padding: 0 1; }
     EvalPanel #eval-caption { height: auto; color: $text-muted; }
@@ -49,6 +91,11 @@ class EvalPanel(Vertical):
     EvalPanel #eval-progress.-hidden { display: none; }
     EvalPanel #eval-verdict { height: auto; margin-top: 1; }
     EvalPanel #eval-verdict.-error { color: $error; }
+    EvalPanel #general-caption { height: auto; margin-top: 1; color: $text-muted; }
+    EvalPanel #general-verdict { height: auto; }
+    EvalPanel #general-verdict.-kept { color: $success; }
+    EvalPanel #general-verdict.-dropped { color: $warning; }
+    EvalPanel .-no-probe { display: none; }
     """
 
     def compose(self) -> ComposeResult:
@@ -56,6 +103,9 @@ class EvalPanel(Vertical):
         yield ProgressBar(total=100, show_eta=False, id="eval-progress", classes="-hidden")
         yield EvalTable(id="eval-table")
         yield Static("", id="eval-verdict")
+        yield Static("", id="general-caption", classes="-no-probe")
+        yield ProbeTable(id="general-table", classes="-no-probe")
+        yield Static("", id="general-verdict", classes="-no-probe")
 
     def show_empty(self, text: str) -> None:
         self.query_one("#eval-caption", Static).update(text)
@@ -63,6 +113,7 @@ class EvalPanel(Vertical):
         self.query_one(EvalTable).clear(columns=True)
         self.query_one(EvalTable).display = False
         self._verdict("")
+        self.show_general(None)
 
     def show_progress(self, fraction: float | None, message: str | None = None) -> None:
         bar = self.query_one("#eval-progress", ProgressBar)
@@ -84,6 +135,23 @@ class EvalPanel(Vertical):
             f"k={result.get('k')} shots · {weights} · {result.get('seconds', 0):.0f} s{when}"
         )
         self._verdict(result.get("verdict", ""))
+        self.show_general(result.get("general"))
+
+    def show_general(self, general: dict | None) -> None:
+        """The general-ability probe's table and verdict (hidden when the evaluation ran without it)."""
+        parts = [self.query_one("#general-caption", Static), self.query_one(ProbeTable),
+                 self.query_one("#general-verdict", Static)]
+        for part in parts:
+            part.set_class(not general, "-no-probe")
+        if not general:
+            return
+        parts[0].update(f"General ability (forgetting) · {general.get('n_prompts', 0)} prompts, "
+                        f"{general.get('passage_words', 0)} words of text · {general.get('seconds', 0):.0f} s")
+        parts[1].show(general)
+        state = general.get("state")
+        parts[2].set_class(state == "kept", "-kept")
+        parts[2].set_class(state in ("dropped", "format"), "-dropped")
+        parts[2].update(general.get("verdict", ""))
 
     def show_error(self, message: str) -> None:
         self.query_one("#eval-progress").add_class("-hidden")
