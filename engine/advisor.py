@@ -362,7 +362,8 @@ def _train(a: Answers) -> Recommendation:
                             "a smaller model, shorten max_length, or train on a bigger GPU.")
     if a.examples < SMALL_EXAMPLES:
         warnings.append(f"{a.examples} examples is on the small side: keep a validation split, watch the eval loss "
-                        "for overfitting, and add examples where the model still fails.")
+                        "for overfitting (keep: best ends with the best weights), add examples where the model still "
+                        "fails, and on data this narrow set replay: 0.1 so the model keeps its general answers.")
     if a.latency == "strict":
         reasons.append("A LoRA can be merged into the model: no added latency per request, unlike long "
                        "few-shot prompts or a retrieval step.")
