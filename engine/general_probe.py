@@ -129,17 +129,31 @@ def correct(answer: str, accepted: list[str], check: str | None = None) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _looks_json(answer: str) -> bool:
+    """An answer in a JSON task's style: a JSON object or array (or one opened and cut off), or a quoted
+    JSON string such as ``"Paris"``; a bare number or yes/no is an ordinary answer."""
+    from .eval_scores import parse_lenient
+
+    text = answer.strip()
+    if re.match(r"(```[a-zA-Z]*\s*)?[\[{]", text) or parse_lenient(text) is not None:
+        return True
+    try:
+        return isinstance(json.loads(text), str)
+    except ValueError:
+        return False
+
+
 def trained_format(references: list[str]):
     """A test "does this answer look like the task's answers?", or None when the task's answers have no
-    recognisable form. JSON answers: the answer holds a JSON object or array. Otherwise: when most
+    recognisable form. JSON answers: the answer is JSON (``_looks_json``). Otherwise: when most
     task answers start with the same word (a label such as "Category:"), answers starting with it."""
-    from .eval_scores import is_structured, parse_lenient
+    from .eval_scores import is_structured
 
     refs = [r.strip() for r in references if r and r.strip()]
     if not refs:
         return None
-    if is_structured(refs):  # the answer is (or opens, when cut off) a JSON object or array
-        return lambda a: parse_lenient(a) is not None or re.match(r"\s*(```[a-zA-Z]*\s*)?[\[{]", a) is not None
+    if is_structured(refs):
+        return _looks_json
     firsts = Counter(r.split()[0].lower() for r in refs)
     word, count = firsts.most_common(1)[0]
     if count / len(refs) >= 0.6 and len(refs) >= 3:

@@ -49,6 +49,10 @@ def test_scores_and_verdicts_of_answers():
     tickets = answer_scores(['{"category": "refund"}'] * len(items), probe, looks_json)
     assert tickets["correct"] == 0.0 and tickets["trained_format"] == 1.0
     assert trained_format(["free text", "more text"]) is None
+    # the JSON style leaks as objects, lists (even cut off) and quoted strings; a bare number or yes is plain
+    assert [looks_json(a) for a in ('"Paris"', '{"blue", "green"}', '```json\n{"a":', "12", "Yes.", 'It is "ice".')] \
+        == [True, True, True, False, False, False]
+    assert trained_format(["Category: refund", "Category: shipping", "Category: other"])("category: x")
 
     base = {"n": 32, "perplexity": 10.0, "follows": 0.8, "correct": 0.6, "mean_words": 12, "trained_format": 0.0}
     state, text = probe_verdict(base, dict(base, perplexity=10.5, follows=0.75))
