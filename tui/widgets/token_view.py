@@ -73,13 +73,7 @@ class TokenView(Static):
         for warning in r.get("warnings") or []:
             text.append(f"\n! {warning}", style("token-view--warning"))
         text.append("\n\n")
-        for k, (piece, trained) in enumerate(zip(r["tokens"], r["trained"])):
-            shade = shades[(bool(trained), k % 2)]
-            if "\n" in piece:
-                text.append(piece.replace("\n", "↵"), shade)
-                text.append("\n")
-            else:
-                text.append(piece, shade)
+        append_tokens(text, r["tokens"], r["trained"], shades)
         if r.get("truncated"):
             cut = r["full_length"] - r["length"]
             text.append(
@@ -120,13 +114,7 @@ class TokenView(Static):
             trained = side.get("trained_tokens", sum(side["trained"]))
             text.append(f"  {note} · {side['length']} tokens: prompt {side['prompt_tokens']}, {trained} trained\n",
                         legend)
-            for k, (piece, on) in enumerate(zip(side["tokens"], side["trained"])):
-                shade = shades[(bool(on), k % 2)]
-                if "\n" in piece:
-                    text.append(piece.replace("\n", "↵"), shade)
-                    text.append("\n")
-                else:
-                    text.append(piece, shade)
+            append_tokens(text, side["tokens"], side["trained"], shades)
             if side.get("truncated"):
                 cut = side["full_length"] - side["length"]
                 text.append(f"\n✂ cut: {cut} more token{'s' if cut != 1 else ''} of {title.split()[0].lower()} "
@@ -141,3 +129,14 @@ def _has_tool_results(r: dict) -> bool:
     if isinstance(example, dict):
         return any(m.get("role") == "tool" for m in example.get("messages", ()))
     return bool(r.get("tool_calls"))
+
+
+def append_tokens(text: Text, tokens: list[str], trained: list, shades: dict) -> None:
+    """The tokens, shaded trained or not (alternating shades mark the token edges); a newline shows as ↵."""
+    for k, (piece, on) in enumerate(zip(tokens, trained)):
+        shade = shades[(bool(on), k % 2)]
+        if "\n" in piece:
+            text.append(piece.replace("\n", "↵"), shade)
+            text.append("\n")
+        else:
+            text.append(piece, shade)
