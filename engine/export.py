@@ -8,6 +8,10 @@
 * ``export_run(run, to, merged=True)``: the adapter merged into the base weights
   (``merge_and_unload``), saved as safetensors with tokenizer, chat template and generation
   config: a plain transformers model folder.
+* ``export_gguf`` (engine/gguf_export.py): one GGUF file for llama.cpp / Ollama with a Modelfile, and
+  the check that it is prompted as trained.
+* ``push_to_hub(folder, ORG/NAME)``: upload an export with huggingface_hub. Every export writes the
+  model card (README.md, engine/model_card.py).
 * ``write_launch_script(run, file)``: a bash script (and the config files beside it) that runs the
   run's training on several machines with ``accelerate launch`` or ``torchrun``.
 * ``write_trl_config(run, file)``: a YAML that ``trl sft --config FILE`` accepts, plus the run's
@@ -68,21 +72,56 @@ def _tokenizer(folder: Path, base_location: str):
     return tok
 
 
-def _readme(run, base_location: str, kind: str) -> str:
-    if kind == "merged":
-        how = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-               f"model = AutoModelForCausalLM.from_pretrained('.')\n"
-               f"tokenizer = AutoTokenizer.from_pretrained('.')")
-    else:
-        how = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-               f"from peft import PeftModel\n"
-               f"base = AutoModelForCausalLM.from_pretrained('{base_location}')\n"
-               f"model = PeftModel.from_pretrained(base, '.')\n"
-               f"tokenizer = AutoTokenizer.from_pretrained('.')")
-    return (f"# Exported from Tunedeck run {run.id}\n\n"
-            f"Base model: {base_location}\n\nLoad it with:\n\n```python\n{how}\n```\n\n"
-            "The tokenizer carries the chat template used in training: build prompts with "
-            "`tokenizer.apply_chat_template(messages, add_generation_prompt=True)`.\n")
+def _write_card(run, folder: Path, base_location: str, what: str, config: dict) -> None:
+    """The model card as README.md (and model-card.md in the run folder); the old short README when
+    the run's data cannot be read any more (moved): the weights still export."""
+    from . import model_card
+    from .evaluate import eval_examples
+
+    try:
+        train, held_out, split = eval_examples(config, str(run.config_path), split="validation")
+        rows = {"train": len(train), "held_out": len(held_out), "split": split}
+    except TunedeckError:
+        rows = None
+    model_card.write(run, folder, base_model=base_location, export=what, data_rows=rows)
+
+
+def check_push(repo_id: str) -> None:
+    """One sentence, before anything is exported, when ``repo_id`` is not ORG/NAME, the Hub is offline
+    or nobody is logged in."""
+    import re
+
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise ExportError(f"--push {repo_id}: give the repository as ORG/NAME (e.g. my-team/support-json-lora).")
+    from huggingface_hub import get_token
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ExportError(f"Cannot push to {repo_id}: the Hugging Face Hub is offline here (HF_HUB_OFFLINE is set); "
+                          f"export with --to DIR now and push that folder later from a connected machine.")
+    if not get_token():
+        raise ExportError(f"Cannot push to {repo_id}: not logged in to the Hugging Face Hub; run `hf auth login` "
+                          f"(or set HF_TOKEN) and export again with --push.")
+
+
+def push_to_hub(folder: Path, repo_id: str, *, say: Say | None = None) -> str:
+    """Upload an exported folder to the Hugging Face Hub as ``repo_id`` (ORG/NAME), a private repository;
+    its URL. One sentence when offline, not logged in or refused."""
+    from huggingface_hub import HfApi
+
+    say = say or (lambda message: None)
+    check_push(repo_id)
+    api = HfApi()
+    try:
+        say(f"Uploading {folder} to {repo_id}…")
+        api.create_repo(repo_id, exist_ok=True, private=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id,
+                                 commit_message="Upload from Tunedeck")
+    except Exception as exc:  # network down, no write access, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"Cannot push to {repo_id} ({first[:160]}); check the network and your write access "
+                          f"to it, then export again with --push.") from None
+    return getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
 
 
 def export_run(run_ref: str, to: str | Path, *, merged: bool = False, say: Say | None = None) -> dict:
@@ -120,7 +159,7 @@ def export_run(run_ref: str, to: str | Path, *, merged: bool = False, say: Say |
             (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
             _tokenizer(folder, base_location).save_pretrained(str(tmp))
             what = "adapter"
-        (tmp / "README.md").write_text(_readme(run, base_location, what))
+        _write_card(run, tmp, base_location, what, config)
         (tmp / "tunedeck-export.json").write_text(json.dumps({
             "run": run.id, "from": kind, "export": what, "base_model": base_location,
             "method": config.get("method"), "created": round(time.time(), 3)}, indent=1) + "\n")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .config import RunConfig
+from .config import RunConfig, trackers
 from .errors import TunedeckError
 
 
@@ -130,4 +130,8 @@ def check(config: RunConfig) -> Report:
         if step("tokenizer", tokenizer):
             step("tokens", tokens)
         step("memory", memory)
+    if getattr(config, "report_to", None):
+        step("trackers", lambda: trackers(config.report_to))
     return report
+
+
