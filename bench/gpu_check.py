@@ -115,6 +115,25 @@ class Meter:
         return (tokens[last] - tokens[self.warmup]) / (self.times[last] - self.times[self.warmup])
 
 
+class LargestBatch:
+    """Wraps a trainer's collator to keep the row lengths of the largest batch it builds (padded: rows x
+    longest row; padding-free: the packed length)."""
+
+    def __init__(self, trainer, *, packed: bool) -> None:
+        self.lengths: list[int] = []
+        self._size = 0
+        collate = trainer.data_collator
+
+        def record(rows):
+            lengths = [len(r["input_ids"]) for r in rows]
+            size = sum(lengths) if packed else len(lengths) * max(lengths, default=0)
+            if size > self._size:
+                self._size, self.lengths = size, lengths
+            return collate(rows)
+
+        trainer.data_collator = record  # the train dataloader reads it when train() starts
+
+
 def peak() -> tuple[int | None, int | None]:
     """(torch's allocator peak, NVML's figure for this process), or the RSS peak on a CPU."""
     import torch
@@ -153,11 +172,16 @@ def tunedeck_case(model_dir: str, method: str, padding_free: bool, data_file: Pa
     meter = Meter(args.warmup)
     trainer = build_trainer(cfg, model, tokenizer, rows, [], tmp / f"out-{method}-{padding_free}", plan,
                             [meter.callback()], padding_free=padding_free and exact)
+    seen = LargestBatch(trainer, packed=padding_free and exact)
     trainer.train()
     measured, nvml = peak()
     estimated, _ = estimate_memory(cfg, plan, [len(r["input_ids"]) for r in rows])
+    # the estimate is for the worst batch the data can make (its longest rows together); the run saw a
+    # smaller one: the estimate for the largest batch it really saw is the formula's like-for-like test
+    estimated_seen, _ = estimate_memory(cfg, plan, seen.lengths) if seen.lengths else (None, None)
     result = {"side": "tunedeck", "method": method, "batching": "padding-free" if padding_free and exact else "padded",
               "tokens_per_second": meter.tokens_per_second(trainer), "peak": measured, "nvml": nvml, "estimate": estimated,
+              "estimate_seen": estimated_seen, "largest_batch": seen.lengths,
               "kernels": f"{plan['attention']}{' + liger' if plan.get('liger') else ''}", "note": why if padding_free else ""}
     del trainer, model
     return result
@@ -302,16 +326,17 @@ def _table(rows: list[dict], panel: str, dry: bool, seconds: float) -> None:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (dry run)"
     table = Table(title=f"Tunedeck GPU check on {device} ({seconds:.0f} s)")
     for col in ("model", "method", "side", "batching", "kernels", "tokens/s", "vs TRL", "peak GiB", "NVML GiB",
-                "estimate GiB", "est/peak", "note"):
+                "estimate GiB", "est/peak", "est(seen)/peak", "note"):
         table.add_column(col)
     base = {r["model"]: r.get("tokens_per_second") for r in rows if r["side"] == "TRL defaults"}
     for r in rows:
         tps, ref = r.get("tokens_per_second"), base.get(r["model"])
         ratio = f"{tps / ref:.2f}x" if tps and ref and r["method"] == "lora" else ""
         est = f"{r['estimate'] / r['peak']:.2f}" if r.get("estimate") and r.get("peak") else ""
+        seen = f"{r['estimate_seen'] / r['peak']:.2f}" if r.get("estimate_seen") and r.get("peak") else ""
         table.add_row(r["model"], r["method"], r["side"], r.get("batching", ""), r.get("kernels", ""),
                       f"{tps:,.0f}" if tps else "-", ratio, gib(r.get("peak")), gib(r.get("nvml")),
-                      gib(r.get("estimate")), est, str(r.get("note", ""))[:60])
+                      gib(r.get("estimate")), est, seen, str(r.get("note", ""))[:60])
     Console(width=200).print(table)
     print(f"monitor, headless: {panel}")
     lora_pf = [r["tokens_per_second"] / base[r["model"]] for r in rows if r["method"] == "lora"

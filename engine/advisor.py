@@ -18,6 +18,12 @@ knowledge"):
    and KTO only shift the odds between answers the model can already give, so a model that does
    not yet write the wanted form is trained with SFT first and preference-tuned from that run
    (``init_from``).
+5. When a program can check an answer (it parses as JSON with the right keys, matches a pattern, gives
+   the right number, passes a test) but ideal answers are scarce, the checker itself can teach: GRPO
+   (Shao et al. 2024, arXiv:2402.03300) samples several answers to each prompt, scores them with
+   reward functions and makes the better ones likelier. It needs prompts, not answers; it only
+   reinforces what the model already sometimes gets right, so the base model's sampled answers
+   must sometimes score (the Data screen's "try the rewards" shows whether they do).
 
 Every recommendation carries its reasons, what would change it, warnings, and — for the methods
 that train — starting hyper-parameters whose keys are those of ``engine.config.RunConfig``.
@@ -60,9 +66,16 @@ FEEDBACK = {  # what the examples say about the answers; each key is the objecti
     "sft": "Ideal answers: each input with the answer you want",
     "dpo": "Pairs: two answers to one input, one marked better",
     "kto": "Single answers, each marked good or bad",
+    "grpo": "Inputs only; a program can check an answer (JSON, a number)",
 }
-# The objective a data file's format trains (engine.data.formats): pairs -> DPO, labels -> KTO.
-FORMAT_OBJECTIVES = {"preference": "dpo", "kto": "kto"}
+CHECKABLE = {  # can a program tell a right answer from a wrong one? (GRPO learns from such a checker)
+    "yes": "Yes: a program can check it (valid JSON, a pattern, a right number)",
+    "no": "No: judging an answer takes a person",
+}
+CHECKABLE_PROBLEMS = ("format", "task")  # problems where a checker is common (format above all)
+# The objective a data file's format trains (engine.data.formats): pairs -> DPO, labels -> KTO,
+# prompts without answers -> GRPO.
+FORMAT_OBJECTIVES = {"preference": "dpo", "kto": "kto", "prompt_only": "grpo"}
 OBJECTIVE_WORDS = {  # SFT vs DPO vs KTO in plain words, one line each
     "sft": "SFT (supervised fine-tuning) learns from ideal answers: for each input, the answer you want, "
            "which it learns to write. Use it when you can write or collect the right answer.",
@@ -70,8 +83,14 @@ OBJECTIVE_WORDS = {  # SFT vs DPO vs KTO in plain words, one line each
            "likelier than the worse one. Use it when you can say which of two answers is better.",
     "kto": "KTO learns from single answers marked good or bad (thumbs up or down), no pairs needed. Use it "
            "when feedback comes one answer at a time, even with more of one kind than the other.",
+    "grpo": "GRPO learns from a checker instead of examples: it samples several answers to each prompt, scores "
+            "them with reward functions (valid JSON, the right keys, a matching number) and makes the better ones "
+            "likelier. Use it when a program can check an answer but ideal answers are scarce.",
 }
-OBJECTIVE_HEADLINES = {"dpo": " on preference pairs (DPO)", "kto": " on answers marked good or bad (KTO)"}
+OBJECTIVE_HEADLINES = {"dpo": " on preference pairs (DPO)", "kto": " on answers marked good or bad (KTO)",
+                       "grpo": " and rewards from a checker (GRPO)"}
+GRPO_GENERATIONS = 4  # answers sampled per prompt: enough to compare, cheap enough for a CPU
+GRPO_COMPLETION = 64  # tokens per sampled answer: short answers keep generation practical on a CPU
 EXAMPLE_BUCKETS = {  # what the wizard offers -> a representative count
     "none": ("None yet", 0),
     "few": ("Fewer than 50", 20),
@@ -104,6 +123,8 @@ class Answers:
     data_format: str | None = None  # the project's data format (engine.data.formats), when known
     data_name: str = "your data"
     sft_run: str | None = None  # a finished SFT run of this model (an adapter) that preference tuning can start from
+    checkable: str | None = None  # a key of CHECKABLE, when asked: can a program check an answer?
+    rewards: list | None = None  # reward functions to suggest for GRPO (e.g. the demo's), config form
 
 
 @dataclass
@@ -114,8 +135,8 @@ class Recommendation:
     would_change: list[str]
     warnings: list[str] = field(default_factory=list)
     settings: dict | None = None  # starting hyper-parameters (training methods only)
-    objective: str = "sft"  # what it learns from (training methods only): sft | dpo | kto
-    objectives: list[str] = field(default_factory=list)  # SFT vs DPO vs KTO in plain words, when that choice matters
+    objective: str = "sft"  # what it learns from (training methods only): sft | dpo | kto | grpo
+    objectives: list[str] = field(default_factory=list)  # SFT vs DPO vs KTO vs GRPO in plain words, when that choice matters
 
     @property
     def trains(self) -> bool:
@@ -138,7 +159,7 @@ def _gib(n: int | float) -> str:
 def _check(a: Answers) -> None:
     for value, allowed, what in ((a.problem, PROBLEMS, "problem"), (a.knowledge_changes, CHANGES, "knowledge_changes"),
                                  (a.budget, BUDGETS, "budget"), (a.latency, LATENCY, "latency"),
-                                 (a.feedback, FEEDBACK, "feedback")):
+                                 (a.feedback, FEEDBACK, "feedback"), (a.checkable or "no", CHECKABLE, "checkable")):
         if value not in allowed:
             raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
     if a.examples < 0:
@@ -159,7 +180,10 @@ def starting_settings(method: str, *, examples: int, model_params: int | None = 
     16); on a CPU batch 8 (the demo trains at a few seconds a step). DPO/KTO move the model a little
     away from a reference: the schema's lower learning rate (LoRA 5e-5, full 5e-7), beta 0.1, and one
     pass over a few hundred examples or more (two below), since the preferred answer's margin keeps
-    growing long after the model has learnt the preference.
+    growing long after the model has learnt the preference. GRPO: the schema's learning rate and beta,
+    one pass over the prompts, ``GRPO_GENERATIONS`` answers per prompt of ``GRPO_COMPLETION`` tokens
+    at most, and a batch that holds whole groups of answers (batch_size counts answers); the weights
+    it ends with are the last (its eval loss is no score).
     """
     if method not in TRAINING_METHODS:
         raise ValueError(f"no hyper-parameters for {method!r}: it does not train")
@@ -190,6 +214,17 @@ def starting_settings(method: str, *, examples: int, model_params: int | None = 
         settings["learning_rate"] = config.FIELD["learning_rate"].default_for(method, objective)
         settings["epochs"] = 2 if examples < 300 else 1
         settings["beta"] = config.FIELD["beta"].default_for(method, objective)
+    if objective == "grpo":
+        generations = GRPO_GENERATIONS
+        settings["learning_rate"] = config.FIELD["learning_rate"].default_for(method, objective)
+        settings["epochs"] = 1
+        settings["batch_size"] = generations * (4 if gpu else 2)  # whole groups: 2 (CPU) or 4 prompts a step
+        settings["gradient_accumulation_steps"] = 1
+        settings["num_generations"] = generations
+        settings["max_completion_length"] = config.FIELD["max_completion_length"].default_for(method, objective) \
+            or GRPO_COMPLETION
+        settings["beta"] = config.FIELD["beta"].default_for(method, objective)
+        settings["keep"] = "last"
     if gradient_checkpointing is not None:
         settings["gradient_checkpointing"] = bool(gradient_checkpointing)
     elif method == "qlora":
@@ -198,17 +233,35 @@ def starting_settings(method: str, *, examples: int, model_params: int | None = 
 
 
 def objective_for_data(data_format: str | None) -> str:
-    """The objective a data file of this format trains: pairs -> dpo, labelled answers -> kto, else sft."""
+    """The objective a data file of this format trains: pairs -> dpo, labelled answers -> kto, prompts
+    without answers -> grpo, else sft."""
     return FORMAT_OBJECTIVES.get(data_format or "", "sft")
 
 
 def asks_feedback(problem: str | None, data_format: str | None) -> bool:
-    """Whether the wizard asks what the examples are (SFT, DPO or KTO): when the data are pairs or
-    labelled answers, or the problem is tone and style (where "which answer is better" is often easier
-    to give than the ideal answer). Never for missing knowledge: no objective trains facts in."""
+    """Whether the wizard asks what the examples are (SFT, DPO, KTO or GRPO): when the data are pairs,
+    labelled answers or prompts only, or the problem is tone and style (where "which answer is better"
+    is often easier to give than the ideal answer). Never for missing knowledge: no objective trains
+    facts in."""
     if problem == "knowledge":
         return False
     return problem == "style" or data_format in FORMAT_OBJECTIVES
+
+
+def asks_checkable(problem: str | None, examples: int, feedback: str = "sft") -> bool:
+    """Whether the wizard asks if a program can check an answer: a format or task problem with too few
+    ideal answers to fine-tune on (under ``MIN_EXAMPLES``), where a checker can teach instead (GRPO)."""
+    return problem in CHECKABLE_PROBLEMS and examples < MIN_EXAMPLES and feedback == "sft"
+
+
+def objective_of(a: Answers) -> str:
+    """What the model learns from: the examples' kind when asked (feedback); GRPO when ideal answers are
+    scarce but a program can check an answer; else SFT."""
+    if a.feedback != "sft":
+        return a.feedback
+    if a.checkable == "yes" and asks_checkable(a.problem, a.examples, a.feedback):
+        return "grpo"
+    return "sft"
 
 
 def _round_up(n: int, step: int) -> int:
@@ -245,7 +298,7 @@ def recommend(a: Answers) -> Recommendation:
     _check(a)
     if a.problem == "knowledge":
         return _rag(a)
-    if a.examples < MIN_EXAMPLES:
+    if a.examples < MIN_EXAMPLES and objective_of(a) != "grpo":  # GRPO needs prompts, not ideal answers
         return _prompting_small_data(a)
     if a.budget == "none":
         return _prompting_no_budget(a)
@@ -360,7 +413,8 @@ def _train(a: Answers) -> Recommendation:
         elif fits["qlora"] == "no":
             warnings.append(f"Even QLoRA needs {_gib(mem['qlora'])}, more than the {_gib(a.gpu_memory)} free: pick "
                             "a smaller model, shorten max_length, or train on a bigger GPU.")
-    if a.examples < SMALL_EXAMPLES:
+    objective = objective_of(a)
+    if a.examples < SMALL_EXAMPLES and objective != "grpo":
         warnings.append(f"{a.examples} examples is on the small side: keep a validation split, watch the eval loss "
                         "for overfitting (keep: best ends with the best weights), add examples where the model still "
                         "fails, and on data this narrow set replay: 0.1 so the model keeps its general answers.")
@@ -392,15 +446,16 @@ def _train(a: Answers) -> Recommendation:
     would.append("If prompting with a few examples already gets it right most of the time, that is cheaper — "
                  "and if the real problem is missing knowledge, use RAG.")
 
-    objective = a.feedback
     explain = objective != "sft" or a.problem == "style" or a.data_format in FORMAT_OBJECTIVES
     if explain:
         _objective_advice(a, method, reasons, would, warnings)
     gc = (a.method_checkpointing or {}).get(method)
     settings = starting_settings(method, examples=a.examples, model_params=a.model_params, gpu=gpu,
                                  max_length=a.max_length, gradient_checkpointing=gc, objective=objective)
-    if objective != "sft" and a.sft_run and method in ("lora", "qlora"):
+    if objective in config.PREFERENCE_OBJECTIVES and a.sft_run and method in ("lora", "qlora"):
         settings["init_from"] = a.sft_run
+    if objective == "grpo" and a.rewards:
+        settings["rewards"] = a.rewards
     headline = {"lora": "Fine-tune with LoRA", "qlora": "Fine-tune with QLoRA (LoRA on a 4-bit model)",
                 "full": "Full fine-tuning"}[method] + OBJECTIVE_HEADLINES.get(objective, "")
     words = [OBJECTIVE_WORDS[o] for o in config.OBJECTIVES] if explain else []
@@ -409,7 +464,10 @@ def _train(a: Answers) -> Recommendation:
 
 def _objective_advice(a: Answers, method: str, reasons: list[str], would: list[str], warnings: list[str]) -> None:
     """What it learns from: why this objective, whether the data fit it, and when to do SFT first."""
-    objective, fmt, data = a.feedback, a.data_format, a.data_name
+    objective, fmt, data = objective_of(a), a.data_format, a.data_name
+    if objective == "grpo":
+        _grpo_advice(a, reasons, would, warnings)
+        return
     if objective == "dpo":
         reasons.insert(1, "You can say which of two answers is better: DPO trains on exactly that, making the chosen "
                           "answer likelier than the rejected one while staying close to the model it starts from.")
@@ -458,3 +516,35 @@ def _objective_advice(a: Answers, method: str, reasons: list[str], would: list[s
                         "yet answer in the form you want (try the base model on Chat), train SFT first, on the "
                         f"chosen answers or on ideal ones, then come back: {name} starts from that run (init_from).")
 
+
+
+def _grpo_advice(a: Answers, reasons: list[str], would: list[str], warnings: list[str]) -> None:
+    """GRPO: why a checker can teach here, what it needs (prompts, rewards that separate answers), and
+    what the data hold."""
+    fmt, data = a.data_format, a.data_name
+    scarce = a.examples < MIN_EXAMPLES and a.feedback == "sft"
+    reasons.insert(1, ("Ideal answers are scarce, but a program can check an answer: " if scarce else
+                       "A program can check an answer: ")
+                   + "GRPO learns from that checker. It samples several answers to each prompt, scores them with "
+                     "reward functions (json_valid, json_keys, regex, matches_reference, or your own) and makes the "
+                     "better ones likelier. It needs prompts, not ideal answers.")
+    would.insert(0, f"With {MIN_EXAMPLES}+ ideal answers (better: a few hundred), SFT is simpler and faster: it learns "
+                    "to write them directly; GRPO can then polish the result against the checker.")
+    warnings.append("GRPO only reinforces answers the model already sometimes gets right: before training, use "
+                    "\"try the rewards\" on Data (key r) to see that the base model's sampled answers get different "
+                    "scores. If all score 0, loosen the rewards (json_valid before json_keys) or train SFT first on "
+                    "a few ideal answers.")
+    if a.gpu_memory is None:
+        warnings.append(f"GRPO writes {GRPO_GENERATIONS} answers to every prompt at each step: on a CPU keep them "
+                        f"short (max_completion_length {GRPO_COMPLETION}) and the model small, such as the demo's.")
+    if fmt in ("preference", "kto"):
+        warnings.append(f"{data} holds judged answers: {'DPO' if fmt == 'preference' else 'KTO'} learns from those "
+                        "judgements directly; GRPO would use only their prompts.")
+    elif fmt == "prompt_only":
+        reasons.append(f"{data} holds prompts without answers: exactly what GRPO trains on.")
+    elif fmt is not None:
+        reasons.append(f"GRPO uses the prompts of {data}; their answers, where there are any, can serve as the "
+                       "reference for the matches_reference reward.")
+    if not a.rewards:
+        warnings.append("Name the reward functions on Train (Rewards, e.g. \"json_valid, json_keys:name|date\"): "
+                        "GRPO has nothing to learn from without them.")

@@ -12,9 +12,11 @@ depends on it), bounds, one-line help and glossary term. The YAML validation her
 
 Defaults depend on the method (``RunConfig.defaults_for``): LoRA and QLoRA train a small adapter at a
 high learning rate; full fine-tuning trains every weight at a low one. The objective (sft | dpo |
-kto: what the weights learn from) changes some of them too: preference tuning moves the model a
+kto | grpo: what the weights learn from) changes some of them too: preference tuning moves the model a
 little away from a reference, at a lower learning rate (a default keyed ``"dpo:lora"`` wins over
-``"lora"``).
+``"lora"``); GRPO samples ``num_generations`` answers of at most ``max_completion_length`` tokens per
+prompt and learns from ``rewards`` (engine.rewards: built-in checkers, or functions of ``reward_file``),
+with TRL's beta 0 (no reference model) and keep: last (its eval loss is no measure of quality).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ METHOD_LIST = (
     Method("full", "full fine-tuning", "Full fine-tuning"),
 )
 METHODS = tuple(m.id for m in METHOD_LIST)
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio", "none")  # report_to; "none" is dropped
 METHOD_NAMES = {m.id: m.name for m in METHOD_LIST}
 METHOD_LABELS = {m.id: m.label for m in METHOD_LIST}
 
@@ -53,11 +56,13 @@ OBJECTIVE_LIST = (
     Method("sft", "supervised fine-tuning", "SFT (ideal answers)"),
     Method("dpo", "DPO", "DPO (chosen / rejected pairs)"),
     Method("kto", "KTO", "KTO (answers marked good / bad)"),
+    Method("grpo", "GRPO", "GRPO (rewards from a checker)"),
 )
 OBJECTIVES = tuple(o.id for o in OBJECTIVE_LIST)
 OBJECTIVE_NAMES = {o.id: o.name for o in OBJECTIVE_LIST}
 OBJECTIVE_LABELS = {o.id: o.label for o in OBJECTIVE_LIST}
 PREFERENCE_OBJECTIVES = ("dpo", "kto")  # learn against a reference model
+GENERATING_OBJECTIVES = ("grpo",)  # sample answers to prompts and learn from their rewards (engine.rewards)
 # TRL 1.16's loss variants (DPOConfig.loss_type / KTOConfig.loss_type; a test checks these against the
 # installed TRL). The first of each is the objective's own loss, the default.
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
@@ -82,6 +87,7 @@ class Field:
     label: str | None = None  # its name in the Train form; None: not in the form
     glossary: str | None = None  # the glossary term that explains it at length
     hint: str = ""  # added to the sentence for a bad value: "(0 turns evaluation off)", "such as 2e-4"
+    zero_ok: bool = False  # float: 0 is allowed too (GRPO's beta)
 
     @property
     def flag(self) -> str:
@@ -122,6 +128,16 @@ class Field:
             if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
                 return value.strip().lower() in ("true", "yes", "on")
             raise ConfigError(f"{where}: {key} must be true or false, got {value!r}.")
+        if self.kind == "rewards":
+            from .rewards import parse_rewards
+
+            return parse_rewards(value, f"{where}: {key}")
+        if self.kind == "trackers":
+            names = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else None
+            names = [str(n).strip().lower() for n in names if str(n).strip()] if names is not None else None
+            if names is None or any(n not in TRACKERS for n in names):
+                raise ConfigError(f"{where}: {key} must be a list of {', '.join(TRACKERS[:-1])} (or empty), got {value!r}.")
+            return [n for n in dict.fromkeys(names) if n != "none"]
         if self.kind == "targets":
             if isinstance(value, str) and value.strip():
                 names = [t.strip() for t in value.split(",") if t.strip()]
@@ -145,8 +161,8 @@ class Field:
             wanted = f"a fraction from 0{self.hint} to below 1"
         else:
             x = _as_float(value)
-            ok = x is not None and math.isfinite(x) and x > lo
-            wanted = f"a positive number{self.hint}"
+            ok = x is not None and math.isfinite(x) and (x >= lo if self.zero_ok else x > lo)
+            wanted = f"{'a number >= 0' if self.zero_ok else 'a positive number'}{self.hint}"
         if not ok:
             raise ConfigError(f"{where}: {self.key} must be {wanted}, got {value!r}.")
         if self.maximum is not None and x > self.maximum:
@@ -163,11 +179,12 @@ FIELDS: tuple[Field, ...] = (
     Field("method", "choice", "Adapters (LoRA), on 4 bits (QLoRA), or all", "lora", choices=METHODS,
           choice_labels=METHOD_LABELS, label="Method"),
     Field("objective", "choice", "What it learns from: sft (ideal answers), dpo (chosen/rejected pairs), kto "
-          "(answers labelled good/bad)", "sft", choices=OBJECTIVES, choice_labels=OBJECTIVE_LABELS,
+          "(answers labelled good/bad), grpo (prompts + reward functions)", "sft", choices=OBJECTIVES, choice_labels=OBJECTIVE_LABELS,
           label="Objective", glossary="preference data"),
     Field("learning_rate", "float", "Update size: LoRA ~2e-4, full ~2e-5 (DPO/KTO: LoRA ~5e-5, full ~5e-7)",
           {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo:lora": 5e-5, "dpo:qlora": 5e-5, "dpo:full": 5e-7,
-           "kto:lora": 5e-5, "kto:qlora": 5e-5, "kto:full": 5e-7},
+           "kto:lora": 5e-5, "kto:qlora": 5e-5, "kto:full": 5e-7,
+           "grpo:lora": 5e-5, "grpo:qlora": 5e-5, "grpo:full": 1e-6},
           label="Learning rate", glossary="learning rate", hint=" such as 2e-4"),
     Field("epochs", "float", "Passes over the data (or set Max steps)", optional=True, maximum=1e6, label="Epochs",
           glossary="epoch", hint=" (e.g. 1 or 0.5)"),
@@ -200,19 +217,34 @@ FIELDS: tuple[Field, ...] = (
           "(empty: train to the end)", None, minimum=1, maximum=10**6, optional=True, label="Early stop after",
           glossary="early stopping", hint=" such as 3"),
     Field("keep", "choice", "The weights the run ends with: best (lowest eval loss) or last (needs an eval set "
-          "for best)", "best", choices=("best", "last"), glossary="early stopping"),
+          "for best; GRPO: last)", {"lora": "best", "qlora": "best", "full": "best", "grpo:lora": "last",
+                                    "grpo:qlora": "last", "grpo:full": "last"},
+          choices=("best", "last"), glossary="early stopping"),
     Field("replay", "fraction", "SFT: share of training rows that are general prompts answered by the base model "
           "itself, against forgetting (0: off; 0.1 is a start)", 0.0, hint=" (off)"),
     Field("liger_kernels", "bool", "GPU, SFT: Liger's fused Triton kernels (off: on an H200 they made LoRA 1.6-2.2x "
           "slower)", False),
-    Field("beta", "float", "DPO/KTO: how far it may move from the reference model (higher: less); 0.1 is usual",
-          0.1, maximum=1e6, label="Beta (DPO/KTO)", glossary="beta", hint=" such as 0.1"),
+    Field("beta", "float", "DPO/KTO: how far it may move from the reference model (higher: less); 0.1 is usual. "
+          "GRPO: weight of the KL term, 0 (TRL's default: no reference model) or ~0.04",
+          {"lora": 0.1, "qlora": 0.1, "full": 0.1, "grpo:lora": 0.0, "grpo:qlora": 0.0, "grpo:full": 0.0},
+          maximum=1e6, label="Beta (DPO/KTO/GRPO)", glossary="beta", hint=" such as 0.1", zero_ok=True),
     Field("loss_type", "choice", "DPO/KTO loss variant (empty: sigmoid for DPO, kto for KTO)", None,
           choices=tuple(dict.fromkeys(DPO_LOSS_TYPES + KTO_LOSS_TYPES)), optional=True, glossary="DPO"),
     Field("max_prompt_length", "int", "DPO/KTO: a longer prompt keeps its last N tokens (empty: max_length only)",
           minimum=1, maximum=1 << 22, optional=True, glossary="max length"),
-    Field("max_completion_length", "int", "DPO/KTO: a longer answer is cut to N tokens (empty: max_length only)",
+    Field("max_completion_length", "int", "DPO/KTO: a longer answer is cut to N tokens (empty: max_length only); "
+          "GRPO: tokens each sampled answer may have (64)",
+          {"lora": None, "qlora": None, "full": None, "grpo:lora": 64, "grpo:qlora": 64, "grpo:full": 64},
           minimum=1, maximum=1 << 22, optional=True, glossary="max length"),
+    Field("num_generations", "int", "GRPO: answers sampled per prompt and compared with each other (batch_size "
+          "counts answers, so it must be a multiple of this)", 4, minimum=2, maximum=4096, label="Answers/prompt",
+          glossary="GRPO", hint=" such as 4"),
+    Field("rewards", "rewards", "GRPO: reward functions, e.g. \"json_valid, json_keys:category|priority, "
+          "regex:^\\{\"; name[:option][@weight], built-ins json_valid, json_keys, matches_reference, regex, "
+          "length_penalty, or a function of reward_file", None, optional=True, label="Rewards",
+          glossary="reward function"),
+    Field("reward_file", "path", "GRPO: your Python file of reward functions def f(completions, **kwargs) -> "
+          "list[float] (it runs your code; loaded only when named here)", optional=True, glossary="reward function"),
     Field("init_from", "text", "Start from an earlier run's adapter (run id, folder or latest): SFT, then DPO/KTO",
           optional=True, glossary="reference model"),
     Field("lora.r", "int", "Adapter size: 8-32; 16 is a good start", 16, minimum=1, maximum=65536, label="LoRA rank",
@@ -226,6 +258,8 @@ FIELDS: tuple[Field, ...] = (
     Field("distributed", "choice", "With several processes: ddp, fsdp or deepspeed", "ddp", choices=DISTRIBUTED),
     Field("accelerate_config", "path", "An accelerate config YAML of your own (wins over distributed)",
           optional=True),
+    Field("report_to", "trackers", "Experiment trackers to log to as well: tensorboard (event files in the run "
+          "folder), wandb (offline without network), mlflow, trackio; empty: none", [], optional=True),
 )
 FIELD = {f.key: f for f in FIELDS}
 
@@ -281,11 +315,15 @@ class RunConfig:
     loss_type: str | None = _d("loss_type")
     max_prompt_length: int | None = _d("max_prompt_length")
     max_completion_length: int | None = _d("max_completion_length")
+    num_generations: int = _d("num_generations")
+    rewards: list[dict] | None = _d("rewards")  # engine.rewards: [{name, weight, ...options}]
+    reward_file: str | None = _d("reward_file")
     init_from: str | None = _d("init_from")
     lora: LoraSettings = field(default_factory=LoraSettings)
     processes: int = _d("processes")
     distributed: str = _d("distributed")
     accelerate_config: str | None = _d("accelerate_config")
+    report_to: list[str] = _d("report_to")  # experiment trackers, TRACKERS
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -399,6 +437,11 @@ class RunConfig:
         return self.objective in PREFERENCE_OBJECTIVES
 
     @property
+    def is_grpo(self) -> bool:
+        """GRPO: samples answers to prompts and learns from their rewards (engine.rewards)."""
+        return self.objective in GENERATING_OBJECTIVES
+
+    @property
     def loss(self) -> str | None:
         """The loss variant this run trains with (the objective's own when ``loss_type`` is empty)."""
         if not self.is_preference:
@@ -432,7 +475,7 @@ def _check_objective(cfg: RunConfig, where) -> None:
     """The settings that only make sense for some objectives, and those an objective needs."""
     name = OBJECTIVE_NAMES[cfg.objective]
     if not cfg.is_preference:
-        for key in ("loss_type", "max_prompt_length", "max_completion_length"):
+        for key in ("loss_type", "max_prompt_length") + (() if cfg.is_grpo else ("max_completion_length",)):
             if getattr(cfg, key) is not None:
                 raise ConfigError(f"{where(key)}: {key} applies to preference tuning (objective: dpo or kto), but "
                                   f"objective is {cfg.objective}; set objective: dpo (or kto), or remove {key}.")
@@ -448,20 +491,62 @@ def _check_objective(cfg: RunConfig, where) -> None:
     if cfg.objective == "kto" and cfg.loss != "apo_zero_unpaired" and cfg.batch_size < 2:
         raise ConfigError(f"{where('batch_size')}: KTO compares each answer with the other answers of its batch "
                           f"(its KL term), so batch_size must be at least 2, got {cfg.batch_size}.")
-    if cfg.is_preference and cfg.group_by_length:
+    _check_grpo(cfg, where)
+    if cfg.objective != "sft" and cfg.group_by_length:
         raise ConfigError(f"{where('group_by_length')}: group_by_length works with objective: sft only ({name} keeps "
                           "each batch in data order); remove it.")
     if cfg.max_prompt_length is not None and cfg.max_prompt_length >= cfg.max_length:
         raise ConfigError(f"{where('max_prompt_length')}: max_prompt_length ({cfg.max_prompt_length}) must be below "
                           f"max_length ({cfg.max_length}), or no answer token would be left to train; lower it or "
                           "raise max_length.")
-    if cfg.replay and cfg.is_preference:
+    if cfg.replay and cfg.objective != "sft":
         raise ConfigError(f"{where('replay')}: replay mixes general examples with ideal answers into supervised "
                           f"training, so it works with objective: sft only, not {cfg.objective}; remove replay.")
     if cfg.init_from is not None and not cfg.uses_adapter:
         raise ConfigError(f"{where('init_from')}: init_from starts from an earlier run's LoRA adapter, so method must "
                           f"be lora or qlora, got {cfg.method}; to continue a fully fine-tuned model, set model: to "
                           "its model/ folder.")
+
+
+def _check_grpo(cfg: RunConfig, where) -> None:
+    """GRPO's own settings: rewards to learn from, whole groups of answers per batch; and no rewards elsewhere."""
+    if not cfg.is_grpo:
+        for key in ("rewards", "reward_file"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(f"{where(key)}: {key} applies to objective: grpo (learning from reward functions), "
+                                  f"but objective is {cfg.objective}; set objective: grpo, or remove {key}.")
+        if cfg.beta == 0:
+            raise ConfigError(f"{where('beta')}: beta must be above 0 for {OBJECTIVE_NAMES[cfg.objective]} (it scales "
+                              "the preference against the reference model), got 0; 0.1 is usual.")
+        return
+    if not cfg.rewards:
+        raise ConfigError(f"{where('objective')}: objective: grpo learns from reward functions, but rewards is empty; "
+                          "add e.g. `rewards: [json_valid]` (built-ins: json_valid, json_keys, matches_reference, "
+                          "regex, length_penalty).")
+    from .rewards import BUILTIN
+
+    custom = [r["name"] for r in cfg.rewards if r["name"] not in BUILTIN]
+    if custom and not cfg.reward_file:
+        raise ConfigError(f"{where('rewards')}: {custom[0]!r} is not a built-in reward ({', '.join(BUILTIN)}); to use "
+                          "a function of your own, set reward_file: to the Python file that defines it.")
+    groups = cfg.batch_size * cfg.processes
+    if groups % cfg.num_generations:
+        better = max(cfg.num_generations, cfg.batch_size // cfg.num_generations * cfg.num_generations)
+        raise ConfigError(f"{where('batch_size')}: batch_size ({cfg.batch_size}) counts sampled answers, so it must be "
+                          f"a multiple of num_generations ({cfg.num_generations}) for whole groups of answers to one "
+                          f"prompt; use batch_size: {better} or change num_generations.")
+    if cfg.keep == "best" and cfg.eval_steps:
+        raise ConfigError(f"{where('keep')}: keep: best picks the lowest eval loss, which says nothing about a GRPO "
+                          "run's quality (its loss is not a score); use keep: last.")
+    if cfg.early_stopping_patience is not None:
+        raise ConfigError(f"{where('early_stopping_patience')}: early stopping watches the eval loss, which says "
+                          "nothing about a GRPO run's quality; remove early_stopping_patience.")
+    if cfg.max_completion_length is None:
+        cfg.max_completion_length = FIELD["max_completion_length"].default_for(cfg.method, "grpo")
+    if cfg.max_completion_length >= cfg.max_length:
+        raise ConfigError(f"{where('max_completion_length')}: max_completion_length ({cfg.max_completion_length}) "
+                          f"must be below max_length ({cfg.max_length}), which holds the prompt and the answer; lower "
+                          "it or raise max_length.")
 
 
 def _suggest(word: str, options, prefix: str = "") -> str:
@@ -575,3 +660,21 @@ def _key_lines(text: str) -> dict[str, int]:
                         if isinstance(k2, yaml.ScalarNode):
                             out[f"{k.value}.{k2.value}"] = k2.start_mark.line + 1
     return out
+
+
+# report_to: the module the trainer's callback imports, and what to install
+TRACKER_PACKAGES = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboardX"), "wandb": (("wandb",), "wandb"),
+                    "mlflow": (("mlflow",), "mlflow-skinny"), "trackio": (("trackio",), "trackio")}
+
+
+def trackers(names: list[str]) -> str:
+    """Each tracker's package is importable, or one sentence with the pip command."""
+    import importlib.util
+
+    missing = [n for n in names if n in TRACKER_PACKAGES
+               and not any(importlib.util.find_spec(m) for m in TRACKER_PACKAGES[n][0])]
+    if missing:
+        pip = " ".join(TRACKER_PACKAGES[n][1] for n in missing)
+        raise ConfigError(f"report_to: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; "
+                            f"run: pip install {pip} (or remove {'it' if len(missing) == 1 else 'them'} from report_to).")
+    return f"trackers {', '.join(names)} installed"

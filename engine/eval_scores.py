@@ -4,7 +4,8 @@ Strings in, numbers out: exact match, and for structured (JSON) answers whether 
 and how many fields match; the verdict sentence; the saved result (``eval.json`` in a run folder);
 the comparison table. For preference runs (DPO/KTO, ``"kind": "preference"`` in the result): the
 preference scores of log-probabilities on held-out pairs (see "Preference runs" below), their verdict
-and table. The general-ability probe's section (``"general"`` in the result: base vs tuned on everyday
+and table. For GRPO runs (``"kind": "rewards"``): the run's reward functions on greedy answers of the
+base and tuned model to held-out prompts, in the same table form (see "GRPO runs" below). The general-ability probe's section (``"general"`` in the result: base vs tuned on everyday
 prompts and general text) is scored and worded by engine/general_probe.py and printed after the
 table. engine/evaluate.py does the model work that produces the answers and log-probabilities.
 """
@@ -230,6 +231,8 @@ def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[li
     """Header and rows of the comparison table, as strings (the CLI; the TUI with ``short`` headers)."""
     if is_preference_result(result):
         return preference_table_rows(result, short=short)
+    if is_rewards_result(result):
+        return rewards_table_rows(result, short=short)
     structured = result.get("structured")
     header = ["approach", "exact match"]
     if structured:
@@ -251,6 +254,8 @@ def table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[li
 def format_table(result: dict) -> str:
     if is_preference_result(result):
         return format_preference_table(result)
+    if is_rewards_result(result):
+        return format_rewards_table(result)
     header, rows = table_rows(result)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "  ".join(  # noqa: E731
@@ -418,5 +423,86 @@ def format_preference_table(result: dict) -> str:
         out += ["", f"[{k}] {sample['question'][:200]}"]
         for condition, answer in sample.get("answers", {}).items():
             out.append(f"  {PREFERENCE_LABELS.get(condition, condition) + ':':19s} {answer[:300]}")
+    out += format_probe(result.get("general"))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# GRPO runs: the rewards of greedy answers to held-out prompts, base vs tuned
+# --------------------------------------------------------------------------------------------
+#
+# A GRPO run is judged by what it was trained for: its own reward functions (engine.rewards) scoring
+# the greedy answers of the base and the tuned model to held-out prompts. Each row: every reward's
+# mean, the weighted total's mean, and the share of answers with full marks (every reward at its
+# highest). ``"kind": "rewards"`` in the result.
+
+REWARDS = "rewards"
+REWARD_LABELS = {"base": "base model", "start": "start (init_from)", "fine-tuned": "fine-tuned"}
+
+
+def is_rewards_result(result: dict) -> bool:
+    return result.get("kind") == REWARDS
+
+
+def reward_row(names: list[str], weights: list[float], highs: list[float], scores: list[list[float | None]]) -> dict:
+    """Means over answers (``scores``: one list per answer, one score per reward, None: not judged): each
+    reward's mean, the weighted total's mean, and the share of answers at the highest possible total."""
+    n = len(scores)
+    means: dict[str, float | None] = {}
+    for k, name in enumerate(names):
+        values = [row[k] for row in scores if row[k] is not None]
+        means[name] = sum(values) / len(values) if values else None
+    totals = [sum(w * v for w, v in zip(weights, row) if v is not None) for row in scores]
+    best = sum(w * h for w, h in zip(weights, highs))
+    return {"n": n, "rewards": means, "reward": sum(totals) / n if n else None,
+            "full_marks": sum(t >= best - 1e-6 for t in totals) / n if n else None}
+
+
+def rewards_verdict(result: dict) -> str:
+    """One or two sentences: did GRPO raise the held-out reward?"""
+    rows = {r["condition"]: r for r in result.get("rows", [])}
+    base, tuned = rows.get("base", {}), rows.get("fine-tuned", {})
+    n = result.get("scored") or 0
+    b, t = base.get("reward"), tuned.get("reward")
+    if b is None or t is None:
+        return "Not enough held-out prompts to judge the rewards."
+    fb, ft = base.get("full_marks") or 0.0, tuned.get("full_marks") or 0.0
+    if t > b + 1e-9:
+        text = (f"GRPO raised the held-out reward from {b:.2f} to {t:.2f} on {n} prompts; full marks {fb:.0%} -> "
+                f"{ft:.0%}.")
+    else:
+        text = (f"GRPO has not raised the held-out reward ({b:.2f} base, {t:.2f} tuned on {n} prompts); train longer, "
+                "at a higher learning rate, or check with `tunedeck rewards` that the rewards separate answers.")
+    if 0 < n < 30:
+        text += f" Only {n} prompts were scored, so differences under ~15 points may be noise."
+    return text
+
+
+def rewards_table_rows(result: dict, *, short: bool = False) -> tuple[list[str], list[list[str]]]:
+    names = result.get("rewards") or []
+    header = ["model", *names, "total reward", "full marks"]
+    if short:
+        header = ["model", *[n[:10] for n in names], "total", "full"]
+    rows = []
+    for row in result.get("rows", []):
+        per = row.get("rewards") or {}
+        rows.append([row.get("label", "?"), *[_num(per.get(n), "{:.2f}") for n in names],
+                     _num(row.get("reward"), "{:.2f}"), _pct(row.get("full_marks"))])
+    return header, rows
+
+
+def format_rewards_table(result: dict) -> str:
+    header, rows = rewards_table_rows(result)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [f"Run {result['run']} (GRPO, {result.get('weights')}) on {result.get('scored')} held-out prompts of the "
+           f"{result.get('split')}; greedy answers of up to {result.get('max_new_tokens')} tokens; rewards: "
+           f"{result.get('rewards_text')}", "",
+           line(header), line(["─" * w for w in widths]), *(line(r) for r in rows), "", result.get("verdict", "")]
+    for k, sample in enumerate(result.get("samples", [])[:3], 1):
+        out += ["", f"[{k}] {sample['question'][:200]}"]
+        for condition, answer in sample.get("answers", {}).items():
+            out.append(f"  {REWARD_LABELS.get(condition, condition) + ':':19s} {answer[:300]}")
     out += format_probe(result.get("general"))
     return "\n".join(out)

@@ -469,6 +469,9 @@ def evaluate_run(run_ref: str, *, limit: int | None = None, k: int = 3, batch_si
         raise EvalError(f"{run.config_path}: the run's config has no 'model'; it cannot be evaluated.")
     weights = run.weights()
     kind, folder = weights.label, weights.path
+    if config.get("objective") == "grpo":
+        return evaluate_rewards(run, weights, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                samples=samples, progress=progress, save=save, split=split, probe=probe)
     if config.get("objective") in ("dpo", "kto"):
         return evaluate_preference(run, weights, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                    samples=samples, progress=progress, save=save, split=split, probe=probe)
@@ -832,6 +835,116 @@ def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: i
         "created": round(time.time(), 3),
     }
     result["verdict"] = preference_verdict(result)
+    if save:
+        write_json_atomic(run.dir / EVAL_FILE, json_safe(result))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# GRPO runs
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_rewards(run, weights, *, limit: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
+                     samples: int = 5, progress: Progress | None = None, save: bool = True, split: str | None = None,
+                     probe: bool = True) -> dict:
+    """Score a GRPO run with its own reward functions (engine.rewards, the reward_file's too) on greedy
+    answers of the base and the tuned model to held-out prompts: each reward's mean, the total and the
+    share of answers with full marks, base vs tuned. Saved as ``eval.json`` (``"kind": "rewards"``)."""
+    from .eval_scores import REWARD_LABELS, REWARDS, reward_row, rewards_verdict
+    from .rewards import build, prompt_text, rewards_text
+    from .runs import write_json_atomic
+
+    emit = progress or (lambda event: None)
+    say = lambda message: emit({"type": "status", "message": message})  # noqa: E731
+    started = time.time()
+    config = run.config()
+    cfg = run_config(config, str(run.config_path))
+    rewards = build(cfg.rewards, cfg.reward_file)
+    say("Reading the data…")
+    _, held_out, source = eval_examples(config, str(run.config_path), split=split)
+    if limit:
+        held_out = held_out[:limit]
+    if not held_out:
+        raise EvalError(
+            f"Run {run.id} held no prompts out of training (eval_steps or eval_split is 0 in {run.config_path}), "
+            "so there is nothing unseen to evaluate on; train with an eval_split or eval_data.")
+    prompts = [e["prompt"] for e in held_out]
+    references = [e.get("reference") for e in held_out]
+    questions = [prompt_text(p) for p in prompts]
+    timings: dict[str, float] = {}
+    mark = time.time()
+    models = _load_models(config["model"], weights.label, weights.path, say)
+    start_path, start_run = _start_adapter(run, cfg) if models.peft else (None, None)
+    if start_path is not None:
+        say(f"Loading the adapter the run started from ({start_run})…")
+        models.tuned.load_adapter(str(start_path), adapter_name="start")
+        models.tuned.set_adapter("default")
+    timings["load"] = round(time.time() - mark, 2)
+    conditions = ["base"] + (["start"] if start_path is not None else []) + ["fine-tuned"]
+    max_new_tokens = max_new_tokens or cfg.max_completion_length
+    total = len(prompts) * len(conditions) + (probe_steps(models) if probe else 0)
+    done = 0
+
+    def tick(stage: str):
+        def add(n: int) -> None:
+            nonlocal done
+            done += n
+            emit({"type": "progress", "stage": stage, "done": done, "total": total,
+                  "fraction": done / total if total else 1.0})
+        return add
+
+    names = [r.__name__ for r in rewards]
+    answers: dict[str, list[str]] = {}
+    rows = []
+    for condition in conditions:
+        which = {"fine-tuned": "tuned"}.get(condition, condition)
+        say(f"Generating answers: {REWARD_LABELS[condition]} ({len(prompts)} prompts)…")
+        mark = time.time()
+        if which == "start":
+            with _active_adapter(models.tuned, "start"):
+                answers[condition] = generate(models, "tuned", prompts, max_new_tokens=max_new_tokens,
+                                              batch_size=batch_size, tick=tick(f"generate ({condition})"))
+        else:
+            answers[condition] = generate(models, which, prompts, max_new_tokens=max_new_tokens,
+                                          batch_size=batch_size, tick=tick(f"generate ({condition})"))
+        timings[f"generate ({condition})"] = round(time.time() - mark, 2)
+        columns = [r.score(answers[condition], questions, references) for r in rewards]
+        scores = [[col[i] for col in columns] for i in range(len(prompts))]
+        rows.append({"condition": condition, "label": REWARD_LABELS[condition],
+                     **reward_row(names, [r.weight for r in rewards], [r.high for r in rewards], scores)})
+    general = None
+    if probe:
+        general = general_ability(models, references=[r for r in references if r] or questions, batch_size=batch_size,
+                                  tick=tick("general ability"), say=say, model_ref=config["model"])
+        timings["general ability"] = general["seconds"]
+    result = {
+        "kind": REWARDS,
+        "objective": cfg.objective,
+        "run": run.id,
+        "model": config.get("model"),
+        "data": config.get("data"),
+        "method": config.get("method"),
+        "weights": weights.label,
+        "split": source,
+        "n": len(held_out),
+        "scored": len(prompts),
+        "k": None,
+        "rewards": names,
+        "reward_weights": {r.__name__: r.weight for r in rewards},
+        "rewards_text": rewards_text(cfg.rewards),
+        "reference": "start" if start_path is not None else "base",
+        "init_from": start_run,
+        "rows": rows,
+        "general": general,
+        "samples": [{"question": questions[i], "reference": references[i],
+                     "answers": {c: answers[c][i] for c in answers}} for i in range(min(samples, len(prompts)))],
+        "max_new_tokens": max_new_tokens,
+        "seconds": round(time.time() - started, 1),
+        "timings": timings,
+        "created": round(time.time(), 3),
+    }
+    result["verdict"] = rewards_verdict(result)
     if save:
         write_json_atomic(run.dir / EVAL_FILE, json_safe(result))
     return result

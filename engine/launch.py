@@ -132,6 +132,15 @@ def preflight(config: RunConfig) -> RunConfig:
     d["data"] = with_refs(config.data, _absolute_if_local)
     d["eval_data"] = _absolute_if_local(config.eval_data)
     d["test_data"] = _absolute_if_local(config.test_data)
+    if config.reward_file:  # GRPO: the user's reward functions, checked (their file run) now rather than in the worker
+        from .rewards import build
+
+        build(config.rewards or [], config.reward_file)
+        d["reward_file"] = str(Path(config.reward_file).expanduser().resolve())
+    if config.report_to:  # a tracker the trainer would fail to import: the pip command now, not a crashed run
+        from .config import trackers
+
+        trackers(config.report_to)
     if config.accelerate_config:
         d["accelerate_config"] = str(Path(config.accelerate_config).expanduser().resolve())
     config = RunConfig.from_dict(d, source="config")

@@ -14,7 +14,10 @@ The rules, written once:
   by a crash ends at its last event; the open segment of a live run runs to ``now``.
 * Every numeric field of a ``log`` event becomes a series (``loss``, ``learning_rate``,
   ``grad_norm``, ``mean_token_accuracy``, and whatever metrics an objective adds, e.g. DPO's
-  ``rewards/accuracies``); every numeric field of an ``eval`` event too (``eval_loss``, ...).
+  ``rewards/accuracies``, GRPO's ``reward``, ``rewards/<name>/mean``, ``full_marks``); every numeric
+  field of an ``eval`` event too (``eval_loss``, ...).
+* A ``samples`` event (GRPO: a few answers sampled at a logging step, with their scores) replaces the
+  previous ones: ``samples`` holds the latest, each item with its ``step``.
 """
 
 from __future__ import annotations
@@ -152,6 +155,7 @@ class RunHistory(Curves):
     error: str | None = None
     rate_anchor: tuple[int, float] | None = None  # (step, time) of the first log of this attempt
     step_rate: float | None = None  # steps per second over the latest attempt
+    samples: list[dict] = field(default_factory=list)  # GRPO: the latest sampled answers, each with its step
     events_read: int = 0
 
     # --- folding ------------------------------------------------------------------------------
@@ -195,6 +199,10 @@ class RunHistory(Curves):
                 self._keep(step)
         elif kind == "status":
             self.status_message = event.get("message")
+        elif kind == "samples":
+            items = event.get("items")
+            if step is not None and isinstance(items, list):
+                self.samples = [{**item, "step": step} for item in items if isinstance(item, dict)]
         if when is not None:
             self.last_time = when
 
@@ -210,6 +218,7 @@ class RunHistory(Curves):
         for name, points in self.series.items():
             self.series[name] = [p for p in points if p[0] <= step]
         self.checkpoints = [s for s in self.checkpoints if s <= step]
+        self.samples = [s for s in self.samples if (s.get("step") or 0) <= step]
         self.step = step
         self.attempt_started = when
         self.ended = self.end_state = self.end_message = self.error = None
@@ -302,6 +311,7 @@ class RunView(Curves):
     step_rate: float | None = None  # steps per second over the latest attempt
     error: str | None = None
     log_lines: tuple[str, ...] = ()
+    samples: tuple[dict, ...] = ()  # GRPO: the latest sampled answers {prompt, completion, scores, reward, step}
     events_read: int = 0
 
     @classmethod
@@ -319,7 +329,7 @@ class RunView(Curves):
             attempts=h.attempts, resumed_from=h.resumed_from,
             attempt_started=h.attempt_started, attempt_message=h.attempt_message, earlier_seconds=h.earlier_seconds, last_time=h.last_time,
             ended=h.ended, step_rate=h.step_rate, error=h.error, log_lines=log_lines,
-            events_read=h.events_read,
+            samples=tuple(dict(s) for s in h.samples), events_read=h.events_read,
         )
 
     def points(self, name: str) -> tuple[Point, ...]:

@@ -559,8 +559,8 @@ class Run:
 
 def method_label(method: str | None, objective: str | None) -> str | None:
     """A run's method as tables show it: ``lora`` for supervised fine-tuning, ``lora · DPO`` for a
-    preference run (the objective named only when it is not SFT)."""
-    if objective in PREFERENCE_OBJECTIVES:
+    preference or GRPO run (the objective named only when it is not SFT)."""
+    if objective in OBJECTIVE_NAMES and objective != "sft":
         return f"{method or '?'} · {OBJECTIVE_NAMES[objective]}"
     return method
 

@@ -15,8 +15,9 @@ Started detached by ``engine.launch`` (its own session, stdin /dev/null, stdout 
 
 Objectives (``objective`` in the config): ``sft`` trains TRL's ``SFTTrainer``, ``dpo`` its
 ``DPOTrainer`` on chosen/rejected pairs, ``kto`` its ``KTOTrainer`` on answers labelled good or bad
-(pairs are split into one of each); ``build_trainer`` picks the trainer, everything else (events,
-status, stop, resume, NaN/OOM sentences, several processes) is the same code for all three. Every
+(pairs are split into one of each), ``grpo`` its ``GRPOTrainer`` on prompts and reward functions (see
+GRPO below); ``build_trainer`` picks the trainer, everything else (events, status, stop, resume,
+NaN/OOM sentences, several processes) is the same code for all four. Every
 trainer gets rows tokenised by ``engine.data.encode`` (the one mask): ``input_ids`` +
 ``completion_mask`` for SFT; ``chosen_input_ids``/``chosen_completion_mask`` and the rejected ones for
 DPO; ``input_ids``/``completion_mask``/``label`` for KTO. TRL 1.16's DPO and KTO trainers tokenise
@@ -31,6 +32,18 @@ fine-tuning keeps a second, frozen copy of the model. DPO and KTO batches are pa
 padding-free path for them); the log says so. The events carry TRL's metric names as they are:
 ``rewards/accuracies``, ``rewards/margins``, ``rewards/chosen``, ``rewards/rejected``,
 ``logps/chosen``, ``logps/rejected``, ``kl`` (KTO), and ``eval_`` + each in eval events.
+
+GRPO (``objective: grpo``): rows are prompts (``{"prompt": messages, "reference"}``, any layout the data
+reads; TRL renders them with the chat template), TRL's ``GRPOTrainer`` (``grpo_trainer``) samples
+``num_generations`` answers per prompt with transformers' ``generate`` (no vLLM): one batched call per
+step for the whole batch (``batch_size`` answers), the KV cache on, at most ``max_completion_length``
+tokens each, and scores them with the run's rewards (engine.rewards; a ``reward_file`` is loaded only
+when named). The reference (beta > 0) is the base with the adapter disabled, as for DPO; TRL's default
+beta 0 keeps none. Log events carry TRL's names: ``reward``, ``reward_std``, ``rewards/<name>/mean``,
+``completions/mean_length``, ``kl`` (beta > 0), plus Tunedeck's ``full_marks`` (the share of the step's
+answers at the highest possible total); a ``samples`` event at each logging step holds up to
+``SAMPLES_SHOWN`` of the step's answers ``{prompt, completion, scores, reward}``; status.json gets
+``reward`` and ``full_marks``. A reward that raises ends the run ``failed`` with one sentence.
 
 Replay (``replay: 0.1``, SFT): before training, the base model (adapter off) answers general prompts
 once; its answers are cached in the run folder as ``replay.jsonl`` (a resume reuses them) and mixed
@@ -361,7 +374,7 @@ def load_model_for(cfg: RunConfig, plan: dict, progress=None, *, init_adapter: P
 
     With ``init_from`` (or ``init_adapter``, its folder) the earlier run's adapter is loaded trainable
     on the base. For DPO/KTO with a new adapter the base comes back unwrapped: ``build_trainer`` gives
-    TRL the LoRA config, so TRL's reference is this base with the adapter disabled (no copy)."""
+    TRL the LoRA config, so TRL's reference is this base with the adapter disabled (no copy); so for GRPO."""
     import torch
 
     from . import models
@@ -396,7 +409,7 @@ def load_model_for(cfg: RunConfig, plan: dict, progress=None, *, init_adapter: P
 
         folder = init_adapter if init_adapter is not None else resolve_init_from(cfg)[0]
         model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
-    elif cfg.uses_adapter and not cfg.is_preference:
+    elif cfg.uses_adapter and cfg.objective == "sft":
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(cfg))
@@ -490,16 +503,50 @@ def _trainer_args(config_class, cfg: RunConfig, output_dir: Path, plan: dict, *,
         # DDP: LoRA uses every trainable weight at every step; looking for unused ones costs a graph walk
         # per step and breaks with gradient checkpointing (the default for a PEFT model is to look).
         ddp_find_unused_parameters=False if several_processes(cfg) else None,
-        report_to="none",
+        report_to=tracker_setup(cfg, output_dir) or "none",
         disable_tqdm=True,
     )
+
+
+def tracker_setup(cfg: RunConfig, output_dir: Path) -> list[str]:
+    """The run's ``report_to`` trackers, with offline-friendly places in the run folder (``output_dir``'s
+    parent): TensorBoard event files in tensorboard/, W&B offline (synced later with ``wandb sync``) when
+    the Hub is offline or its server cannot be reached, MLflow's file store in mlruns/. A variable the
+    user set wins."""
+    trackers = list(getattr(cfg, "report_to", None) or [])
+    run_dir = Path(output_dir).parent
+    if "tensorboard" in trackers:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    if "wandb" in trackers:
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+        os.environ.setdefault("WANDB_NAME", run_dir.name)
+        if "WANDB_MODE" not in os.environ and not _reachable("api.wandb.ai"):
+            os.environ["WANDB_MODE"] = "offline"
+    if "mlflow" in trackers:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlruns").as_uri())
+        os.environ.setdefault("MLFLOW_RUN_NAME", run_dir.name)
+    if "trackio" in trackers:
+        os.environ.setdefault("TRACKIO_DIR", str(run_dir / "trackio"))
+    return trackers
+
+
+def _reachable(host: str, port: int = 443, timeout: float = 1.5) -> bool:
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval_rows: list[dict],
                   output_dir: Path, plan: dict | None = None, callbacks=(), *, padding_free: bool = False):
     """The run's trainer over already tokenised rows, picked by objective. SFT: an SFTTrainer; TRL
     turns ``completion_mask`` into labels (-100 off the mask) when ``completion_only_loss`` is on, so
-    training uses exactly the encode() mask. DPO/KTO: ``preference_trainer``."""
+    training uses exactly the encode() mask. DPO/KTO: ``preference_trainer``. GRPO: ``grpo_trainer``."""
     from datasets import Dataset
     from trl import SFTTrainer
 
@@ -508,6 +555,8 @@ def build_trainer(cfg: RunConfig, model, tokenizer, train_rows: list[dict], eval
     eval_ds = Dataset.from_list(eval_rows) if eval_rows and cfg.eval_steps > 0 else None
     if cfg.is_preference:
         return preference_trainer(cfg, model, tokenizer, train_ds, eval_ds, output_dir, plan, callbacks)
+    if cfg.is_grpo:
+        return grpo_trainer(cfg, model, tokenizer, train_ds, eval_ds, output_dir, plan, callbacks)
     return SFTTrainer(
         model=model,
         args=sft_config(cfg, output_dir, plan, has_eval=eval_ds is not None, padding_free=padding_free),
@@ -576,9 +625,111 @@ def _preference_trainer_class(objective: str):
     return _TRAINER_CLASSES[objective]
 
 
+# --- GRPO ---------------------------------------------------------------------------------------
+SAMPLES_SHOWN = 4  # sampled answers written with each log step (a ``samples`` event)
+# What GRPO logs besides the loss (TRL's names), and rewards/<name>/mean for each reward function;
+# full_marks is Tunedeck's: the share of the step's answers whose weighted total is the highest possible.
+GRPO_METRICS = ("reward", "reward_std", "full_marks", "completions/mean_length", "completions/clipped_ratio",
+                "frac_reward_zero_std", "entropy")
+
+
+def grpo_metric(name: str) -> bool:
+    return name in GRPO_METRICS or (name.startswith("rewards/") and name.endswith("/mean"))
+
+
+def grpo_rows(tokenizer, examples: list[dict], cfg: RunConfig) -> tuple[list[dict], dict]:
+    """GRPO's rows ``{"prompt": messages, "reference": str | None}`` (TRL renders each prompt with the chat
+    template and samples ``num_generations`` answers to it), plus counts: prompts, with_reference, and
+    ``too_long`` (a prompt that leaves fewer than max_completion_length tokens of max_length: skipped);
+    ``lengths`` is each kept prompt's tokens plus max_completion_length (for the memory estimate)."""
+    budget = cfg.max_length - cfg.max_completion_length
+    rows, lengths, too_long = [], [], 0
+    for ex in examples:
+        text = tokenizer.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n > budget:
+            too_long += 1
+            continue
+        rows.append({"prompt": ex["prompt"], "reference": ex.get("reference")})
+        lengths.append(n + cfg.max_completion_length)
+    return rows, {"prompts": len(rows), "with_reference": sum(r["reference"] is not None for r in rows),
+                  "too_long": too_long, "lengths": lengths}
+
+
+def grpo_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool, weights: list[float]):
+    """TRL's GRPOConfig for the run: generation with transformers (no vLLM), batched: every step samples
+    ``batch_size`` answers (batch_size / num_generations prompts) in one ``generate`` call with the KV
+    cache, at most max_completion_length tokens each; beta and the reward weights from the config."""
+    from trl import GRPOConfig
+
+    return _trainer_args(GRPOConfig, cfg, output_dir, plan, has_eval=has_eval, num_generations=cfg.num_generations,
+                         max_completion_length=cfg.max_completion_length, beta=cfg.beta, reward_weights=weights,
+                         use_vllm=False, log_completions=False, remove_unused_columns=False,
+                         generation_kwargs={"use_cache": True})
+
+
+def grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, eval_ds, output_dir: Path, plan: dict, callbacks=()):
+    """TRL's GRPOTrainer over prompt rows, with the run's rewards (engine.rewards; a reward_file is loaded
+    here, only because the config names it). A base model without an adapter gets the LoRA config, so TRL
+    wraps it and its reference (beta > 0) is the same weights with the adapter disabled."""
+    from accelerate.utils import is_peft_model
+
+    from .rewards import build
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rewards = build(cfg.rewards, cfg.reward_file)
+    peft_config = lora_config(cfg) if cfg.uses_adapter and not is_peft_model(model) else None
+    return _grpo_trainer_class()(
+        model=model,
+        reward_funcs=rewards,
+        args=grpo_config(cfg, output_dir, plan, has_eval=eval_ds is not None, weights=[r.weight for r in rewards]),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        peft_config=peft_config,
+    )
+
+
+def _grpo_trainer_class():
+    """GRPOTrainer that also measures the share of answers with full marks (a metric TRL logs with the
+    others) and keeps a few of the step's sampled answers with their scores (the ``samples`` event)."""
+    if "grpo" not in _TRAINER_CLASSES:
+        from trl import GRPOTrainer
+
+        from .rewards import completion_text, full_marks, prompt_text
+
+        class TunedeckGRPOTrainer(GRPOTrainer):
+            tunedeck_samples: dict | None = None
+
+            def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+                per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+                mode = "train" if self.model.training else "eval"
+                funcs = self.reward_funcs
+                rows = [[None if math.isnan(v) else v for v in row] for row in per_func.tolist()]
+                totals = [sum(r.weight * v for r, v in zip(funcs, row) if v is not None) for row in rows]
+                if rows:
+                    self._metrics[mode]["full_marks"].append(sum(full_marks(funcs, row) for row in rows) / len(rows))
+                if mode == "train" and self.accelerator.is_main_process:
+                    n, group = len(prompts), self.num_generations
+                    picks = list(range(0, n, group))[:SAMPLES_SHOWN]  # one answer to each prompt first
+                    picks += [i for i in range(n) if i not in picks][:SAMPLES_SHOWN - len(picks)]
+                    self.tunedeck_samples = {"items": [
+                        {"prompt": prompt_text(prompts[i]), "completion": completion_text(completions[i]),
+                         "scores": {r.__name__: rows[i][k] for k, r in enumerate(funcs)}, "reward": totals[i]}
+                        for i in sorted(picks)]}
+                return per_func
+
+        _TRAINER_CLASSES["grpo"] = TunedeckGRPOTrainer
+    return _TRAINER_CLASSES["grpo"]
+
+
 def reference_description(cfg: RunConfig) -> str:
     """What the run's reference model is, in words (for the start event and the log)."""
-    if not cfg.is_preference:
+    if cfg.is_grpo and cfg.beta == 0:
+        return "none (beta 0: no KL term, TRL's default)"
+    if not (cfg.is_preference or cfg.is_grpo):
         return ""
     if not cfg.uses_adapter:
         return "a second, frozen copy of the model (full fine-tuning)"
@@ -636,6 +787,9 @@ def oom_message(cfg: RunConfig, step: int, where: str) -> str:
              if cfg.objective == "dpo" else "")
     knobs = [f"lower batch_size (now {cfg.batch_size}{pairs}) and raise gradient_accumulation_steps to keep the "
              f"effective batch", f"lower max_length (now {cfg.max_length})"]
+    if cfg.is_grpo:
+        knobs[1:1] = [f"lower max_completion_length (now {cfg.max_completion_length}) or num_generations (now "
+                      f"{cfg.num_generations})"]
     if not cfg.gradient_checkpointing:
         knobs.append("set gradient_checkpointing: true")
     if cfg.method != "qlora":
@@ -960,7 +1114,7 @@ class Worker:
         # the other processes' warnings would only repeat the main one's
         (transformers.logging.set_verbosity_warning if self.main_process else transformers.logging.set_verbosity_error)()
         self.plan = plan = device_plan()
-        if cfg.is_preference or not cfg.liger_kernels:
+        if cfg.objective != "sft" or not cfg.liger_kernels:
             # DPO/KTO: TRL's trainers patch the LM head themselves (Liger is SFT's). SFT: opt-in, since on an
             # H200 (bench/gpu_check.py) Liger made LoRA 1.6-2.2x slower than plain SDPA.
             plan["liger"] = False
@@ -972,7 +1126,18 @@ class Worker:
         self.progress(f"Tokenising {len(train_ex) + len(eval_ex)} examples…")
         notes = [f"{len(test_ex)} examples kept apart as the test set"] if test_ex else []
         replay_info = None
-        if cfg.is_preference:
+        lengths = None
+        if cfg.is_grpo:
+            train_rows, counts = grpo_rows(tokenizer, train_ex, cfg)
+            eval_rows, _ = grpo_rows(tokenizer, eval_ex, cfg)
+            lengths = counts["lengths"]
+            if not train_rows:
+                raise DataError(f"None of the {len(train_ex)} prompts of {mix_label(cfg.data)} leaves room for an answer "
+                                f"of max_completion_length={cfg.max_completion_length} tokens within max_length="
+                                f"{cfg.max_length}; raise max_length or shorten the prompts.")
+            if counts["too_long"]:
+                notes.append(f"{counts['too_long']} prompts longer than max_length - max_completion_length were skipped")
+        elif cfg.is_preference:
             train_rows, counts = encode_preference_rows(tokenizer, train_ex, cfg, shuffle=True)
             eval_rows, _ = encode_preference_rows(tokenizer, eval_ex, cfg)
             unit = "pairs" if cfg.objective == "dpo" else "answers"
@@ -1001,7 +1166,11 @@ class Worker:
                 if replay_info["mixed"]:
                     notes.append(f"{replay_info['mixed']} of them general examples answered by the base model (replay)")
         padding_free = False
-        if cfg.is_preference:
+        if cfg.is_grpo:
+            self.say(f"Generation: {cfg.batch_size} answers a step ({cfg.batch_size // cfg.num_generations} prompts x "
+                     f"{cfg.num_generations}) sampled in one batched generate() call with the KV cache, at most "
+                     f"{cfg.max_completion_length} tokens each; then scored by {len(cfg.rewards)} reward functions.")
+        elif cfg.is_preference:
             self.say(f"Padding each batch (not padding-free): TRL 1.16's {OBJECTIVE_NAMES[cfg.objective]} trainer scores "
                      f"{'the chosen and the rejected answer' if cfg.objective == 'dpo' else 'each answer'} as a row of "
                      "a padded batch; it has no padding-free path for this objective.")
@@ -1012,7 +1181,7 @@ class Worker:
         if plan.get("liger"):
             kernels.append("Liger kernels")
         self.say("Kernels: " + ", ".join(kernels))
-        estimated, model_type = estimate_memory(cfg, plan, row_lengths(train_rows))
+        estimated, model_type = estimate_memory(cfg, plan, lengths if lengths is not None else row_lengths(train_rows))
         info = {
             "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
             "objective": cfg.objective, "device": plan["name"],
@@ -1023,6 +1192,14 @@ class Worker:
         if cfg.is_preference:
             info.update(loss_type=cfg.loss, beta=cfg.beta, reference=reference_description(cfg))
             info.update({k: counts[k] for k in ("pairs", "good", "bad") if counts[k]})
+        if cfg.is_grpo:
+            from .rewards import reward_names, rewards_text
+
+            info.update(beta=cfg.beta, reference=reference_description(cfg), num_generations=cfg.num_generations,
+                        max_completion_length=cfg.max_completion_length, rewards=reward_names(cfg.rewards),
+                        rewards_text=rewards_text(cfg.rewards), with_reference=counts["with_reference"])
+            if cfg.reward_file:
+                info["reward_file"] = str(Path(cfg.reward_file).expanduser())
         if init_info:
             info["init_from"] = init_info
         if replay_info:
@@ -1243,6 +1420,11 @@ def _make_callback_class():
             cfg = w.cfg
             if resumed:
                 message = f"Resumed from {resumed} at step {state.global_step} of {state.max_steps}"
+            elif cfg.is_grpo:
+                message = (f"Training {METHOD_NAMES[cfg.method]} with GRPO on {self.info['num_examples']} prompts "
+                           f"({cfg.num_generations} answers each, up to {cfg.max_completion_length} tokens; rewards: "
+                           f"{self.info['rewards_text']}; beta {cfg.beta:g}), {state.max_steps} steps, on "
+                           f"{self.info['device']}")
             elif cfg.is_preference:
                 unit = "pairs" if cfg.objective == "dpo" else "answers labelled good or bad"
                 message = (f"Training {METHOD_NAMES[cfg.method]} with {OBJECTIVE_NAMES[cfg.objective]} on "
@@ -1269,7 +1451,8 @@ def _make_callback_class():
             if loss is None:
                 return
             loss = float(loss)
-            extra = {f"eval_{k}": _num(metrics[f"eval_{k}"]) for k in OBJECTIVE_METRICS if f"eval_{k}" in metrics}
+            extra = {k: _num(v) for k, v in metrics.items() if k.startswith("eval_") and k != "eval_loss"
+                     and (k[5:] in OBJECTIVE_METRICS or grpo_metric(k[5:])) and isinstance(v, (int, float))}
             w = self.worker
             w.event(type="eval", step=state.global_step, eval_loss=_num(loss), **extra)
             if math.isfinite(loss) and (self.best_eval is None or loss < self.best_eval):
@@ -1345,13 +1528,22 @@ def _make_callback_class():
             if "mean_token_accuracy" in logs:
                 event["mean_token_accuracy"] = _num(logs["mean_token_accuracy"])
             event.update({k: _num(logs[k]) for k in OBJECTIVE_METRICS if k in logs})
+            event.update({k: _num(v) for k, v in logs.items() if grpo_metric(k) and isinstance(v, (int, float))})
             if tokens is not None:  # TRL counts from 0 in each attempt: count on from the checkpoint
                 event["num_tokens"] = _num(tokens + self.info.get("tokens_before", 0))
             peak = peak_memory(w.plan)
             event.update(peak)
             w.event(type="log", **event)
             rewards = {name: event[key] for key, name in (("rewards/accuracies", "reward_accuracy"),
-                                                           ("rewards/margins", "reward_margin")) if key in event}
+                                                           ("rewards/margins", "reward_margin"),
+                                                           ("reward", "reward"), ("full_marks", "full_marks"))
+                       if key in event}
+            samples = getattr(getattr(w, "trainer", None), "tunedeck_samples", None)
+            if samples:  # the answers sampled for this step, with their scores (GRPO)
+                w.trainer.tunedeck_samples = None
+                w.event(type="samples", step=state.global_step,
+                        items=[{**item, "scores": {k: _num(v) for k, v in item["scores"].items()},
+                                "reward": _num(item["reward"])} for item in samples["items"]])
             self._status(step=state.global_step, last_loss=_num(loss), tokens_per_second=event["tokens_per_second"],
                          **peak, **rewards)
             bad = None

@@ -3,13 +3,33 @@
 ``RenderHelper`` keeps a ``tunedeck data serve`` child (engine/ipc.py's ``Service``): it loads the
 model's tokenizer once and then renders any example in milliseconds, where a fresh
 ``tunedeck data render`` costs seconds of imports. The TUI itself never imports transformers.
+The same helper answers the Rewards tab's ``try_rewards`` (the base model samples answers to a few
+prompts and the rewards score them), with progress lines on the way (``stream``).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from engine.ipc import EngineProcessError, Service
+
+DEMO_GRPO_CONFIG = "demo-grpo.yaml"  # engine/builtin/configs: the demo's GRPO run (json_valid + json_keys)
+
+
+def demo_rewards() -> list[dict] | None:
+    """The rewards of the built-in GRPO demo config (strict JSON with the demo's keys); None if unreadable."""
+    import yaml
+
+    from engine.errors import TunedeckError
+    from engine.paths import builtin_dir
+    from engine.rewards import parse_rewards
+
+    try:
+        config = yaml.safe_load((builtin_dir() / "configs" / DEMO_GRPO_CONFIG).read_text(encoding="utf-8"))
+        return parse_rewards(config.get("rewards"))
+    except (OSError, yaml.YAMLError, AttributeError, TunedeckError):
+        return None
 
 
 class RenderHelper:
@@ -27,6 +47,26 @@ class RenderHelper:
         answer = service.request(**payload)
         if not answer.get("ok"):
             raise EngineProcessError(answer.get("error") or "the render helper failed")
+        return answer
+
+    def stream(self, payload: dict, on_event: Callable[[dict], None] | None = None,
+               timeout: float | None = None) -> dict:
+        """Send one request, hand each progress line to ``on_event``, and return the final answer;
+        raises EngineProcessError on failure (its one sentence). Blocks."""
+        service = self._service
+        service.start()
+        if not service.wait_ready():
+            raise EngineProcessError(service.failure or "the render helper did not start")
+        payload = dict(payload)
+        op = payload.pop("op")
+        answer: dict = {}
+        for line in service.events(service.send(op, **payload), timeout=timeout):
+            if "ok" in line:
+                answer = line
+            elif on_event is not None:
+                on_event(line)
+        if not answer.get("ok"):
+            raise EngineProcessError(answer.get("error") or f"the {op} request failed")
         return answer
 
     def close(self) -> None:

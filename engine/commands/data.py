@@ -7,7 +7,7 @@
   stats FILE --model REF           token length histogram, rows over --max-length, trainable tokens
   serve --model REF                a warm helper for the TUI: JSON requests on stdin, answers on stdout
 
-``--objective sft|dpo|kto`` reads the rows as that objective trains them (default: the data decides:
+``--objective sft|dpo|kto|grpo`` reads the rows as that objective trains them (default: the data decides:
 a file of chosen/rejected pairs is read as pairs, answers labelled good/bad as KTO data, anything
 else as supervised fine-tuning data); ``--objective sft`` refuses pairs and labels as before. For
 preference data, inspect reports the pairs, the good/bad balance of labels, and (with --model) the
@@ -436,6 +436,10 @@ def cmd_serve(args) -> int:
     {"id": 1, "op": "render", "example": {...}, "max_length": 1024, "special_token_text"?: "literal"}
     {"id": 2, "op": "render_row", "file": "data.jsonl", "row": 3, "max_length": 1024, "objective"?: "dpo"}
     (render and render_row also take max_prompt_length / max_completion_length for preference rows)
+    {"id": 3, "op": "try_rewards", "model": "demo", "data": "demo", "rewards": "json_valid, json_keys:category",
+     "reward_file": null, "prompts": 4, "generations": 4, "max_completion_length": 64}: GRPO's "try the
+    rewards" (engine.commands.rewards.try_rewards: the model's sampled answers, scored), with progress lines
+    {"id": 3, "event": "progress", "phase", "message", "fraction"} before its answer.
     Each answer: {"id": 1, "ok": true, ...render...} or {"id": 1, "ok": false, "error": "one sentence"}.
     The first line is {"id": null, "ok": true, "event": "ready", "model": ...} once the tokenizer is loaded."""
     out = ipc.Output()  # before loading anything that might print
@@ -444,12 +448,19 @@ def cmd_serve(args) -> int:
     for req in ipc.requests(out):
         if req.get("op") == "quit":
             break
-        ipc.answer(out, req.get("id"), lambda: _serve_one(tok, req))
+        ipc.answer(out, req.get("id"), lambda: _serve_one(tok, req, out))
     return 0
 
 
-def _serve_one(tok, req: dict) -> dict:
+def _serve_one(tok, req: dict, out: ipc.Output | None = None) -> dict:
     from engine.data.render import render_example, render_row
+
+    if req.get("op") == "try_rewards":
+        from engine.commands.rewards import try_rewards
+
+        rid = req.get("id")
+        emit = (lambda event: out.emit({"id": rid, "event": "progress", **event})) if out is not None else None
+        return try_rewards(req, emit)
 
     op, max_length, mode = req.get("op"), req.get("max_length"), req.get("special_token_text", "literal")
     limits = {k: req.get(k) for k in ("max_prompt_length", "max_completion_length")}

@@ -64,7 +64,7 @@ def build_config(args):
         RunConfig.load(args.config)  # validates with line numbers in the messages
         path = Path(args.config).expanduser()
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for key in ("model", "data", "eval_data", "accelerate_config"):
+        for key in ("model", "data", "eval_data", "accelerate_config", "reward_file"):
             if key in raw:
                 raw[key] = with_refs(raw[key], lambda ref: _resolve_relative(ref, path.parent))
     flags: dict = {}

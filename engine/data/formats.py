@@ -30,6 +30,10 @@ takes pairs, KTO takes labelled answers and pairs, which it splits into a good a
   classification     text + label
   multimodal         images/videos/audios columns, media content parts, <image>-style placeholders
 
+For GRPO (``objective: grpo``, ``OBJECTIVE_FORMATS``) every layout with a question is read as a
+prompt (``prompt_example``): ``{"prompt": [messages], "reference": str | None}``, the reference being
+the row's answer when it has one (a prompt-only row's answer/reference/solution column).
+
 Preference rows normalise to one form, whatever their layout: ``{"prompt": [messages], "chosen":
 [assistant messages], "rejected": [assistant messages], "tools"?}``; labelled rows to ``{"prompt":
 [messages], "completion": [assistant messages], "label": bool, "tools"?}``. A pair is bad (by line)
@@ -52,7 +56,10 @@ REFUSED = ("preference", "kto", "prompt_only", "classification", "multimodal")  
 FORMATS = TRAINABLE + REFUSED
 PREFERENCE_FORMATS = ("preference", "kto")
 # The row formats each objective trains on (engine.config.OBJECTIVES); KTO splits a pair in two.
-OBJECTIVE_FORMATS = {"sft": TRAINABLE, "dpo": ("preference",), "kto": ("kto", "preference")}
+OBJECTIVE_FORMATS = {"sft": TRAINABLE, "dpo": ("preference",), "kto": ("kto", "preference"),
+                     # GRPO needs prompts only: any layout with a question; its answer, if any, is the reference
+                     "grpo": ("prompt_only", *CHAT_FORMATS, "alpaca", "prompt_completion", "preference", "kto")}
+REFERENCE_COLUMNS = ("answer", "reference", "solution", "ground_truth", "target", "expected")  # prompt-only rows
 ROLES = ("system", "user", "assistant", "tool")
 ROLE_ALIASES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
                 "tool": "tool", "function": "tool", "ipython": "tool"}
@@ -236,6 +243,11 @@ def accepted(objective: str | None, file_format: str | None = None) -> tuple[str
 def refusal(kind: str, record: dict, objective: str | None = None) -> str:
     """Why a row of ``kind`` is not data for ``objective`` (None or sft: supervised fine-tuning): what it
     is, what it is for."""
+    if objective == "grpo":
+        what = {"text": "plain text without prompts", "classification": "labelled text (text / label)",
+                "multimodal": f"multimodal data ({media(record)})"}.get(kind, DESCRIPTIONS.get(kind, kind))
+        return (f"is {what}: GRPO samples answers to prompts, so it needs a prompt in each row (a 'prompt' column, "
+                "or a conversation ending with the user's question)")
     if objective in ("dpo", "kto") and kind not in ("prompt_only", "classification", "multimodal"):
         return _preference_refusal(kind, record, objective)
     if kind == "preference":
@@ -248,7 +260,8 @@ def refusal(kind: str, record: dict, objective: str | None = None) -> str:
                 f"answers too; keep only the rows labelled true and drop the '{col}' column to fine-tune on them")
     if kind == "prompt_only":
         return (f"has prompts without answers ({describe_keys(record)[4:]}): it is data for reinforcement "
-                "learning with reward functions such as GRPO, not supervised fine-tuning, which needs an answer "
+                "learning with reward functions such as GRPO (objective: grpo), not supervised fine-tuning, which "
+                "needs an answer "
                 "to learn from; if a column holds the answers, name it 'completion'")
     if kind == "classification":
         return ("is labelled text (text and label, a classification data set): supervised fine-tuning would "
@@ -600,6 +613,43 @@ def normalise(record: dict, fmt: str) -> dict:
     raise RowError(f"is in an unknown format {fmt!r}")  # pragma: no cover
 
 
+def _plain(messages: list[dict]) -> list[dict]:
+    """Messages as a GRPO prompt: role and content only (weights and tool calls dropped)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def prompt_example(record: dict, fmt: str) -> dict:
+    """A row of any layout with a question as GRPO's example: ``{"prompt": [messages], "reference": str |
+    None}``; the prompt is everything before the row's last assistant turns, the reference their text (the
+    row's answer, which ``matches_reference`` compares with; None when the row has none)."""
+    reference = None
+    if fmt == "prompt_only":
+        prompt = _prompt(record["prompt"], record)
+        value = next((record[k] for k in REFERENCE_COLUMNS if record.get(k) is not None), None)
+        if value is not None:
+            reference = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    elif fmt == "preference":
+        prompt, chosen, _ = _pair_parts(record)
+        reference = _answer_text(chosen)
+    elif fmt == "kto":
+        example = _labelled_example(record)
+        prompt = example["prompt"]
+        reference = _answer_text(example["completion"]) if example["label"] else None
+    else:
+        messages = (_conversation(record, fmt) if fmt in CHAT_FORMATS else _alpaca(record) if fmt == "alpaca"
+                    else _prompt_completion(record))
+        cut = len(messages)
+        while cut and messages[cut - 1]["role"] == "assistant":
+            cut -= 1
+        prompt = messages[:cut]
+        if cut < len(messages):
+            reference = _answer_text(messages[cut:])
+    _check_prompt(prompt)
+    if not any(m["role"] == "user" for m in prompt):
+        raise RowError("has no user turn to answer")
+    return {"prompt": _plain(prompt), "reference": reference}
+
+
 def check_row(record: dict, file_format: str | None,
               objective: str | None = "sft") -> tuple[str | None, dict | None, str | None]:
     """(row format, example or None, problem or None) for one parsed row against the file's format, for
@@ -615,7 +665,7 @@ def check_row(record: dict, file_format: str | None,
             f"is {fmt} but the file is {file_format}; one format per file (this row {describe_keys(record)})"
         )
     try:
-        return fmt, normalise(record, fmt), None
+        return fmt, (prompt_example(record, fmt) if objective == "grpo" else normalise(record, fmt)), None
     except RowError as exc:
         return fmt, None, str(exc)
 
@@ -776,9 +826,23 @@ def is_labelled(example: dict) -> bool:
     return "completion" in example and "label" in example and "prompt" in example
 
 
+def is_prompt(example: dict) -> bool:
+    """A GRPO example: a prompt (and the row's answer as ``reference``), no answer to train."""
+    return "prompt" in example and "reference" in example and not is_pair(example) and "completion" not in example
+
+
 def kind_of(example: dict) -> str:
-    """What a normalised example is: "pair", "labelled" or "sft"."""
-    return "pair" if is_pair(example) else "labelled" if is_labelled(example) else "sft"
+    """What a normalised example is: "pair", "labelled", "prompt" (GRPO) or "sft"."""
+    return ("pair" if is_pair(example) else "labelled" if is_labelled(example) else "prompt" if is_prompt(example)
+            else "sft")
+
+
+def as_messages(example: dict) -> dict:
+    """A GRPO example as a chat example to show (the reference answer, if any, untrained): others as they are."""
+    if not is_prompt(example):
+        return example
+    answer = [{"role": "assistant", "content": example["reference"], "weight": 0}] if example["reference"] else []
+    return {"messages": example["prompt"] + answer}
 
 
 def unpair(example: dict) -> list[dict]:
@@ -808,6 +872,8 @@ def conversations(example: dict) -> list[list[dict]]:
         return [example["messages"]]
     if "prompt" not in example:
         return []
+    if is_prompt(example):
+        return [as_messages(example)["messages"]]
     prompt = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in example["prompt"]]
     answers = [example["chosen"], example["rejected"]] if is_pair(example) else [example["completion"]]
     return [prompt + a for a in answers]

@@ -39,8 +39,9 @@ def render_example(tokenizer, example: dict, max_length: int | None = None, *,
     """The tokens of one example with the mask, plus what a viewer shows beside them: the tools the
     row declares, its tool calls, and warnings about special-token text. A pair: both sides."""
     kind = formats.kind_of(example)
-    if kind == "sft":
-        sides = [encode(tokenizer, example, max_length, with_pieces=True, special_token_text=special_token_text)]
+    if kind in ("sft", "prompt"):  # a GRPO prompt: shown with its reference answer, nothing trained
+        sides = [encode(tokenizer, formats.as_messages(example), max_length, with_pieces=True,
+                        special_token_text=special_token_text)]
     else:
         sides = encode_sides(tokenizer, example, max_length, max_prompt_length=max_prompt_length,
                              max_completion_length=max_completion_length, with_pieces=True,
@@ -58,6 +59,8 @@ def render_example(tokenizer, example: dict, max_length: int | None = None, *,
     if kind == "pair":
         out.update(chosen=_side(sides[0]), rejected=_side(sides[1]), max_prompt_length=max_prompt_length,
                    max_completion_length=max_completion_length)
+    elif kind == "prompt":
+        out.update(reference=example.get("reference"), max_completion_length=max_completion_length)
     elif kind == "labelled":
         out.update(label=example["label"], max_prompt_length=max_prompt_length,
                    max_completion_length=max_completion_length)

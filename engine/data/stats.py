@@ -87,10 +87,11 @@ def _flush(tokenizer, batch: list[tuple[int, dict]], max_length: int, out: _Part
     limits = limits or {}
     flat, owner = [], []
     for k, (_, ex) in enumerate(batch):
-        sides = preference_sides(ex) if formats.kind_of(ex) != "sft" else [ex]
+        kind = formats.kind_of(ex)
+        sides = [formats.as_messages(ex)] if kind == "prompt" else preference_sides(ex) if kind != "sft" else [ex]
         flat += sides
         owner += [k] * len(sides)
-    whole = any(formats.kind_of(ex) != "sft" for _, ex in batch)  # preference: cut after measuring the parts
+    whole = any(formats.kind_of(ex) not in ("sft", "prompt") for _, ex in batch)  # preference: cut after measuring the parts
     encoded = encode_many(tokenizer, flat, None if whole else max_length, special_token_text=special_token_text)
     per: list[list] = [[] for _ in batch]
     for k, enc in zip(owner, encoded):
@@ -103,7 +104,7 @@ def _flush(tokenizer, batch: list[tuple[int, dict]], max_length: int, out: _Part
                 out.special_where.append((where, found))
         out.examples += 1
         kind = formats.kind_of(ex)
-        if kind != "sft":
+        if kind not in ("sft", "prompt"):
             sides, over = _preference_parts(tokenizer, ex, kind, sides, max_length, limits, out)
         else:
             if whole:
@@ -114,6 +115,8 @@ def _flush(tokenizer, batch: list[tuple[int, dict]], max_length: int, out: _Part
             out.tokens += len(enc.input_ids)
             out.trained += enc.trained_tokens
         n = min(enc.trained_tokens for enc in sides)  # a pair with one side left untrained trains nothing
+        if kind == "prompt":  # GRPO trains on sampled answers, not on the row's
+            n = 1
         if over:
             out.over += 1
             if len(out.over_where) < LISTED_OVER:

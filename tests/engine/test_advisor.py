@@ -150,7 +150,7 @@ def test_preference_pairs_get_dpo_explained_with_sft_first_and_valid_dpo_setting
     rec = A.recommend(answers(feedback="dpo", data_format="preference", data_name="pairs.jsonl"))
     assert rec.method == "lora" and rec.objective == "dpo" and rec.headline.endswith("(DPO)")
     # SFT vs DPO vs KTO in plain words, one line each
-    assert [w.split()[0] for w in rec.objectives] == ["SFT", "DPO", "KTO"]
+    assert [w.split()[0] for w in rec.objectives] == ["SFT", "DPO", "KTO", "GRPO"]
     assert "ideal answers" in rec.objectives[0] and "which of two answers is better" in rec.objectives[1]
     assert "good or bad" in rec.objectives[2] and "no pairs" in rec.objectives[2]
     assert any("chosen answer likelier than the rejected" in r for r in rec.reasons)
@@ -201,4 +201,4 @@ def test_data_that_do_not_fit_the_objective_are_said():
     fits = A.recommend(answers(feedback="dpo", data_format="preference", data_name="x.jsonl"))
     assert not any("x.jsonl holds" in w for w in fits.warnings)
     with pytest.raises(ValueError, match="feedback must be one of"):
-        A.recommend(answers(feedback="grpo"))
+        A.recommend(answers(feedback="ppo"))

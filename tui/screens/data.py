@@ -13,6 +13,12 @@ not supervised fine-tuning data (preference, KTO, prompts only, labelled, multim
 engine's one sentence in a banner instead of a wall of bad rows, special-token text as a warning
 on its row and in Problems. A project's data may be a list of sources (a run config's ``data:``):
 the mix bar shows each source and its share, and the rest of the screen shows one source at a time.
+
+For GRPO (the project's objective grpo) any layout with a question is read as prompts (the row's
+answer, if any, is its reference, shown untrained); a file of prompts without answers is recognised as
+GRPO's data. The Rewards tab (key r) tries the rewards before any training: the base model samples a
+few answers to a few of these prompts and the rewards score them (``try_rewards`` on a second warm
+helper, so rendering rows never waits behind the sampling), with a one-sentence verdict.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from engine.data.dataset import DataSource, RefusedData, check, detect_file_form
 from engine.errors import TunedeckError
 from engine.ipc import ChildJobs, EngineProcessError
 
-from ..data_helper import LatestOnly, RenderHelper
+from ..data_helper import LatestOnly, RenderHelper, demo_rewards
 from ..widgets.conversation_view import ConversationView
 from ..widgets.length_histogram import LengthHistogram
 from ..widgets.mix_bar import MixBar, short_name
 from ..widgets.path_input import PathInput
+from ..widgets.rewards_view import COMPLETION, GENERATIONS, PROMPTS, RewardsView
 from ..widgets.row_table import RowLine, RowTable
 from ..widgets.token_view import TokenView
 from ..project import Project
@@ -153,6 +160,7 @@ class DataScreen(AreaScreen):
         Binding("t", "tab('tokens')", "Tokens", show=False),
         Binding("l", "tab('lengths')", "Lengths", show=False),
         Binding("p", "tab('problems')", "Problems", show=False),
+        Binding("r", "try_rewards", "Try rewards", id="data-try-rewards"),
         Binding("escape", "focus_rows", "Rows", show=False),
     ]
 
@@ -224,6 +232,14 @@ class DataScreen(AreaScreen):
             super().__init__()
             self.gen, self.stats, self.final = gen, stats, final
 
+    class RewardsDone(Message, bubble=False):
+        """The try_rewards answer (``result``), a progress line (``progress``) or its failure (``error``)."""
+
+        def __init__(self, gen: int, *, result: dict | None = None, progress: str | None = None,
+                     error: str | None = None) -> None:
+            super().__init__()
+            self.gen, self.result, self.progress, self.error = gen, result, progress, error
+
     class StatsFailed(Message, bubble=False):
         def __init__(self, gen: int, text: str) -> None:
             super().__init__()
@@ -255,6 +271,8 @@ class DataScreen(AreaScreen):
         self._progress: dict[str, tuple[str, float | None]] = {}
         self._token_cache: dict[tuple, dict] = {}
         self._helper: RenderHelper | None = None
+        self._rewards_helper: RenderHelper | None = None  # its own process: sampling takes seconds
+        self._rewards_gen = 0
         self._jobs = ChildJobs()
         self._renderer = LatestOnly(self._render_tokens, name="data-render")
         self._timings: dict[str, float] = {}
@@ -290,12 +308,15 @@ class DataScreen(AreaScreen):
                         yield LengthHistogram(id="data-histogram")
                 with TabPane("Problems", id="problems"):
                     yield OptionList(id="data-problems")
+                with TabPane("Rewards", id="rewards"):
+                    yield RewardsView(id="data-rewards")
 
     def on_mount(self) -> None:
         self.max_length = int(self.project.settings.get("max_length") or DEFAULT_MAX_LENGTH)
         self.query_one("#data-max-length", Input).value = str(self.max_length)
         self._set_wide(self.app.size.width)
         self.open_data(self.project.data)
+        self._suggest_rewards()
         self.query_one(RowTable).focus()
 
     def on_screen_resume(self) -> None:
@@ -312,9 +333,11 @@ class DataScreen(AreaScreen):
         self._scan_stop.set()
         self._jobs.close()
         self._renderer.stop()
-        if self._helper is not None:
-            helper, self._helper = self._helper, None
-            threading.Thread(target=helper.close, daemon=True).start()
+        for name in ("_helper", "_rewards_helper"):
+            helper = getattr(self, name)
+            if helper is not None:
+                setattr(self, name, None)
+                threading.Thread(target=helper.close, daemon=True).start()
 
     def on_resize(self, event) -> None:
         self._set_wide(event.size.width)
@@ -405,7 +428,7 @@ class DataScreen(AreaScreen):
 
     def _preference_limits(self) -> dict:
         """max_prompt_length / max_completion_length from the project's settings (DPO/KTO only)."""
-        if self.objective == "sft":
+        if self.objective not in ("dpo", "kto"):  # GRPO's max_completion_length is what it samples, not a cut
             return {}
         limits = {}
         for key in ("max_prompt_length", "max_completion_length"):
@@ -741,8 +764,11 @@ class DataScreen(AreaScreen):
         refused = None
         if self.refusal is not None and fmt == self.refusal[0]:
             refused = f"{_description(fmt)[0].upper()}{_description(fmt)[1:]}"
+        example = checked.example
+        if example is not None and formats.is_prompt(example):  # GRPO: the prompt, its reference untrained
+            example = formats.as_messages(example)
         self.query_one(ConversationView).show(
-            where=where, fmt=_example_label(fmt, checked.example), example=checked.example, problem=checked.problem,
+            where=where, fmt=_example_label(fmt, example), example=example, problem=checked.problem,
             raw=raw, warnings=self.row_warnings.get(checked.raw.where, []), refused=refused,
         )
 
@@ -1048,6 +1074,8 @@ class DataScreen(AreaScreen):
             parts.append(f"[$error]✗ {_escape(report['error'])}[/]")
         if fmt:
             parts.append(f"[b]{_escape(layout_label(fmt, tools=self.uses_tools, calls=self.has_calls))}[/b]")
+            if self.objective == "grpo":
+                parts.append("[$success]read as GRPO prompts[/]" if fmt != "prompt_only" else "[$success]for GRPO[/]")
         elif source is not None:
             parts.append("[$error]unknown format[/]")
         if source is not None:
@@ -1087,6 +1115,78 @@ class DataScreen(AreaScreen):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    # --- trying GRPO's rewards on the base model's answers (helper process) ------------------------
+    def _suggest_rewards(self) -> None:
+        """The rewards box starts with the project's rewards, else the demo's on the demo data."""
+        from engine.rewards import rewards_text
+
+        rewards = self.project.settings.get("rewards")
+        if not rewards and self.project.data in ("demo", "demo-prompts"):
+            rewards = demo_rewards()
+        if rewards:
+            try:
+                text = rewards if isinstance(rewards, str) else rewards_text(rewards)
+            except (KeyError, TypeError, AttributeError):
+                return
+            self.query_one(RewardsView).set_rewards(text)
+
+    def action_try_rewards(self) -> None:
+        self.action_tab("rewards")
+        self.query_one(RewardsView).ask()
+
+    @on(RewardsView.Try)
+    def _try_rewards(self, message: RewardsView.Try) -> None:
+        message.stop()
+        if not self.ref:
+            self.query_one(RewardsView).failed("No data open: open a file of prompts first (f).")
+            return
+        model = self.project.model
+        self._rewards_gen += 1
+        settings = self.project.settings
+        length = settings.get("max_completion_length") if settings.get("objective") == "grpo" else None
+        payload = {"op": "try_rewards", "model": model, "data": self.ref, "rewards": message.rewards,
+                   "reward_file": settings.get("reward_file") or None, "prompts": PROMPTS,
+                   "generations": GENERATIONS,
+                   "max_completion_length": length if isinstance(length, int) and length > 0 else COMPLETION}
+        self.query_one(RewardsView).loading(_model_name(model))
+        in_thread(self, self._sample_rewards, self._rewards_gen, model, payload, title="Rewards",
+                  name="data-try-rewards")
+
+    def _sample_rewards(self, gen: int, model: str, payload: dict) -> None:
+        """On its own thread: the warm helper samples and scores; progress lines come back as they go."""
+
+        def progress(line: dict) -> None:
+            said = line.get("message") or line.get("label") or line.get("phase")
+            fraction = line.get("fraction")
+            if said:
+                text = str(said) + (f" ({fraction:.0%})" if isinstance(fraction, (int, float)) else "")
+                self.post_message(self.RewardsDone(gen, progress=text))
+
+        try:
+            if self._jobs.closed:
+                return
+            helper = self._rewards_helper
+            if helper is None or helper.model != model:
+                if helper is not None:
+                    helper.close()
+                helper = self._rewards_helper = RenderHelper(model)
+            result = helper.stream(payload, progress)
+        except EngineProcessError as exc:
+            self.post_message(self.RewardsDone(gen, error=str(exc)))
+            return
+        self.post_message(self.RewardsDone(gen, result=result))
+
+    def on_data_screen_rewards_done(self, message: RewardsDone) -> None:
+        if message.gen != self._rewards_gen:
+            return
+        view = self.query_one(RewardsView)
+        if message.progress is not None:
+            view.progress(message.progress)
+        elif message.error is not None:
+            view.failed(message.error)
+        elif message.result is not None:
+            view.show(message.result)
 
     def action_next_problem(self) -> None:
         """The next bad row, or, when there is none, the next row with a warning."""

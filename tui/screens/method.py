@@ -2,11 +2,13 @@
 line), then the recommendation with its reasons and what would change it, then the methods side by
 side for the project's model: trainable parameters and a memory bar each against the GPU.
 
-What it learns from (SFT, DPO or KTO) is asked where it matters (engine.advisor.asks_feedback): when
-the project's data are preference pairs or labelled answers (the file's format, read on a thread:
-the answer is preset from it) or the problem is tone and style. The recommended objective travels to
-Train with the method and settings (``objective``, and ``init_from`` when a finished SFT run of the
-model is in view: DPO after SFT).
+What it learns from (SFT, DPO, KTO or GRPO) is asked where it matters (engine.advisor.asks_feedback):
+when the project's data are preference pairs, labelled answers or prompts only (the file's format,
+read on a thread: the answer is preset from it) or the problem is tone and style. A format or task
+problem with too few ideal answers asks whether a program can check an answer
+(engine.advisor.asks_checkable): if so, GRPO learns from that checker. The recommended objective
+travels to Train with the method and settings (``objective``, ``init_from`` when a finished SFT run
+of the model is in view: DPO after SFT; GRPO's answers per prompt, and the demo's rewards on the demo).
 
 What runs where: the model's shapes come from `tunedeck estimate --json` in a child process, once
 per model (the app's Architectures: it needs transformers to build the model on the meta device);
@@ -58,6 +60,8 @@ TERMS = {  # one line each, at 80 columns
     "SFT": "learn to write the ideal answers shown (supervised fine-tuning).",
     "DPO": "learn from pairs: make the better answer likelier than the worse one.",
     "KTO": "learn from single answers marked good or bad; no pairs needed.",
+    "GRPO": "sample answers, score them with a checker, favour the better ones.",
+    "reward": "a function that scores an answer, e.g. 1 if it parses as JSON.",
     "init_from": "start a run from an earlier run's adapter: SFT first, then DPO.",
 }
 
@@ -89,11 +93,14 @@ QUESTIONS = [
              "Pick the main problem: it decides whether training can help at all.",
              list(advisor.PROBLEMS.items()), ["fine-tuning", "RAG", "prompting"]),
     Question("feedback", "What do your examples look like?",
-             "This decides what the model learns from: SFT, DPO or KTO.",
-             list(advisor.FEEDBACK.items()), ["SFT", "DPO", "KTO"]),
+             "This decides what the model learns from: SFT, DPO, KTO or GRPO.",
+             list(advisor.FEEDBACK.items()), ["SFT", "DPO", "KTO", "GRPO"]),
     Question("examples", "How many good examples do you have?",
              "Count only inputs paired with the answer you would want.",
              [(k, label) for k, (label, _) in advisor.EXAMPLE_BUCKETS.items()], ["example", "overfitting"]),
+    Question("checkable", "Can a program check whether an answer is right?",
+             "Too few ideal answers to fine-tune on, but a checker can teach instead: GRPO needs only prompts.",
+             list(advisor.CHECKABLE.items()), ["GRPO", "reward"]),
     Question("knowledge_changes", "How often does the information it needs change?",
              "Facts trained into a model stay as they were on the day it was trained.",
              list(advisor.CHANGES.items()), ["RAG", "fine-tuning"]),
@@ -243,7 +250,7 @@ class MethodScreen(AreaScreen):
                 yield Static("Why", classes="rec-section")
                 yield Bullets(id="rec-reasons")
                 yield Bullets("⚠", id="rec-warnings")
-                yield Static("What it learns from: SFT, DPO or KTO", classes="rec-section", id="objectives-title")
+                yield Static("What it learns from: SFT, DPO, KTO or GRPO", classes="rec-section", id="objectives-title")
                 yield Bullets(id="rec-objectives")
                 yield Static("What would change the answer", classes="rec-section")
                 yield Bullets(id="rec-change")
@@ -280,10 +287,16 @@ class MethodScreen(AreaScreen):
 
     # --- the wizard ------------------------------------------------------------------------------
     def questions(self) -> list[Question]:
-        """The questions asked: what the examples are (SFT, DPO or KTO) only where that choice matters
-        (engine.advisor.asks_feedback: judged data, or a tone and style problem)."""
+        """The questions asked: what the examples are (SFT, DPO, KTO or GRPO) only where that choice
+        matters (engine.advisor.asks_feedback: judged data or prompts only, or a tone and style problem);
+        whether a program can check an answer only for a format or task problem with too few ideal
+        answers (engine.advisor.asks_checkable)."""
         ask = advisor.asks_feedback(self.answers.get("problem"), self.data_format)
-        return [q for q in QUESTIONS if q.key != "feedback" or ask]
+        questions = [q for q in QUESTIONS if q.key != "feedback" or ask]
+        feedback = self.answers.get("feedback", "sft") if ask else "sft"
+        if not advisor.asks_checkable(self.answers.get("problem"), self.examples(), feedback):
+            questions = [q for q in questions if q.key != "checkable"]
+        return questions
 
     @property
     def question(self) -> Question:
@@ -325,8 +338,11 @@ class MethodScreen(AreaScreen):
         if q.key == "feedback" and self.data_format is not None:
             what = formats.DESCRIPTIONS.get(self.data_format, self.data_format)
             text += f" Your data ({data_label(self.project.data)}): {what}."
+        if q.key == "examples" and self.feedback() == "grpo":
+            text = "For GRPO, count the inputs (prompts) you have: no answers needed."
         if q.key == "examples" and self.example_count is not None:
-            unit = {"preference": "pairs", "kto": "labelled answers"}.get(self.data_format or "", "examples")
+            unit = {"preference": "pairs", "kto": "labelled answers", "prompt_only": "prompts"}.get(
+                self.data_format or "", "examples")
             text += f" Your data ({data_label(self.project.data)}): {self.example_count:,} {unit}."
         if q.key == "gpu" and self.gpus is not None and not self.gpus:
             text += f" Here: {self.no_gpu_reason or 'no NVIDIA GPU found'} — CPU only."
@@ -540,7 +556,7 @@ class MethodScreen(AreaScreen):
         self.estimates = {}
         method_memory = trainable = checkpointing = None
         model_params = self.arch.total_params if self.arch else None
-        objective = self.feedback()
+        objective = advisor.objective_of(self._answers(examples))
         if self.arch is not None:
             shape = advisor.starting_settings("lora", examples=examples, model_params=model_params, gpu=gpu,
                                               max_length=self.chosen_max_length(), objective=objective)
@@ -558,17 +574,31 @@ class MethodScreen(AreaScreen):
             method_memory = {m: e.memory.total for m, e in self.estimates.items()}
             trainable = {m: e.trainable_params for m, e in self.estimates.items()}
             checkpointing = {m: bool(e.plan.gradient_checkpointing) for m, e in self.estimates.items()}
-        answers = advisor.Answers(
+        answers = self._answers(
+            examples, gpu_memory=capacity if gpu else None, method_memory=method_memory if gpu else None,
+            model_params=model_params, trainable_params=trainable,
+            model_name=self.arch.name if self.arch else self.project.model, method_checkpointing=checkpointing)
+        self.recommendation = advisor.recommend(answers)
+
+    def _answers(self, examples: int, **more) -> advisor.Answers:
+        """The wizard's answers for the advisor (what was asked; the rest at its defaults)."""
+        asked = {q.key for q in self.questions()}
+        return advisor.Answers(
             problem=self.answers.get("problem", "format"), examples=examples,
             knowledge_changes=self.answers.get("knowledge_changes", "rarely"),
             budget=self.answers.get("budget", "small"), latency=self.answers.get("latency", "relaxed"),
-            gpu_memory=capacity if gpu else None, method_memory=method_memory if gpu else None,
-            model_params=model_params, trainable_params=trainable,
-            model_name=self.arch.name if self.arch else self.project.model, method_checkpointing=checkpointing,
-            feedback=objective, data_format=self.data_format, data_name=data_label(self.project.data) or "your data",
-            sft_run=self.sft_run,
-        )
-        self.recommendation = advisor.recommend(answers)
+            feedback=self.feedback(), data_format=self.data_format,
+            data_name=data_label(self.project.data) or "your data", sft_run=self.sft_run,
+            checkable=self.answers.get("checkable") if "checkable" in asked else None,
+            rewards=self.suggested_rewards(), **more)
+
+    def suggested_rewards(self) -> list | None:
+        """Rewards GRPO can start from: the demo's (strict JSON with its keys); None for other data."""
+        if self.project.data == demo.DEMO:
+            from ..data_helper import demo_rewards
+
+            return demo_rewards()
+        return None
 
     def show_result(self) -> None:
         self.query_one("#method-switcher", ContentSwitcher).current = "result"
@@ -600,7 +630,9 @@ class MethodScreen(AreaScreen):
         self._show_table()
         self._show_settings()
         terms = ("LoRA", "rank", "QLoRA", "OOM", "gradient checkpointing")
-        if rec.objective != "sft":
+        if rec.objective == "grpo":
+            terms = ("LoRA", "rank", "GRPO", "reward", "QLoRA", "OOM")
+        elif rec.objective != "sft":
             terms = ("LoRA", "rank", rec.objective.upper(), "init_from", "QLoRA", "OOM")
         self.query_one("#rec-terms", Static).update(terms_text(terms))
         for method in TRAIN_ROWS:
@@ -665,7 +697,7 @@ class MethodScreen(AreaScreen):
         return int(value) if isinstance(value, int) and value > 0 else None
 
     def objective(self) -> str:
-        """What the recommended training learns from (sft | dpo | kto); SFT when it does not train."""
+        """What the recommended training learns from (sft | dpo | kto | grpo); SFT when it does not train."""
         rec = self.recommendation
         return rec.objective if rec is not None and rec.trains else "sft"
 
@@ -682,8 +714,10 @@ class MethodScreen(AreaScreen):
             objective=objective)
         if self.chosen_max_length():
             settings["max_length"] = self.chosen_max_length()
-        if objective != "sft" and self.sft_run and method in ("lora", "qlora"):
+        if objective in ("dpo", "kto") and self.sft_run and method in ("lora", "qlora"):
             settings["init_from"] = self.sft_run
+        if objective == "grpo" and self.suggested_rewards():
+            settings["rewards"] = self.suggested_rewards()
         return settings
 
     def _show_settings(self) -> None:
@@ -700,7 +734,11 @@ class MethodScreen(AreaScreen):
             lora = s["lora"]
             parts.append(f"rank {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, {lora['targets']}")
         carried = "the method"
-        if s["objective"] != "sft":
+        if s["objective"] == "grpo":
+            parts[:0] = ["GRPO", f"{s['num_generations']} answers a prompt of up to {s['max_completion_length']} "
+                         f"tokens", f"beta {s['beta']:g}"]
+            carried = "the method, GRPO" + (" with the demo's rewards" if s.get("rewards") else "")
+        elif s["objective"] != "sft":
             name = s["objective"].upper()
             start = f"{name} from run {s['init_from']}" if s.get("init_from") else name
             parts[:0] = [start, f"beta {s['beta']:g}"]

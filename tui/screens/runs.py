@@ -166,6 +166,7 @@ class RunsScreen(AreaScreen):
         lines = [
             f"[b]{row.id}[/b]  {row.state}  step {steps}  best eval loss {best}"
             + (f"  eval reward accuracy {row.eval_reward_accuracy:.0%}" if row.eval_reward_accuracy is not None else "")
+            + (f"  mean reward {row.reward:.2f}" if row.reward is not None else "")
             + f"  {format_duration(row.duration)}",
             f"model {short_ref(row.model)}  data {short_ref(row.data)}  method {row.method_label or '—'}"
             + (f"  memory peak {memory_words(row.peak_memory, row.estimated_memory)}"

@@ -1,5 +1,5 @@
 """The Train screen's monitor pane: one run, live — header, metrics, the rewards of a preference run
-(DPO, KTO), loss chart, GPU/CPU panel, log.
+(DPO, KTO) or of a GRPO run (with its latest sampled answers), loss chart, GPU/CPU panel, log.
 
 Everything shown about the run is read from its folder by engine.follow's RunFollower (its own
 thread), and GPU/CPU samples come from engine.gpu.Sampler (another thread); both post messages
@@ -22,6 +22,7 @@ from engine.errors import TunedeckError
 from engine.follow import RunFollower, RunView
 
 from ..widgets.gpu_panel import GpuPanel
+from ..widgets.grpo_panel import GrpoPanel
 from ..widgets.log_tail import LogTail
 from ..widgets.loss_chart import LossChart
 from ..widgets.preference_panel import PreferencePanel
@@ -77,6 +78,7 @@ class MonitorPane(Vertical):
         yield RunHeader(id="run-header")
         yield RunMetrics(id="run-metrics")
         yield PreferencePanel(id="preference-panel")
+        yield GrpoPanel(id="grpo-panel")
         yield LossChart(id="loss-chart")
         with Horizontal(id="monitor-bottom"):
             yield GpuPanel(id="gpu-panel")
@@ -101,6 +103,7 @@ class MonitorPane(Vertical):
         self.view = None
         self.query_one(LossChart).set_data((), (), None)
         self.query_one(PreferencePanel).show(None)
+        self.query_one(GrpoPanel).show(None)
         follower = RunFollower(run)
         self.follower = follower
 
@@ -118,6 +121,7 @@ class MonitorPane(Vertical):
         self.query_one(RunHeader).show(view)
         self.query_one(RunMetrics).show(view)
         self.query_one(PreferencePanel).show(view)
+        self.query_one(GrpoPanel).show(view)
         self.query_one(LossChart).set_data(view.losses, view.eval_losses, view.max_steps, waiting=view.alive)
         self.query_one(LogTail).show(view.log_lines)
         if self.sampler is not None:

@@ -285,11 +285,13 @@ class SetupPane(VerticalScroll):
         length = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epoch(s)"
         effective = config.batch_size * config.gradient_accumulation_steps
         what = config.method
-        if config.is_preference:  # "DPO with lora, from run X"
+        if config.objective != "sft":  # "DPO with lora, from run X"
             what = f"{config.objective.upper()} with {config.method}" + (
                 f" from run {config.init_from}" if config.init_from else "")
-        line.update(Text(f"✔ Ready: {what} on {config.model}, {length}, "
-                         f"{effective} {'pairs' if config.objective == 'dpo' else 'examples'} per update."))
+        unit = {"dpo": "pairs", "grpo": "sampled answers"}.get(config.objective, "examples")
+        if config.objective == "grpo":  # batch_size counts answers: num_generations to each prompt
+            unit += f" ({effective // max(1, config.num_generations)} prompts x {config.num_generations})"
+        line.update(Text(f"✔ Ready: {what} on {config.model}, {length}, {effective} {unit} per update."))
         line.remove_class("-bad")
         self.query_one("#start", Button).disabled = self.launching
         self._schedule_estimate(config)

@@ -6,7 +6,8 @@ itself except ``ConfigForm.Changed`` after each edit.
 
 Defaults depend on the method and the objective (``Field.default_for``): when either changes, every
 setting still at the old default takes the new one (a value typed or carried from Method stays).
-LoRA's fields are hidden for full fine-tuning, the preference settings (beta) for SFT.
+LoRA's fields are hidden for full fine-tuning, and a setting that only one objective reads shows only
+for it (``OBJECTIVE_ONLY``: beta for DPO, KTO and GRPO; answers per prompt and rewards for GRPO).
 """
 
 from __future__ import annotations
@@ -19,12 +20,21 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
-from engine.config import FIELDS, PREFERENCE_OBJECTIVES, Field
+from engine.config import FIELDS, GENERATING_OBJECTIVES, PREFERENCE_OBJECTIVES, Field
 from engine.runs import data_label
 
 # The form's fields are the schema's fields that have a label, in the schema's order.
 FORM_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.label)
-PREFERENCE_ONLY = ("beta", "loss_type", "max_prompt_length", "max_completion_length")  # DPO/KTO settings
+# The settings only some objectives read: shown (and sent) only for them.
+OBJECTIVE_ONLY: dict[str, tuple[str, ...]] = {
+    "beta": (*PREFERENCE_OBJECTIVES, *GENERATING_OBJECTIVES),
+    "loss_type": PREFERENCE_OBJECTIVES,
+    "max_prompt_length": PREFERENCE_OBJECTIVES,
+    "max_completion_length": (*PREFERENCE_OBJECTIVES, *GENERATING_OBJECTIVES),
+    "num_generations": GENERATING_OBJECTIVES,
+    "rewards": GENERATING_OBJECTIVES,
+    "reward_file": GENERATING_OBJECTIVES,
+}
 ADAPTER_ONLY = ("init_from",)  # starts from an earlier run's adapter: LoRA/QLoRA only
 
 
@@ -48,9 +58,36 @@ def _set(settings: dict, key: str, value) -> None:
     settings[parts[-1]] = value
 
 
-def _show(value) -> str:
+def rewards_text(rewards: list) -> str:
+    """A rewards list in the form's string form: "json_valid, json_keys:category|priority@2"."""
+    try:
+        from engine.rewards import rewards_text as engine_text
+    except ImportError:
+        engine_text = None
+    if engine_text is not None:
+        return engine_text(rewards)
+    parts = []
+    for entry in rewards:
+        if not isinstance(entry, dict):
+            parts.append(str(entry))
+            continue
+        text = str(entry.get("name", ""))
+        options = [v for k, v in entry.items() if k not in ("name", "weight")]
+        if options:
+            option = options[0]
+            text += ":" + ("|".join(map(str, option)) if isinstance(option, (list, tuple)) else str(option))
+        weight = entry.get("weight")
+        if weight not in (None, 1, 1.0):
+            text += f"@{weight:g}" if isinstance(weight, (int, float)) else f"@{weight}"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _show(value, kind: str = "") -> str:
     if value is None:
         return ""
+    if kind == "rewards" and isinstance(value, list):
+        return rewards_text(value)
     if isinstance(value, list) and any(isinstance(v, dict) for v in value):  # a mix of data sources
         return data_label(value) or ""
     if isinstance(value, (list, tuple)):
@@ -119,7 +156,7 @@ class FieldRow(Horizontal):
                          id=field_id(spec.key))
         else:
             placeholder = "empty" if spec.optional else ""
-            yield Input(_show(self.value), placeholder=placeholder, compact=True, id=field_id(spec.key))
+            yield Input(_show(self.value, spec.kind), placeholder=placeholder, compact=True, id=field_id(spec.key))
         yield Static(spec.help, classes="field-help")
 
 
@@ -127,7 +164,6 @@ class ConfigForm(Vertical):
     DEFAULT_CSS = """
     ConfigForm { height: auto; padding: 0 1; }
     ConfigForm.-full .lora-field { display: none; }
-    ConfigForm.-sft .preference-field { display: none; }
     """
 
     class Changed(Message):
@@ -151,8 +187,8 @@ class ConfigForm(Vertical):
             row = FieldRow(spec, _get(self.settings, spec.key))
             if spec.lora_only:
                 row.add_class("lora-field")
-            if spec.key in PREFERENCE_ONLY:
-                row.add_class("preference-field")
+            if spec.key in OBJECTIVE_ONLY:
+                row.add_class("objective-field")
             yield row
 
     def on_mount(self) -> None:
@@ -179,7 +215,10 @@ class ConfigForm(Vertical):
 
     def _show_classes(self) -> None:
         self.set_class(self.method == "full", "-full")
-        self.set_class(self.objective not in PREFERENCE_OBJECTIVES, "-sft")
+        objective = self.objective
+        for row in self.query(FieldRow):
+            if row.spec.key in OBJECTIVE_ONLY:
+                row.display = objective in OBJECTIVE_ONLY[row.spec.key]
 
     def _follow_defaults(self) -> None:
         """The method or objective changed: settings still at the old default take the new one."""
@@ -197,7 +236,7 @@ class ConfigForm(Vertical):
                 widget = self.query_one(f"#{field_id(spec.key)}")
                 if isinstance(widget, Input) and _parse(widget.value, spec.kind) == before:
                     with widget.prevent(Input.Changed):
-                        widget.value = _show(after)
+                        widget.value = _show(after, spec.kind)
             elif _get(self.settings, spec.key) == before:
                 _set(self.settings, spec.key, after)
         # an earlier run's adapter cannot start full fine-tuning: put it aside while the method is full
@@ -217,12 +256,13 @@ class ConfigForm(Vertical):
         for spec in FORM_FIELDS:
             if spec.lora_only and method == "full":
                 continue
-            if spec.key in PREFERENCE_ONLY and objective not in PREFERENCE_OBJECTIVES:
-                continue  # hidden: what the settings hold stays
+            if spec.key in OBJECTIVE_ONLY and objective not in OBJECTIVE_ONLY[spec.key]:
+                self._hidden(out, spec, method, objective)
+                continue
             widget = self.query_one(f"#{field_id(spec.key)}")
             if isinstance(widget, Select):
                 value = widget.value if isinstance(widget.value, str) else None
-            elif widget.value == _show(_get(self.settings, spec.key)):
+            elif widget.value == _show(_get(self.settings, spec.key), spec.kind):
                 value = _get(self.settings, spec.key)  # unchanged: keep it as it was (a mix stays a mix)
             else:
                 value = _parse(widget.value, spec.kind)
@@ -230,6 +270,22 @@ class ConfigForm(Vertical):
                 value = ""  # the engine's check says which field is empty
             _set(out, spec.key, value)
         return out
+
+    @staticmethod
+    def _hidden(out: dict, spec: Field, method: str, objective: str) -> None:
+        """A setting the objective does not read: a value that is some objective's default takes this
+        one's (GRPO's beta 0 must not reach DPO); one with no default (rewards) is left out; a value
+        typed for it stays (the engine says if it does not apply)."""
+        value = _get(out, spec.key)
+        if isinstance(spec.default, dict):
+            if value in spec.default.values():
+                _set(out, spec.key, spec.default_for(method, objective))
+        elif spec.default is None and value is not None:
+            parts = spec.key.split(".")
+            holder = out
+            for part in parts[:-1]:
+                holder = holder.get(part, {})
+            holder.pop(parts[-1], None)
 
     def load(self, settings: dict) -> None:
         """Put new values in the fields (the project's settings, e.g. carried from Method or Home)."""
@@ -244,7 +300,7 @@ class ConfigForm(Vertical):
                     if value:
                         widget.value = value
                 else:
-                    widget.value = _show(value)
+                    widget.value = _show(value, spec.kind)
         self._show_classes()
 
     def flag(self, key: str | None) -> None:

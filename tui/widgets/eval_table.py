@@ -1,5 +1,6 @@
 """The evaluation panel: progress while ``tunedeck eval`` runs, then the comparison table (base
-zero-shot, few-shot, retrieval few-shot, fine-tuned) with the best score highlighted, and the verdict;
+zero-shot, few-shot, retrieval few-shot, fine-tuned; a GRPO run's rewards, base vs tuned, on held-out
+prompts; a preference run's scores) with the best score highlighted, and the verdict;
 below them the general-ability probe (forgetting: base vs fine-tuned on everyday prompts and general
 text) with its own verdict. Fed with the JSON the engine writes (``engine.evaluate``); draws only."""
 
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, ProgressBar, Static
 
-from engine.eval_scores import headline, table_rows
+from engine.eval_scores import headline, is_rewards_result, table_rows
 from engine.general_probe import probe_table_rows
 
 from .run_header import theme_colour
@@ -31,6 +32,9 @@ class EvalTable(DataTable):
             self.add_column(label, key=str(i))
         structured = bool(result.get("structured"))
         key = headline({}, structured)[0]
+        best_columns = ("fields", "exact")
+        if is_rewards_result(result):  # GRPO: the held-out total reward, base vs tuned
+            key, best_columns = "reward", ("total", "full")
         values = [r.get(key) for r in result.get("rows", [])]
         best = max((v for v in values if v is not None), default=None)
         good = theme_colour(self.app, "success")
@@ -38,7 +42,7 @@ class EvalTable(DataTable):
             is_best = best is not None and raw.get(key) == best and best > 0
             styled = []
             for i, cell in enumerate(cells):
-                style = f"bold {good}".strip() if is_best and (i == 0 or header[i] in ("fields", "exact")) else ""
+                style = f"bold {good}".strip() if is_best and (i == 0 or header[i] in best_columns) else ""
                 styled.append(Text(cell, style=style))
             self.add_row(*styled)
 
@@ -130,10 +134,14 @@ class EvalPanel(VerticalScroll):
         table.show(result)
         weights = result.get("weights") or "weights"
         when = "" if fresh else " · e re-runs it"
-        self.query_one("#eval-caption", Static).update(
-            f"{result.get('scored', 0)} examples ({result.get('split', 'validation split')}) · "
-            f"k={result.get('k')} shots · {weights} · {result.get('seconds', 0):.0f} s{when}"
-        )
+        if is_rewards_result(result):  # GRPO: its own rewards on greedy answers to held-out prompts
+            caption = (f"{result.get('scored', 0)} held-out prompts ({result.get('split', 'validation split')}) · "
+                       f"rewards {result.get('rewards_text') or ', '.join(result.get('rewards') or [])} · "
+                       f"{weights} · {result.get('seconds', 0):.0f} s{when}")
+        else:
+            caption = (f"{result.get('scored', 0)} examples ({result.get('split', 'validation split')}) · "
+                       f"k={result.get('k')} shots · {weights} · {result.get('seconds', 0):.0f} s{when}")
+        self.query_one("#eval-caption", Static).update(caption)
         self._verdict(result.get("verdict", ""))
         self.show_general(result.get("general"))
 

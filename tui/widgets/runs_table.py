@@ -79,6 +79,15 @@ class TrainingTime:
 _TRAINING_TIME = TrainingTime()
 
 
+def _latest_reward(history) -> float | None:
+    """A GRPO run's latest mean reward (its eval's when it has evaluated), from its history."""
+    for key in ("eval_reward", "reward"):
+        points = history.points(key)
+        if points:
+            return points[-1][1]
+    return None
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds < 0:
         return "—"
@@ -108,10 +117,12 @@ class RunRow:
     estimated_memory: float | None = None
     objective: str | None = None  # sft | dpo | kto
     eval_reward_accuracy: float | None = None  # a DPO run's latest, from its eval events
+    reward: float | None = None  # a GRPO run's latest mean reward: its eval's when it has one, else training's
 
     @property
     def method_label(self) -> str | None:
         return method_label(self.method, self.objective)
+
 
     @classmethod
     def collect(cls) -> list["RunRow"]:
@@ -122,8 +133,9 @@ class RunRow:
         rows = []
         for info in list_runs():
             alive = info.state in ("running", "starting", "stopping")
-            duration, accuracy = _TRAINING_TIME.read(
-                Run(info.dir), lambda h: (h.training_seconds(now if alive else None), h.eval_reward_accuracy))
+            duration, accuracy, reward = _TRAINING_TIME.read(
+                Run(info.dir), lambda h: (h.training_seconds(now if alive else None), h.eval_reward_accuracy,
+                                          _latest_reward(h)))
             if duration is None:  # no start event (it never got going): the status' own times
                 status = Run(info.dir).read_status()
                 started = status.get("started") or info.created
@@ -135,6 +147,7 @@ class RunRow:
                 best_eval_loss=info.best_eval_loss, duration=duration, message=info.message,
                 peak_memory=info.peak_memory, estimated_memory=info.estimated_memory,
                 objective=info.objective, eval_reward_accuracy=accuracy,
+                reward=reward if info.objective == "grpo" else None,
             ))
         return rows
 
@@ -149,9 +162,12 @@ class RunRow:
 
     @property
     def best_text(self) -> str:
-        """The "best eval" cell: a DPO run's latest eval reward accuracy, else the best eval loss."""
+        """The "best eval" cell: a DPO run's latest eval reward accuracy, a GRPO run's latest reward, else
+        the best eval loss."""
         if self.eval_reward_accuracy is not None:
             return f"acc {self.eval_reward_accuracy:.0%}"
+        if self.reward is not None:
+            return f"rwd {self.reward:.2f}"
         return f"{self.best_eval_loss:.4f}" if isinstance(self.best_eval_loss, (int, float)) else "—"
 
     def cells(self, app=None, marked: bool = False) -> list:
