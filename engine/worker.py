@@ -84,7 +84,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .batching import attention_implementation, liger_available, padding_free_is_exact
+from .batching import LargestBatch, attention_implementation, liger_available, padding_free_is_exact
 from .config import METHOD_NAMES, OBJECTIVE_NAMES, RunConfig
 from .errors import DataError, TunedeckError
 from .data.dataset import mix_label
@@ -633,6 +633,11 @@ GRPO_METRICS = ("reward", "reward_std", "full_marks", "completions/mean_length",
                 "frac_reward_zero_std", "entropy")
 
 
+# Held-out prompts GRPO evaluates on during training: each is answered num_generations times (sampled), so
+# the demo's 60 took 105 s per evaluation on an H200 and would take many minutes on a CPU.
+GRPO_EVAL_PROMPTS = 16
+
+
 def grpo_metric(name: str) -> bool:
     return name in GRPO_METRICS or (name.startswith("rewards/") and name.endswith("/mean"))
 
@@ -941,10 +946,18 @@ class Worker:
         from .estimate import calibration_method
 
         status, info = self.run.read_status(), self.trainer_info
+        largest = getattr(self, "largest_batch", None)
+        if largest is None or not largest.lengths:
+            return
+        # the estimate for the largest batch this run really trained, against what the process held (on a GPU
+        # NVML's figure: the estimate includes the CUDA context, torch's allocator peak does not)
+        estimated, _ = estimate_memory(self.estimate_config, self.plan, largest.lengths)
+        measured = status.get("peak_memory_nvml") or status.get("peak_memory")
+        self.status(estimated_memory_seen=estimated, largest_batch=len(largest.lengths),
+                    largest_batch_tokens=largest.tokens)
         try:
             calibration.record(self.plan["device"], info.get("model_type"),
-                               calibration_method(self.cfg.method, self.cfg.objective),
-                               info.get("estimated_memory"), status.get("peak_memory"))
+                               calibration_method(self.cfg.method, self.cfg.objective), estimated, measured)
         except OSError:
             pass  # a calibration not saved never fails a run
 
@@ -1130,6 +1143,10 @@ class Worker:
         if cfg.is_grpo:
             train_rows, counts = grpo_rows(tokenizer, train_ex, cfg)
             eval_rows, _ = grpo_rows(tokenizer, eval_ex, cfg)
+            if len(eval_rows) > GRPO_EVAL_PROMPTS:  # each is sampled num_generations times at every evaluation
+                notes.append(f"evaluation during training samples {GRPO_EVAL_PROMPTS} of the {len(eval_rows)} held-out "
+                             "prompts (tunedeck eval uses them all)")
+                eval_rows = eval_rows[:GRPO_EVAL_PROMPTS]
             lengths = counts["lengths"]
             if not train_rows:
                 raise DataError(f"None of the {len(train_ex)} prompts of {mix_label(cfg.data)} leaves room for an answer "
@@ -1214,6 +1231,8 @@ class Worker:
         trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, run.checkpoints_dir, plan, [callback],
                                 padding_free=padding_free)
         self.trainer, self.tokenizer = trainer, tokenizer
+        self.largest_batch = LargestBatch(trainer, packed=padding_free, lengths_of=row_lengths)
+        self.estimate_config = dataclasses.replace(cfg, padding_free=padding_free)
         # counted on the trainer's model: for DPO/KTO with a new adapter TRL adds it
         info["trainable_params"], info["total_params"] = count_params(trainer.model)
         if cfg.is_preference and getattr(trainer, "ref_model", None) is not None:
@@ -1454,6 +1473,9 @@ def _make_callback_class():
             extra = {k: _num(v) for k, v in metrics.items() if k.startswith("eval_") and k != "eval_loss"
                      and (k[5:] in OBJECTIVE_METRICS or grpo_metric(k[5:])) and isinstance(v, (int, float))}
             w = self.worker
+            if w.cfg.is_grpo:  # GRPO's loss says nothing of quality (about 0 by construction): its eval is the reward
+                w.event(type="eval", step=state.global_step, **extra)
+                return control
             w.event(type="eval", step=state.global_step, eval_loss=_num(loss), **extra)
             if math.isfinite(loss) and (self.best_eval is None or loss < self.best_eval):
                 self.best_eval, self.best_step, self.evals_without_gain = loss, state.global_step, 0

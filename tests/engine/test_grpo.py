@@ -159,7 +159,7 @@ def grpo_run(tiny_model, tmp_path_factory):
     old = os.environ.get("TUNEDECK_HOME")
     os.environ["TUNEDECK_HOME"] = str(home)
     try:
-        run = start_run(_grpo_config(tiny_model, tmp_path_factory.mktemp("grpo-reward")))
+        run = start_run(_grpo_config(tiny_model, tmp_path_factory.mktemp("grpo-reward"), eval_steps=10))
         info = _wait(run)
         assert info.state == "completed", f"{info.message}\n" + "\n".join(run.log_tail(30))
     finally:
@@ -192,6 +192,18 @@ def test_grpo_steps_raise_the_reward_and_write_the_monitor_events(grpo_run):
     assert history.samples[0]["step"] == 20 and history.points("reward")
     status = grpo_run.read_status()
     assert "reward" in status and "full_marks" in status
+
+
+def test_grpo_evaluates_by_reward_on_a_few_held_out_prompts(grpo_run):
+    """GRPO's loss is ~0 by construction: its eval events carry the reward, no eval loss, and no "best eval
+    loss" is recorded (it showed 0.0 at the first evaluation); the held-out prompts sampled are capped."""
+    events = grpo_run.events()
+    evals = [e for e in events if e["type"] == "eval"]
+    assert [e["step"] for e in evals] == [10, 20]
+    assert all("eval_reward" in e and "eval_rewards/e_share/mean" in e and "eval_loss" not in e for e in evals)
+    assert grpo_run.read_status().get("best_eval_loss") is None
+    start = next(e for e in events if e["type"] == "start")
+    assert "evaluation during training samples 16 of the" in start["message"]
 
 
 def test_eval_of_a_grpo_run_reports_the_held_out_reward_base_vs_tuned(grpo_run, monkeypatch):
