@@ -258,7 +258,7 @@ def export_gguf(run_ref: str, file: str | Path, *, quant: str = "f16", check: bo
             templates = check_templates(tok, file, convs, modelfile)
             prompt = prompts_of(convs[0])[-1] if convs and prompts_of(convs[0]) else [{"role": "user", "content": "Hello"}]
             status("Loading the GGUF back with transformers to compare a greedy answer…")
-            greedy = check_greedy(tmp, file, tok, prompt)
+            greedy = check_greedy(tmp, file, tok, prompt, quant=quant)
             result["check"] = {"template": templates, "greedy": greedy, "gguf": str(file), "quant": quant,
                                "created": round(time.time(), 3)}
             result["seconds"]["check"] = round(time.time() - converted_at, 1)
