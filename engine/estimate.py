@@ -84,6 +84,24 @@ keeps a frozen copy of that adapter (adapter-sized); full fine-tuning loads a se
 the model in its own dtype (fp32 here, as the worker loads it). Trainable parameters are those of
 the method, as for SFT.
 
+GRPO (``objective: grpo``; TRL ``GRPOTrainer``)
+-----------------------------------------------
+A GRPO step has two phases that are not alive at the same time. Generation, under ``no_grad``:
+the policy samples ``batch_size x gradient_accumulation_steps`` answers (TRL's generation batch)
+with the KV cache: 2 (keys and values) x layers x kv width x compute bytes per token, for every row
+at its full length (prompt + ``max_completion_length``; ``seq_len`` of the plan is that total, as
+the worker passes it), plus one layer's working set of the prompt pass and the last position's
+logits. Training: ``batch_size`` sequences of prompt + answer through the policy with gradients,
+exactly as SFT's rows (TRL scores the answer tokens with the same tiled LM head), so the
+activations are SFT's for those rows. With ``beta`` > 0 the reference's log-probabilities are
+computed under ``no_grad`` (the adapter disabled; for full fine-tuning a second frozen copy of the
+model), as for DPO; with beta 0 (TRL's default) there is no reference pass. So
+
+  peak = weights + optimizer + max(generation, training's forward/backward, optimizer step)
+
+An estimate from the recipe, not yet checked against many runs: bench/bench_grpo_demo.py prints the
+worker's measured peak beside it on the demo.
+
 Peak and breakdown
 ------------------
 Gradients and activations are not alive at the same time: activations are freed layer by layer as
@@ -113,7 +131,7 @@ from .errors import ConfigError, TunedeckError
 
 GIB = 1024**3
 METHODS = ("full", "lora", "qlora")
-OBJECTIVES = ("sft", "dpo", "kto")
+OBJECTIVES = ("sft", "dpo", "kto", "grpo")
 ALL_LINEAR = "all-linear"
 
 NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4.127 bits: QLoRA §3 double quantisation
@@ -266,8 +284,14 @@ class Plan:
     optimizer: str = "adamw"  # "adamw" | "adamw-8bit"
     attention: str = "sdpa"  # "sdpa" | "eager"
     packed: bool = False  # padding-free: one sequence of seq_len tokens made of several rows, with a mask
-    objective: str = "sft"  # "sft" | "dpo" (batch_size pairs: 2 x batch_size sequences) | "kto"
+    objective: str = "sft"  # "sft" | "dpo" (batch_size pairs: 2 x batch_size sequences) | "kto" | "grpo"
     reference_adapter: bool = False  # DPO/KTO from an earlier adapter (init_from): TRL keeps a frozen copy of it
+    reference: bool = True  # DPO/KTO/GRPO: a reference pass (GRPO with beta 0 has none)
+
+    @property
+    def generation_rows(self) -> int:
+        """GRPO: answers sampled in one generate call (TRL's generation batch: a step's micro-batches)."""
+        return self.batch_size * self.gradient_accumulation_steps if self.objective == "grpo" else 0
 
     @property
     def sequences(self) -> int:
@@ -323,13 +347,15 @@ def plan_for(config, *, device: str, lengths: list[int] | None = None) -> Plan:
     lora = config.lora
     rows, seq_len, packed = longest_batch(config, lengths)
     objective = getattr(config, "objective", "sft")
-    # TRL disables dropout (LoRA's too) for DPO/KTO: no dropout masks are kept
-    dropout = lora.dropout if objective == "sft" else 0.0
+    # TRL disables dropout (LoRA's too) for DPO/KTO: no dropout masks are kept (GRPO keeps it)
+    dropout = lora.dropout if objective in ("sft", "grpo") else 0.0
+    reference = objective != "grpo" or float(getattr(config, "beta", 0) or 0) > 0
     return Plan(method=config.method, lora_r=lora.r, lora_targets=lora.targets, lora_dropout=dropout,
                 seq_len=seq_len, batch_size=rows, gradient_accumulation_steps=config.gradient_accumulation_steps,
                 gradient_checkpointing=config.gradient_checkpointing, device=device, packed=packed,
-                objective=objective,
-                reference_adapter=objective != "sft" and bool(getattr(config, "init_from", None))).resolved()
+                objective=objective, reference=reference,
+                reference_adapter=objective != "sft" and reference and bool(getattr(config, "init_from", None))
+                ).resolved()
 
 
 def calibration_method(method: str, objective: str = "sft") -> str:
@@ -357,7 +383,7 @@ class Estimate:
     total_params: int
     trainable_params: int
     memory: Memory
-    peak_phase: str  # "forward/backward" | "optimizer step"
+    peak_phase: str  # "forward/backward" | "optimizer step" | "generation" (GRPO)
     plan: Plan
     notes: list[str] = field(default_factory=list)
 
@@ -476,7 +502,7 @@ def estimate(arch: Architecture, plan: Plan | None = None) -> Estimate:
     transient = 0
     if p.method == "qlora":
         transient = max((lin.inp * lin.out for lin in arch.layer_linears), default=0) * (2 if gpu else 4)
-    if p.objective != "sft":
+    if p.objective != "sft" and p.reference:
         # the reference pass (and KTO's KL pass) under no_grad, while the policy's activations wait for
         # the backward: one layer's working set at a time, nothing kept (its logits tiles are freed tile by
         # tile without autograd; measured on the demo: the DPO peak is the policy's, within 3 %)
@@ -495,7 +521,18 @@ def estimate(arch: Architecture, plan: Plan | None = None) -> Estimate:
                          "(no second copy)")
         if p.objective == "dpo":
             notes.append(f"DPO: {p.batch_size} pairs are {p.sequences} sequences in one forward pass")
+    elif p.objective == "grpo":
+        notes.append("GRPO with beta 0: no reference model, no reference pass")
     activations = layer_acts + tokens * head + logits + transient + casts
+    generation = 0
+    if p.objective == "grpo":
+        # sampling, under no_grad, before the training pass: the KV cache of every sampled row at its full
+        # length, one layer's working set of the prompt pass, the last position's logits (fp32) and a copy
+        gen_tokens = p.generation_rows * p.seq_len
+        kv_cache = gen_tokens * arch.layers * 2 * arch.kv_dim * c
+        generation = kv_cache + gen_tokens * per_layer + p.generation_rows * arch.vocab * 4 * 2
+        notes.append(f"GRPO: sampling {p.generation_rows} answers keeps a KV cache of {gib(kv_cache)}; training "
+                     f"then runs {p.batch_size} sequences of prompt + answer ({p.seq_len} tokens) with gradients")
 
     gradients = trainable * g
     if p.optimizer == "adamw-8bit":
@@ -510,7 +547,9 @@ def estimate(arch: Architecture, plan: Plan | None = None) -> Estimate:
     fb = activations + early
     step = gradients + (arch.vocab * arch.hidden * g if (p.method == "full" and arch.tied_embeddings) else 0)
     phase = "forward/backward" if fb >= step else "optimizer step"
-    core = weights + optimizer + max(fb, step)
+    if generation > max(fb, step):
+        phase = "generation"
+    core = weights + optimizer + max(fb, step, generation)
     overhead = (CUDA_CONTEXT_BYTES if gpu else CPU_PROCESS_BYTES) + int(FRAGMENTATION * core)
     memory = Memory(int(weights), int(gradients), int(optimizer), int(activations), int(overhead),
                     int(core + overhead))

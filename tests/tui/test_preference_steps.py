@@ -69,7 +69,7 @@ async def test_home_offers_dpo_on_the_demo_pairs_after_an_sft_run_on_the_demo():
     async with app.run_test(size=(80, 24)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert app.screen.query_one("#steps").option_count == 5  # no SFT run yet: nothing more offered
+        assert app.screen.query_one("#steps").option_count == 6  # the five steps and GRPO; no SFT run yet: no DPO
 
     sft = finished_sft_run("20260101-090000-demo-lora")
     finished_sft_run("20260101-100000-demo-lora", objective="dpo", created=T0 + 3600)  # not SFT
@@ -77,7 +77,7 @@ async def test_home_offers_dpo_on_the_demo_pairs_after_an_sft_run_on_the_demo():
     app = TunedeckApp()
     async with app.run_test(size=(80, 24)) as pilot:
         home = app.screen
-        await until(pilot, lambda: home.query_one("#steps").option_count == 6, 20, "the second step offered")
+        await until(pilot, lambda: home.query_one("#steps").option_count == 7, 20, "the second step offered")
         option = home.query_one("#steps").get_option("preference")
         assert "Teach it preferences" in str(option.prompt) and "DPO on the demo pairs" in str(option.prompt)
         assert home.preference_step.run_id == sft.id

@@ -1,5 +1,10 @@
 """Home: what you are working on, and the path a first fine-tune follows.
 
+Beside the five steps, GRPO on the demo (``GRPO_STEP``, always offered): the project set to the demo's
+ticket prompts (``demo-prompts``: prompts only, no answers) with the settings of the demo's GRPO config
+(the json_valid and json_keys rewards), then the Data screen on its Rewards tab, where the base model's
+sampled answers are scored before any training; Train starts it from there.
+
 Once an SFT run on the demo has finished, the path offers an optional second step: DPO on the demo's
 preference pairs, starting from that run (``init_from``) — it sets the project to it and opens the
 Train setup.
@@ -32,6 +37,7 @@ STEPS = [
     ("chat", "4", "Chat with the result", "fine-tuned beside the base model"),
     ("runs", "5", "Runs", "history, re-attach, evaluate, export"),
 ]
+GRPO_STEP = ("grpo", "+", "Teach with a checker", "GRPO on ticket prompts, rewards for valid JSON")
 PREFERENCE_STEP = ("preference", "+", "Teach it preferences", "DPO on the demo pairs, from your SFT run")
 
 
@@ -77,7 +83,7 @@ class HomeScreen(AreaScreen):
                 yield Static(id="project-model")
                 yield Static(id="project-data")
             yield Static("Your first fine-tune, step by step (press the number, or choose with ↑↓ Enter or the mouse):", id="steps-title")
-            yield OptionList(*(_step(*step) for step in STEPS), id="steps")
+            yield OptionList(*(_step(*step) for step in (*STEPS, GRPO_STEP)), id="steps")
 
     def on_mount(self) -> None:
         self.refresh_project()
@@ -92,6 +98,8 @@ class HomeScreen(AreaScreen):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id == PREFERENCE_STEP[0]:
             self.start_preference_step()
+        elif event.option.id == GRPO_STEP[0]:
+            self.start_grpo_step()
         else:
             self.app.switch_mode(event.option.id)
 
@@ -135,6 +143,22 @@ class HomeScreen(AreaScreen):
                     "settings, then Start training.", timeout=6)
         self.app.open_area("train", pane="setup")
 
+    # --- GRPO on the demo's prompts ----------------------------------------------------------------
+    def start_grpo_step(self) -> None:
+        """GRPO on the demo's ticket prompts with the demo config's rewards: the project set to it, then the
+        Data screen's Rewards tab (try them on the base model's answers), from where Train starts it."""
+        try:
+            settings = demo.grpo_settings()
+        except (TunedeckError, OSError) as exc:
+            self.report_error(str(exc), "GRPO demo")
+            return
+        method = settings.pop("method", "lora")
+        self.set_project(model=demo.DEMO, data=demo.DEMO_PROMPTS, method=method, settings=settings)
+        self.notify("GRPO on the demo's ticket prompts, rewarded for valid JSON with the six keys: press r to score "
+                    "the base model's sampled answers with them, then Train (3) to start.", timeout=8)
+        self.app.switch_mode("data")
+        self.app.screen.call_after_refresh(self.app.screen.action_tab, "rewards")
+
     def _model_line(self) -> str:
         ref = self.project.model
         try:
@@ -150,9 +174,7 @@ class HomeScreen(AreaScreen):
         ref = self.project.data
         if ref in demo.DEMOS:
             train, val = (demo.count_lines(demo.data_file(ref, split)) for split in ("train", "validation"))
-            what = (f"built-in demo: {demo.DATA_DESCRIPTION}" if ref == demo.DEMO else
-                    f"built-in demo pairs: {demo.PREFERENCE_DESCRIPTION}")
-            text = _line("Data", what, (f"  {train} train / {val} validation", "dim"))
+            text = _line("Data", demo.DESCRIPTIONS[ref], (f"  {train} train / {val} validation", "dim"))
         else:
             text = _line("Data", data_label(ref) or "")  # a file, or the sources of a mix
         self.post_message(self.DataDescribed(text))
