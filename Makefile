@@ -5,6 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tunedeck-installed
 PYTEST_ARGS ?=
+# two test processes: most tests wait on child processes and the terminal, so two share two cores well
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup run test test-fast bench screenshots clean
 
@@ -32,7 +34,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -92,7 +92,7 @@ def test_objective_and_its_settings_in_the_one_schema():
         ({"objective": "dpo", "max_prompt_length": 1024}, "max_prompt_length (1024) must be below max_length (1024)"),
         ({"objective": "dpo", "method": "full", "init_from": "latest"}, "method must be lora or qlora"),
         ({"objective": "ppo"}, "objective must be one of sft, dpo, kto"),
-        ({"objective": "dpo", "beta": 0}, "beta must be a positive number"),
+        ({"objective": "dpo", "beta": 0}, "beta must be above 0 for DPO"),  # 0 is GRPO's default, not DPO's
     ]
     for settings, words in cases:
         with pytest.raises(ConfigError) as err:

@@ -383,6 +383,7 @@ class DataScreen(AreaScreen):
         self.current = index
         ref = self.sources[index].ref
         self.objective = str(self.project.settings.get("objective") or "sft")
+        self.refresh_bindings()
         self._gen += 1
         self._scan_stop.set()
         self._scan_stop = threading.Event()
@@ -657,6 +658,8 @@ class DataScreen(AreaScreen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "source":
             return self.is_mix
+        if action == "try_rewards":  # rewards matter to GRPO only: at 80 columns the key pushed Help and Quit out
+            return self.objective == "grpo"
         return True
 
     # --- rows ---------------------------------------------------------------------------------
