@@ -174,6 +174,8 @@ class _Models:
         import contextlib
 
         if self.peft:
+            if which == "start":  # the adapter a run started from (init_from), loaded beside its own
+                return self.tuned, _active_adapter(self.tuned, "start")
             return self.tuned, (self.tuned.disable_adapter() if which == "base" else contextlib.nullcontext())
         return (self.base if which == "base" else self.tuned), contextlib.nullcontext()
 
@@ -610,19 +612,13 @@ def sequence_logps(models: _Models, which: str, encoded: list, *, batch_size: in
                    tick: Callable[[int], None]) -> list[float]:
     """The summed log-probability of the trained tokens (the one mask) of each encoded sequence, under
     ``which`` model: "base" (adapter disabled), "start" (the init_from adapter) or "tuned"."""
-    import contextlib
-
     import torch
 
-    if which == "start":
-        model = models.tuned
-        ctx = _active_adapter(model, "start")
-    else:
-        model, ctx = models.use("base" if which == "base" else "tuned")
+    model, ctx = models.use(which if which in ("base", "start") else "tuned")
     pad = models.tokenizer.pad_token_id
     out = [0.0] * len(encoded)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    with ctx or contextlib.nullcontext(), torch.inference_mode():
+    with ctx, torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             width = max(len(encoded[i].input_ids) for i in idx)
@@ -781,13 +777,8 @@ def evaluate_preference(run, weights, *, limit: int | None = None, batch_size: i
         which = {"fine-tuned": "tuned"}.get(condition, condition)
         say(f"Generating answers: {PREFERENCE_LABELS[condition]} ({len(shown)} prompts)…")
         mark = time.time()
-        if which == "start":
-            with _active_adapter(models.tuned, "start"):
-                answers[condition] = generate(models, "tuned", prompts, max_new_tokens=max_new_tokens,
-                                              batch_size=batch_size, tick=tick(f"generate ({condition})"))
-        else:
-            answers[condition] = generate(models, which, prompts, max_new_tokens=max_new_tokens,
-                                          batch_size=batch_size, tick=tick(f"generate ({condition})"))
+        answers[condition] = generate(models, which, prompts, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, tick=tick(f"generate ({condition})"))
         timings[f"generate ({condition})"] = round(time.time() - mark, 2)
     good = [formats.is_pair(e) or e["label"] for e in shown]
     refs = [w for w, g in zip(wanted, good) if g]
@@ -901,13 +892,8 @@ def evaluate_rewards(run, weights, *, limit: int | None = None, batch_size: int 
         which = {"fine-tuned": "tuned"}.get(condition, condition)
         say(f"Generating answers: {REWARD_LABELS[condition]} ({len(prompts)} prompts)…")
         mark = time.time()
-        if which == "start":
-            with _active_adapter(models.tuned, "start"):
-                answers[condition] = generate(models, "tuned", prompts, max_new_tokens=max_new_tokens,
-                                              batch_size=batch_size, tick=tick(f"generate ({condition})"))
-        else:
-            answers[condition] = generate(models, which, prompts, max_new_tokens=max_new_tokens,
-                                          batch_size=batch_size, tick=tick(f"generate ({condition})"))
+        answers[condition] = generate(models, which, prompts, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, tick=tick(f"generate ({condition})"))
         timings[f"generate ({condition})"] = round(time.time() - mark, 2)
         columns = [r.score(answers[condition], questions, references) for r in rewards]
         scores = [[col[i] for col in columns] for i in range(len(prompts))]
