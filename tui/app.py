@@ -6,6 +6,7 @@ The project (model, data, method, settings, the run in view) is one immutable va
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from functools import partial
 
@@ -20,27 +21,34 @@ from themes import DEFAULT_THEME, THEMES
 from . import settings
 from .project import Architectures, DataLengths, Project
 from .screens.base import AreaScreen, ShowPane
-from .screens.chat import ChatScreen
-from .screens.data import DataScreen
 from .screens.help import HelpScreen
-from .screens.home import HomeScreen
-from .screens.method import MethodScreen
-from .screens.runs import RunsScreen
-from .screens.train import TrainScreen
 from .widgets.nav_bar import AREAS, NavBar
+
+# Each area's screen, imported when first shown: the first frame needs only Home's (the other
+# screens' modules and widgets took about a third of the start-up time).
+_AREA_SCREENS = {
+    "home": "home:HomeScreen",
+    "data": "data:DataScreen",
+    "method": "method:MethodScreen",
+    "train": "train:TrainScreen",
+    "chat": "chat:ChatScreen",
+    "runs": "runs:RunsScreen",
+}
+
+
+def area_screen(area: str) -> type[AreaScreen]:
+    module, name = _AREA_SCREENS[area].split(":")
+    return getattr(importlib.import_module(f"{__package__}.screens.{module}"), name)
+
+
+def _new_area_screen(area: str) -> AreaScreen:
+    return area_screen(area)()
 
 
 class TunedeckApp(App):
     TITLE = "Tunedeck"
     CSS_PATH = "app.tcss"
-    MODES = {
-        "home": HomeScreen,
-        "data": DataScreen,
-        "method": MethodScreen,
-        "train": TrainScreen,
-        "chat": ChatScreen,
-        "runs": RunsScreen,
-    }
+    MODES = {area: partial(_new_area_screen, area) for area in _AREA_SCREENS}
     DEFAULT_MODE = "home"
     BINDINGS = [
         Binding("0", "switch_mode('home')", "Home", show=False, id="go-home"),
@@ -106,7 +114,7 @@ class TunedeckApp(App):
         for another area, open that area to do it there."""
         label = next(label for a, _, label in AREAS if a == area)
         seen: set[str] = set()
-        bindings = [b for cls in self.MODES[area].__mro__ if cls.__module__.startswith("tui.")
+        bindings = [b for cls in area_screen(area).__mro__ if cls.__module__.startswith("tui.")
                     for b in vars(cls).get("BINDINGS", [])]
         for binding in bindings:
             if not isinstance(binding, Binding) or not binding.description or binding.action in seen:

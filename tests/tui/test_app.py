@@ -15,6 +15,17 @@ def test_tui_imports_no_ml_library():
     assert out.stdout.strip() == ""
 
 
+def test_start_up_imports_only_the_home_screen():
+    """The first frame needs Home alone; the other areas' screens (and their widgets) are imported when
+    first shown: importing them all took about a third of the start-up time."""
+    code = (
+        "import sys, tui.app, engine.cli; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('tui.screens.'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert set(out.stdout.split()) <= {"tui.screens.base", "tui.screens.help"}
+
+
 async def test_number_keys_and_clicks_move_between_areas():
     app = TunedeckApp()
     async with app.run_test(size=(120, 40)) as pilot:
