@@ -31,6 +31,7 @@ BENCHES = [
     ("bench_chat.py", ["--prompts", "3", "--tokens", "32"]),
     ("bench_estimate.py", ["--quick"]),
     ("bench_demo_quality.py", ["--steps", "10", "--prompts", "12"]),
+    ("bench_dpo_demo.py", []),
 ]
 
 

@@ -606,41 +606,6 @@ def test_dpo_with_two_processes_on_the_cpu(tiny_model, pairs_file):
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
 
-# --- the demo ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1500)
-def test_demo_dpo_raises_held_out_reward_accuracy_above_chance(demo_model_dir):
-    """The built-in preference demo on the demo model, on the CPU: a few minutes of DPO (LoRA, from the base
-    model) and the tuned model prefers the chosen answers of pairs it never saw, against the base model, far
-    more often than chance; the measured peak memory is within the estimate's budget (0.8-1.25x)."""
-    from engine.evaluate import evaluate_run
-    from engine.launch import start_run
-
-    run = start_run(RunConfig.from_dict({
-        "model": "demo", "data": "demo-preference", "objective": "dpo", "max_steps": 8, "batch_size": 4,
-        "eval_steps": 0, "save_steps": 8, "max_length": 256, "logging_steps": 1}))
-    wait_run(run, run_ended, timeout=1200, poll=1)
-    assert run.info().state == "completed", (run.info().message, run.log_tail(30))
-    events = run.events()
-    start = next(e for e in events if e["type"] == "start")
-    assert start["num_examples"] == 340 and start["beta"] == 0.1 and start["objective"] == "dpo"
-    logs = [e for e in events if e["type"] == "log"]
-    steps = [b["time"] - a["time"] for a, b in zip(logs, logs[1:])]
-    status = run.read_status()
-    ratio = status["peak_memory"] / status["estimated_memory"]
-    result = evaluate_run(run.id, limit=30, samples=2, batch_size=8, max_new_tokens=64)
-    print(f"\ndemo DPO: held-out reward accuracy {result['reward_accuracy']:.0%} on {result['scored']} pairs "
-          f"(before: every reward 0, policy = reference); base prefers chosen {result['rows'][0]['prefers_chosen']:.0%}, "
-          f"tuned {result['rows'][1]['prefers_chosen']:.0%}; step {sorted(steps)[len(steps) // 2]:.1f} s (median); "
-          f"peak {status['peak_memory'] / 2**30:.2f} GiB vs estimate {status['estimated_memory'] / 2**30:.2f} GiB "
-          f"({ratio:.2f}x)")
-    assert logs[0]["rewards/margins"] == 0.0 and logs[-1]["rewards/margins"] > 0
-    assert result["scored"] == 30 and result["reward_accuracy"] >= 0.65  # chance is 0.5
-    assert 0.8 <= ratio <= 1.25
-
-
 def test_a_qlora_dpo_run_on_the_cpu(tiny_model, pairs_file):
     """QLoRA too: the 4-bit base with the adapter disabled is the reference."""
     pytest.importorskip("bitsandbytes")
