@@ -38,6 +38,7 @@ def main() -> int:
     from engine.eval_scores import format_table
     from engine.evaluate import evaluate_run
     from engine.launch import start_run
+    from engine.rewards import rewards_text
     from engine.run_state import RunHistory
     from engine.runs import FINAL
 
@@ -93,7 +94,9 @@ def main() -> int:
     print(f"training reward (mean of first/last fifth of steps): {avg(first, 'reward'):.3f} -> {avg(last, 'reward'):.3f}")
     print(f"valid JSON answers on held-out prompts: base {base['rewards']['json_valid']:.0%} -> tuned "
           f"{tuned['rewards']['json_valid']:.0%} ({result['scored']} prompts, greedy)")
-    print(f"held-out reward (json_valid + json_keys, max 2): base {base['reward']:.3f} -> tuned {tuned['reward']:.3f}; "
+    top = sum(r["weight"] for r in cfg.rewards)
+    print(f"held-out reward ({rewards_text(cfg.rewards)}, max {top:g}): "
+          f"base {base['reward']:.3f} -> tuned {tuned['reward']:.3f}; "
           f"full marks {base['full_marks']:.0%} -> {tuned['full_marks']:.0%}")
     print(f"step time: {history.step_seconds or float('nan'):.1f} s (mean over the run, generation included); "
           f"training wall time {wall:.0f} s for {args.steps} steps; evaluation {eval_seconds:.0f} s")

@@ -239,6 +239,10 @@ FIELDS: tuple[Field, ...] = (
     Field("num_generations", "int", "GRPO: answers sampled per prompt and compared with each other (batch_size "
           "counts answers, so it must be a multiple of this)", 4, minimum=2, maximum=4096, label="Answers/prompt",
           glossary="GRPO", hint=" such as 4"),
+    Field("temperature", "float", "GRPO: how freely answers are sampled (1.0, TRL's default; lower keeps them closer "
+          "to the model's likeliest answer, so long answers such as a whole JSON object survive more often)",
+          {"grpo:lora": 1.0, "grpo:qlora": 1.0, "grpo:full": 1.0}, minimum=0, maximum=10, optional=True,
+          label="Temperature", glossary="temperature", hint=" such as 0.7"),
     Field("rewards", "rewards", "GRPO: reward functions, e.g. \"json_valid, json_keys:category|priority, "
           "regex:^\\{\"; name[:option][@weight], built-ins json_valid, json_keys, matches_reference, regex, "
           "length_penalty, or a function of reward_file", None, optional=True, label="Rewards",
@@ -316,6 +320,7 @@ class RunConfig:
     max_prompt_length: int | None = _d("max_prompt_length")
     max_completion_length: int | None = _d("max_completion_length")
     num_generations: int = _d("num_generations")
+    temperature: float | None = _d("temperature")
     rewards: list[dict] | None = _d("rewards")  # engine.rewards: [{name, weight, ...options}]
     reward_file: str | None = _d("reward_file")
     init_from: str | None = _d("init_from")
@@ -511,7 +516,7 @@ def _check_objective(cfg: RunConfig, where) -> None:
 def _check_grpo(cfg: RunConfig, where) -> None:
     """GRPO's own settings: rewards to learn from, whole groups of answers per batch; and no rewards elsewhere."""
     if not cfg.is_grpo:
-        for key in ("rewards", "reward_file"):
+        for key in ("rewards", "reward_file", "temperature"):
             if getattr(cfg, key) is not None:
                 raise ConfigError(f"{where(key)}: {key} applies to objective: grpo (learning from reward functions), "
                                   f"but objective is {cfg.objective}; set objective: grpo, or remove {key}.")
@@ -543,6 +548,8 @@ def _check_grpo(cfg: RunConfig, where) -> None:
                           "nothing about a GRPO run's quality; remove early_stopping_patience.")
     if cfg.max_completion_length is None:
         cfg.max_completion_length = FIELD["max_completion_length"].default_for(cfg.method, "grpo")
+    if cfg.temperature is None:
+        cfg.temperature = FIELD["temperature"].default_for(cfg.method, "grpo")
     if cfg.max_completion_length >= cfg.max_length:
         raise ConfigError(f"{where('max_completion_length')}: max_completion_length ({cfg.max_completion_length}) "
                           f"must be below max_length ({cfg.max_length}), which holds the prompt and the answer; lower "

@@ -668,7 +668,8 @@ def grpo_config(cfg: RunConfig, output_dir: Path, plan: dict, *, has_eval: bool,
     from trl import GRPOConfig
 
     return _trainer_args(GRPOConfig, cfg, output_dir, plan, has_eval=has_eval, num_generations=cfg.num_generations,
-                         max_completion_length=cfg.max_completion_length, beta=cfg.beta, reward_weights=weights,
+                         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+                         beta=cfg.beta, reward_weights=weights,
                          use_vllm=False, log_completions=False, remove_unused_columns=False,
                          generation_kwargs={"use_cache": True})
 
@@ -1185,8 +1186,9 @@ class Worker:
         padding_free = False
         if cfg.is_grpo:
             self.say(f"Generation: {cfg.batch_size} answers a step ({cfg.batch_size // cfg.num_generations} prompts x "
-                     f"{cfg.num_generations}) sampled in one batched generate() call with the KV cache, at most "
-                     f"{cfg.max_completion_length} tokens each; then scored by {len(cfg.rewards)} reward functions.")
+                     f"{cfg.num_generations}) sampled at temperature {cfg.temperature:g} in one batched generate() "
+                     f"call with the KV cache, at most {cfg.max_completion_length} tokens each; then scored by "
+                     f"{len(cfg.rewards)} reward functions.")
         elif cfg.is_preference:
             self.say(f"Padding each batch (not padding-free): TRL 1.16's {OBJECTIVE_NAMES[cfg.objective]} trainer scores "
                      f"{'the chosen and the rejected answer' if cfg.objective == 'dpo' else 'each answer'} as a row of "
@@ -1213,7 +1215,8 @@ class Worker:
             from .rewards import reward_names, rewards_text
 
             info.update(beta=cfg.beta, reference=reference_description(cfg), num_generations=cfg.num_generations,
-                        max_completion_length=cfg.max_completion_length, rewards=reward_names(cfg.rewards),
+                        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+                        rewards=reward_names(cfg.rewards),
                         rewards_text=rewards_text(cfg.rewards), with_reference=counts["with_reference"])
             if cfg.reward_file:
                 info["reward_file"] = str(Path(cfg.reward_file).expanduser())

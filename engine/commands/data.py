@@ -437,8 +437,9 @@ def cmd_serve(args) -> int:
     {"id": 2, "op": "render_row", "file": "data.jsonl", "row": 3, "max_length": 1024, "objective"?: "dpo"}
     (render and render_row also take max_prompt_length / max_completion_length for preference rows)
     {"id": 3, "op": "try_rewards", "model": "demo", "data": "demo", "rewards": "json_valid, json_keys:category",
-     "reward_file": null, "prompts": 4, "generations": 4, "max_completion_length": 64}: GRPO's "try the
-    rewards" (engine.commands.rewards.try_rewards: the model's sampled answers, scored), with progress lines
+     "reward_file": null, "prompts": 4, "generations": 4, "max_completion_length": 64, "temperature": 1.0}:
+    GRPO's "try the rewards" (engine.commands.rewards.try_rewards: the model's sampled answers, scored), with
+    progress lines
     {"id": 3, "event": "progress", "phase", "message", "fraction"} before its answer.
     Each answer: {"id": 1, "ok": true, ...render...} or {"id": 1, "ok": false, "error": "one sentence"}.
     The first line is {"id": null, "ok": true, "event": "ready", "model": ...} once the tokenizer is loaded."""

@@ -1,7 +1,7 @@
 """`tunedeck rewards [--config RUN.yaml | --data D --model M --rewards R] [--json] [--progress]`: try the rewards.
 
 Before any GRPO training: the base model samples a few answers to a few prompts of the data, the way
-GRPO will (temperature 1, ``max_completion_length`` tokens), and the rewards score them, so you see
+GRPO will (the run's temperature, 1 by default, and ``max_completion_length`` tokens), and the rewards score them, so you see
 whether they separate good answers from bad. ``spread`` is the mean within-prompt standard deviation
 of the total: 0 means every answer to a prompt scores the same and GRPO would learn nothing.
 
@@ -36,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--prompts", type=int, default=4, help="prompts to try (default 4)")
     p.add_argument("--generations", type=int, default=4, help="answers sampled per prompt (default 4)")
     p.add_argument("--max-completion-length", type=int, default=None, help="tokens per answer (default 64)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1, as GRPO's)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--progress", action="store_true", help="print JSON-lines progress events first")
     p.set_defaults(func=run)
@@ -45,7 +46,7 @@ def _params(args) -> dict:
     from engine.errors import ConfigError
 
     params = {"model": args.model, "data": args.data, "rewards": args.rewards, "reward_file": args.reward_file,
-              "max_completion_length": args.max_completion_length}
+              "max_completion_length": args.max_completion_length, "temperature": args.temperature}
     if args.config:
         from pathlib import Path
 
@@ -59,7 +60,8 @@ def _params(args) -> dict:
                     "data": with_refs(cfg.data, lambda ref: _resolve_relative(ref, base)),
                     "rewards": cfg.rewards,
                     "reward_file": _resolve_relative(cfg.reward_file, base) if cfg.reward_file else None,
-                    "max_completion_length": cfg.max_completion_length if cfg.is_grpo else None}
+                    "max_completion_length": cfg.max_completion_length if cfg.is_grpo else None,
+                    "temperature": cfg.temperature if cfg.is_grpo else None}
         params = {k: v if v is not None else defaults[k] for k, v in params.items()}
     if not params["rewards"]:
         raise ConfigError("No rewards to try: give --rewards \"json_valid, json_keys:category|priority\" (or --config "
@@ -144,9 +146,9 @@ GENERATION_BATCH = 8  # answers sampled in one generate call: progress after eac
 
 
 def sample_answers(model, tok, prompts: list[list[dict]], generations: int, max_new_tokens: int, *,
-                   seed: int = 0, batch: int = GENERATION_BATCH,
+                   temperature: float = 1.0, seed: int = 0, batch: int = GENERATION_BATCH,
                    progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
-    """``generations`` answers to each chat prompt, sampled as GRPO samples them (temperature 1): a prompt's
+    """``generations`` answers to each chat prompt, sampled as GRPO samples them (at ``temperature``): a prompt's
     answers, and as many whole prompts as fit ``batch`` answers, in one left-padded ``generate`` call with
     the KV cache; ``progress(done, total)`` (prompts) after each call."""
     import torch
@@ -155,7 +157,7 @@ def sample_answers(model, tok, prompts: list[list[dict]], generations: int, max_
     from engine.evaluate import _stop_ids
 
     stop = _stop_ids(tok)
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
                            eos_token_id=stop or None, pad_token_id=tok.pad_token_id, use_cache=True)
     torch.manual_seed(seed)
     device = next(model.parameters()).device
@@ -184,6 +186,15 @@ def sample_answers(model, tok, prompts: list[list[dict]], generations: int, max_
     return out_rows
 
 
+def _temperature(value) -> float:
+    """The sampling temperature asked for (None: GRPO's default, 1), checked as the run config checks it."""
+    if value is None:
+        return 1.0
+    from engine.config import FIELD
+
+    return FIELD["temperature"].parse(value, "rewards")
+
+
 def try_rewards(params: dict, progress: Callable[[dict], None] | None = None) -> dict:
     """The contract's "try the rewards": sample the base model's answers to a few prompts, score them."""
     from engine.rewards import build, parse_rewards, prompt_text, reward_names, score_table, summary, verdict
@@ -201,13 +212,15 @@ def try_rewards(params: dict, progress: Callable[[dict], None] | None = None) ->
     model, tok = _model(params.get("model") or "demo", emit)
     generations = int(params.get("generations") or 4)
     max_new = int(params.get("max_completion_length") or 64)
+    temperature = _temperature(params.get("temperature"))
     emit({"phase": "generate", "message": f"Sampling {generations} answers to each of {len(examples)} prompts…",
           "fraction": 0.0})
     def sampled(done: int, total: int) -> None:
         emit({"phase": "generate", "message": f"Sampled the answers to {done} of {total} prompts…",
               "fraction": round(0.9 * done / max(1, total), 3)})
 
-    answers = sample_answers(model, tok, [e["prompt"] for e in examples], generations, max_new, progress=sampled)
+    answers = sample_answers(model, tok, [e["prompt"] for e in examples], generations, max_new,
+                             temperature=temperature, progress=sampled)
     emit({"phase": "score", "message": "Scoring the answers…", "fraction": 0.9})
     rows, groups = [], []
     for example, texts in zip(examples, answers):

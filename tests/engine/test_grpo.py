@@ -64,6 +64,7 @@ def test_rewards_config_forms_and_their_errors():
     assert parse_rewards(["json_valid", {"name": "json_keys", "keys": ["a"], "weight": 0.5}])[1]["weight"] == 0.5
     cfg = RunConfig.from_dict({"objective": "grpo", "rewards": "json_valid"})
     assert (cfg.beta, cfg.keep, cfg.max_completion_length, cfg.num_generations) == (0.0, "last", 64, 4)
+    assert cfg.temperature == 1.0 and RunConfig.from_dict({}).temperature is None  # TRL's default; SFT samples nothing
     assert RunConfig.from_yaml(cfg.to_yaml()).rewards == cfg.rewards
     for bad, words in [({"objective": "grpo"}, "rewards is empty"),
                        ({"objective": "grpo", "rewards": "json_keys"}, "needs its keys"),
@@ -72,6 +73,8 @@ def test_rewards_config_forms_and_their_errors():
                        ({"objective": "grpo", "rewards": "json_valid@-1"}, "positive"),
                        ({"objective": "grpo", "rewards": "json_valid", "batch_size": 6}, "multiple of num_generations"),
                        ({"objective": "sft", "rewards": "json_valid"}, "objective: grpo"),
+                       ({"objective": "sft", "temperature": 0.7}, "objective: grpo"),
+                       ({"objective": "grpo", "rewards": "json_valid", "temperature": 0}, "positive number"),
                        ({"objective": "dpo", "beta": 0}, "above 0")]:
         with pytest.raises(ConfigError) as exc:
             RunConfig.from_dict(bad)
@@ -249,7 +252,7 @@ def test_a_grpo_run_stops_and_resumes_from_its_checkpoint(tiny_model, tmp_path):
     from engine.launch import resume_run, start_run, stop_run
 
     run = start_run(_grpo_config(tiny_model, tmp_path, max_steps=8, save_steps=2, learning_rate=1e-3, batch_size=8,
-                                 num_generations=4, max_completion_length=8))
+                                 num_generations=4, max_completion_length=8, temperature=0.7))
     deadline = time.time() + 120
     while time.time() < deadline and not any(e.get("type") == "log" and e["step"] >= 2 for e in run.events()):
         time.sleep(0.2)
@@ -258,11 +261,15 @@ def test_a_grpo_run_stops_and_resumes_from_its_checkpoint(tiny_model, tmp_path):
     assert info.state == "stopped", info.message
     stopped_at = info.step
     assert stopped_at < 8 and run.latest_checkpoint() is not None
+    import torch  # the temperature reached TRL: the trainer's own arguments, saved with the checkpoint
+
+    assert torch.load(run.latest_checkpoint() / "training_args.bin", weights_only=False).temperature == 0.7
     resume_run(run.id)
     info = _wait(run)
     assert info.state == "completed", info.message
     starts = [e for e in run.events() if e["type"] == "start"]
     assert len(starts) == 2 and starts[1]["resumed_from"].startswith("checkpoint-")
+    assert starts[1]["temperature"] == 0.7
     assert starts[1]["step"] <= stopped_at and (run.adapter_dir.exists() or run.model_dir.exists())
 
 
@@ -288,3 +295,20 @@ def test_try_rewards_returns_the_contract_shape(tiny_model, tmp_path):
     assert set(s) == {"mean", "full_marks", "spread"} and set(s["mean"]) == {"json_valid", "e_share", "total"}
     assert s["spread"] > 0 and isinstance(result["verdict"], str) and result["verdict"].endswith(".")
     assert seen and all("phase" in e for e in seen)
+
+
+def test_try_rewards_samples_at_the_temperature_asked(tiny_model, tmp_path):
+    """Near 0 the answers to a prompt are the likeliest one, so they are all alike; at 1 they differ."""
+    from engine.commands.rewards import try_rewards
+
+    f = tmp_path / "r.py"
+    f.write_text(E_REWARD)
+    params = {"model": str(tiny_model), "data": "demo", "rewards": "e_share", "reward_file": str(f), "prompts": 2,
+              "generations": 4, "max_completion_length": 12}
+    cold = try_rewards({**params, "temperature": 1e-4})
+    assert all(len({s["completion"] for s in row["samples"]}) == 1 for row in cold["rows"])
+    warm = try_rewards(params)
+    assert any(len({s["completion"] for s in row["samples"]}) > 1 for row in warm["rows"])
+    with pytest.raises(ConfigError) as exc:
+        try_rewards({**params, "temperature": -1})
+    assert "temperature must be a positive number" in str(exc.value)

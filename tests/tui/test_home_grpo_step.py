@@ -47,4 +47,4 @@ async def test_home_starts_grpo_on_the_demo_prompts_from_the_rewards_tab():
         await pilot.pause()
         cfg = RunConfig.from_dict(app.screen.query_one(ConfigForm).values())
         assert cfg.is_grpo and cfg.data == demo.DEMO_PROMPTS and cfg.keep == "last"
-        assert (cfg.num_generations, cfg.batch_size, cfg.max_completion_length) == (4, 8, 56)
+        assert (cfg.num_generations, cfg.batch_size, cfg.max_completion_length, cfg.temperature) == (4, 8, 64, 0.7)

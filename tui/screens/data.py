@@ -1151,7 +1151,8 @@ class DataScreen(AreaScreen):
         payload = {"op": "try_rewards", "model": model, "data": self.ref, "rewards": message.rewards,
                    "reward_file": settings.get("reward_file") or None, "prompts": PROMPTS,
                    "generations": GENERATIONS,
-                   "max_completion_length": length if isinstance(length, int) and length > 0 else COMPLETION}
+                   "max_completion_length": length if isinstance(length, int) and length > 0 else COMPLETION,
+                   "temperature": settings.get("temperature") if settings.get("objective") == "grpo" else None}
         self.query_one(RewardsView).loading(_model_name(model))
         in_thread(self, self._sample_rewards, self._rewards_gen, model, payload, title="Rewards",
                   name="data-try-rewards")

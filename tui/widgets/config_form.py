@@ -32,6 +32,7 @@ OBJECTIVE_ONLY: dict[str, tuple[str, ...]] = {
     "max_prompt_length": PREFERENCE_OBJECTIVES,
     "max_completion_length": (*PREFERENCE_OBJECTIVES, *GENERATING_OBJECTIVES),
     "num_generations": GENERATING_OBJECTIVES,
+    "temperature": GENERATING_OBJECTIVES,
     "rewards": GENERATING_OBJECTIVES,
     "reward_file": GENERATING_OBJECTIVES,
 }
