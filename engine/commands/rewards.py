@@ -187,12 +187,11 @@ def sample_answers(model, tok, prompts: list[list[dict]], generations: int, max_
 
 
 def _temperature(value) -> float:
-    """The sampling temperature asked for (None: GRPO's default, 1), checked as the run config checks it."""
-    if value is None:
-        return 1.0
+    """The sampling temperature asked for (None: GRPO's default), checked as the run config checks it."""
     from engine.config import FIELD
 
-    return FIELD["temperature"].parse(value, "rewards")
+    field = FIELD["temperature"]
+    return field.default_for("lora", "grpo") if value is None else field.parse(value, "rewards")
 
 
 def try_rewards(params: dict, progress: Callable[[dict], None] | None = None) -> dict:
