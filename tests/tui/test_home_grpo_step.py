@@ -26,7 +26,7 @@ async def test_home_starts_grpo_on_the_demo_prompts_from_the_rewards_tab():
         assert "Teach with a checker" in str(option.prompt) and "GRPO on ticket prompts" in str(option.prompt)
         assert steps.region.bottom <= 23  # the whole list fits above the footer at 80x24
 
-        steps.focus()
+        assert app.focused is steps  # the list has the keys from the start: no Tab or click first
         await pilot.press("end", "enter")
         await pilot.pause()
         project = app.project

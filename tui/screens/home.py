@@ -52,6 +52,7 @@ def _line(label: str, value: str, *rest) -> Text:
 class HomeScreen(AreaScreen):
     AREA = "home"
     CSS_PATH = "../home.tcss"
+    AUTO_FOCUS = "#steps"  # ↑↓ Enter work at once (Textual's default would focus the scrolling container)
 
     class DataDescribed(Message, bubble=False):
         """The data line, described off the UI thread (the demo's rows are counted)."""
