@@ -12,21 +12,18 @@ the worker pads instead and says why in the run's log.
 The completion mask goes through unchanged: the collator concatenates ``labels`` (the encode() mask
 turned into -100s) with the ids, and masks the first label of each row (which would otherwise be
 predicted from the row before).
+
+Exact is not always faster: engine.packing weighs packing against padding on the run's own lengths
+(its reasons there), and the worker packs only where that is less work.
 """
 
 from __future__ import annotations
 
 import importlib.util
 
+from .packing import ModelShape
+
 PROBE_TOKENS = 24  # tokens of each probe row: enough to exercise attention, cheap on any model
-
-
-def attention_implementation(device: str) -> str:
-    """The attention kernel to load the model with: flash-attention 2 where it is installed on a
-    GPU (varlen: exact and fast padding-free), else PyTorch's SDPA."""
-    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
 
 
 def liger_available(device: str) -> bool:
@@ -68,6 +65,19 @@ def padding_free_is_exact(model, rows: list[dict], device=None) -> tuple[bool, s
         return False, (f"a row's logits change by {diff:.1e} (relative) when the row before it changes, so this "
                        "model's attention does not keep packed rows apart")
     return True, f"rows packed together do not see each other (max relative change {diff:.1e})"
+
+
+def model_shape(model, *, full: bool) -> ModelShape:
+    """From a loaded model, for one the estimate does not know (LoRA-wrapped or quantised layers keep
+    their in and out sizes)."""
+    import torch
+
+    matmul = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    config = model.config
+    config = getattr(config, "get_text_config", lambda: config)()
+    heads = getattr(config, "num_attention_heads", 0) or 0
+    head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else 0)
+    return ModelShape(matmul, heads * head_dim * (getattr(config, "num_hidden_layers", 0) or 0), full)
 
 
 class LargestBatch:

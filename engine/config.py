@@ -210,8 +210,9 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", "int", "Random seed", 42, minimum=0, maximum=2**32 - 1),  # numpy's seeds stop there
     Field("gradient_checkpointing", "bool", "Trade compute for memory", {"lora": False, "qlora": True, "full": False},
           glossary="gradient checkpointing"),
-    Field("padding_free", "bool", "No compute on padding: a batch's rows run as one sequence (exact; checked "
-          "on the model first)", True, glossary="padding-free"),
+    Field("padding_free", "bool", "No compute on padding: a batch's rows run as one sequence where that is "
+          "exact and less work than padding (checked on the model and the data's lengths first)", True,
+          glossary="padding-free"),
     Field("group_by_length", "bool", "Batch rows of similar length together (less padding when padded)", False),
     Field("early_stopping_patience", "int", "Stop when eval loss has not improved for N evaluations in a row "
           "(empty: train to the end)", None, minimum=1, maximum=10**6, optional=True, label="Early stop after",

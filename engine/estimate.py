@@ -327,25 +327,73 @@ class Plan:
         return replace(self, gradient_checkpointing=bool(gc), lora_targets=parse_targets(self.lora_targets))
 
 
-def longest_batch(config, lengths: list[int] | None) -> tuple[int, int, bool]:
-    """(rows, tokens per row, packed) of the largest batch the run will really see. From the data's
-    token lengths when known: padded, the longest row times batch_size; padding-free, the batch_size
-    longest rows run as one sequence. Without lengths, every row is assumed max_length long."""
+@dataclass(frozen=True)
+class TokenLengths:
+    """A data set's token lengths as the estimates use them: its longest rows (the largest batch the run
+    will see) and an even sample of all of them (the spread, which decides whether packing pays)."""
+
+    longest: tuple[int, ...]
+    spread: tuple[int, ...]
+
+    def __bool__(self) -> bool:  # measured, and something to size from
+        return bool(self.longest)
+
+    @classmethod
+    def of(cls, lengths) -> "TokenLengths | None":
+        """From every row's lengths (a list), or as given (TokenLengths or None)."""
+        if lengths is None or isinstance(lengths, TokenLengths):
+            return lengths or None
+        from .packing import even_sample
+
+        return cls(tuple(sorted(lengths, reverse=True)[:LONGEST_KEPT]), tuple(even_sample(lengths))) if lengths else None
+
+    @classmethod
+    def from_stats(cls, stats: dict) -> "TokenLengths":
+        """From ``tunedeck data stats``' figures (``longest`` and ``spread``; empty, and false, without)."""
+        longest = stats.get("longest") or []
+        return cls(tuple(longest), tuple(stats.get("spread") or longest))
+
+
+LONGEST_KEPT = 256  # enough for any batch size people train with
+
+
+def longest_batch(config, lengths, *, arch: Architecture | None = None,
+                  device: str = "cpu") -> tuple[int, int, bool, str]:
+    """(rows, tokens per row, packed, why) of the largest batch the run will really see. From the data's
+    token ``lengths`` (a list of every row's, or TokenLengths) when known: padded, the longest row times
+    batch_size; padding-free, the batch_size longest rows run as one sequence. Without lengths, every
+    row is assumed max_length long. Padding-free only where the config allows it and, judged on the data's
+    spread and the model's shape (``arch``), it does less work than padding: the worker's own rule."""
+    from .packing import ModelShape, attention_implementation, padding_free_pays
+
     rows = config.batch_size
-    packed = bool(getattr(config, "padding_free", False)) and getattr(config, "objective", "sft") == "sft"
-    longest = sorted((min(n, config.max_length) for n in lengths), reverse=True)[:rows] if lengths else []
+    lengths = TokenLengths.of(lengths)
+    longest = sorted((min(n, config.max_length) for n in lengths.longest), reverse=True)[:rows] if lengths else []
     if not longest:
         longest = [config.max_length] * rows
+    packed, why = False, "padding_free is off"
+    if getattr(config, "objective", "sft") != "sft":
+        why = "this objective's batches are padded"
+    elif getattr(config, "padding_free", False):
+        if lengths is None:
+            why = "rows all max_length long have no padding to save"
+        elif arch is None:  # no shape to weigh it with: as configured
+            packed, why = rows > 1, "padding_free is on"
+        else:
+            packed, why = padding_free_pays(
+                [min(n, config.max_length) for n in lengths.spread], rows,
+                ModelShape.of_architecture(arch, full=getattr(config, "method", "lora") == "full"),
+                attention_implementation(device), group_by_length=bool(getattr(config, "group_by_length", False)))
     if packed:
-        return 1, sum(longest), rows > 1
-    return rows, longest[0], False
+        return 1, sum(longest), True, why
+    return rows, longest[0], False, why
 
 
-def plan_for(config, *, device: str, lengths: list[int] | None = None) -> Plan:
+def plan_for(config, *, device: str, lengths=None, arch: Architecture | None = None) -> Plan:
     """The Plan a RunConfig trains with on ``device`` ("cuda" | "cpu"), for the largest batch of data
-    with these token ``lengths`` (None: every row max_length long)."""
+    with these token ``lengths`` (None: every row max_length long), packed where that pays for ``arch``."""
     lora = config.lora
-    rows, seq_len, packed = longest_batch(config, lengths)
+    rows, seq_len, packed, _ = longest_batch(config, lengths, arch=arch, device=device)
     objective = getattr(config, "objective", "sft")
     # TRL disables dropout (LoRA's too) for DPO/KTO: no dropout masks are kept (GRPO keeps it)
     dropout = lora.dropout if objective in ("sft", "grpo") else 0.0

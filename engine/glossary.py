@@ -23,7 +23,7 @@ GLOSSARY: dict[str, str] = {
     "gradient checkpointing": "Saves memory by recomputing activations during the backward pass instead of keeping them: ~30% slower, much less memory for long sequences.",
     "OOM": "Out of memory: the GPU (or RAM) cannot hold the model, its gradients, optimizer state and activations. Lower batch size or max length, turn on gradient checkpointing, or use QLoRA.",
     "chat template": "The exact text format a chat model expects (role markers, end-of-turn tokens). Training and chatting must use the same one.",
-    "padding-free": "Rows of a batch run back to back as one long sequence instead of each padded to the longest: no compute is spent on padding, and each row still sees only itself, so the loss is the same.",
+    "padding-free": "Rows of a batch run back to back as one long sequence instead of each padded to the longest: no compute is spent on padding, and each row still sees only itself, so the loss is the same. Without a varlen attention kernel (flash-attention) the packed rows still pay for attention across each other, so on rows of nearly one length padding is less work; Tunedeck weighs the two on your data's lengths and says which it chose in the run's log.",
     "max length": "Examples longer than this many tokens are cut. Cut examples may lose the answer they were meant to teach.",
     "trained tokens": "The tokens whose prediction counts in the loss: for chat data only the assistant's answers, never the prompt.",
     "merge": "Folding a LoRA adapter's weights into the base model to get one ordinary model with no adapter to load.",

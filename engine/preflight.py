@@ -109,9 +109,9 @@ def check(config: RunConfig) -> Report:
 
         cfg = state["config"]
         device = "cpu" if gpu.no_gpu_reason() else "cuda"
-        lengths = state.get("stats", {}).get("longest") or None
-        plan = E.plan_for(cfg, device=device, lengths=lengths)
+        lengths = E.TokenLengths.from_stats(state.get("stats", {}))
         arch = model_shapes.architecture_for(cfg.model)
+        plan = E.plan_for(cfg, device=device, lengths=lengths, arch=arch)
         total = E.estimate(arch, plan).memory.total
         targets, reason = gpu.memory_targets(device=device)
         fit = E.judge_fit(total, targets, reason)

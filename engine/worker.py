@@ -84,7 +84,8 @@ import time
 import traceback
 from pathlib import Path
 
-from .batching import LargestBatch, attention_implementation, liger_available, padding_free_is_exact
+from .batching import LargestBatch, liger_available, padding_free_is_exact
+from .packing import attention_implementation
 from .config import METHOD_NAMES, OBJECTIVE_NAMES, RunConfig
 from .errors import DataError, TunedeckError
 from .data.dataset import mix_label
@@ -744,9 +745,27 @@ def reference_description(cfg: RunConfig) -> str:
     return "the same base with the adapter disabled (no second copy)"
 
 
+def packing_pays(cfg: RunConfig, lengths: list[int], model, plan: dict) -> tuple[bool, str]:
+    """(pack?, why): the estimates' rule (engine.estimate.longest_batch) on this run's own rows; for a
+    model the estimate does not know, weighed on the loaded model's shape."""
+    from . import estimate as E
+    from . import model_shapes
+    from .batching import model_shape
+    from .packing import padding_free_pays
+
+    try:
+        arch = model_shapes.architecture_for(cfg.model)
+    except TunedeckError:
+        return padding_free_pays([min(n, cfg.max_length) for n in lengths], cfg.batch_size,
+                                 model_shape(model, full=cfg.method == "full"), plan["attention"],
+                                 group_by_length=cfg.group_by_length)
+    return E.longest_batch(cfg, lengths, arch=arch, device=plan["device"])[2:]
+
+
 def estimate_memory(cfg: RunConfig, plan: dict, lengths: list[int]) -> tuple[int | None, str | None]:
     """(the memory estimate for this run's largest real batch, the model's type): recorded beside the
-    measured peak, and what later estimates are calibrated by."""
+    measured peak, and what later estimates are calibrated by. ``cfg.padding_free``: the worker's decision,
+    taken as it is."""
     from . import estimate as E
     from . import model_shapes
 
@@ -1194,13 +1213,18 @@ class Worker:
                      f"{'the chosen and the rejected answer' if cfg.objective == 'dpo' else 'each answer'} as a row of "
                      "a padded batch; it has no padding-free path for this objective.")
         elif cfg.padding_free:
-            padding_free, why = padding_free_is_exact(model, train_rows, training_device(plan))
+            sizes = lengths if lengths is not None else row_lengths(train_rows)
+            padding_free, why = packing_pays(cfg, sizes, model, plan)
+            if padding_free:
+                padding_free, exact = padding_free_is_exact(model, train_rows, training_device(plan))
+                why = f"{exact}; {why}" if padding_free else exact
             self.say(("Padding-free batching: " if padding_free else "Padding each batch (not padding-free): ") + why)
         kernels = [f"attention {plan['attention']}", "bf16" if plan["bf16"] else "fp16" if plan["fp16"] else "fp32"]
         if plan.get("liger"):
             kernels.append("Liger kernels")
         self.say("Kernels: " + ", ".join(kernels))
-        estimated, model_type = estimate_memory(cfg, plan, lengths if lengths is not None else row_lengths(train_rows))
+        estimated, model_type = estimate_memory(dataclasses.replace(cfg, padding_free=padding_free), plan,
+                                                lengths if lengths is not None else row_lengths(train_rows))
         info = {
             "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
             "objective": cfg.objective, "device": plan["name"],

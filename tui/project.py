@@ -79,27 +79,28 @@ class Architectures:
 
 
 class DataLengths:
-    """The token lengths of a data file's longest rows, by (model, data, max_length), each measured
-    once (a helper process: it needs the model's tokenizer). Memory estimates size the largest batch
-    the run will really see from them, instead of assuming every row is max_length long."""
+    """The token lengths of a data file's rows (engine.estimate.TokenLengths: the longest, and the
+    spread), by (model, data, max_length), each measured once (a helper process: it needs the model's
+    tokenizer). Memory estimates size the largest batch the run will really see from them, instead of
+    assuming every row is max_length long, and judge from the spread whether packing pays."""
 
     timeout = 600.0
 
     def __init__(self) -> None:
-        self._known: dict[tuple, list[int]] = {}
+        self._known: dict[tuple, E.TokenLengths] = {}
         self._failed: dict[tuple, str] = {}
         self._busy: set[tuple] = set()
         self._lock = threading.Lock()
 
-    def known(self, model: str, data: str, max_length: int) -> list[int] | None:
+    def known(self, model: str, data: str, max_length: int) -> E.TokenLengths | None:
         return self._known.get((model, data, max_length))
 
     def failed(self, model: str, data: str, max_length: int) -> str | None:
         return self._failed.get((model, data, max_length))
 
-    def put(self, model: str, data: str, max_length: int, longest: list[int]) -> None:
-        """Lengths measured elsewhere (the Data screen counts every row's tokens anyway)."""
-        self._known[(model, data, max_length)] = list(longest)
+    def put(self, model: str, data: str, max_length: int, stats: dict) -> None:
+        """Lengths measured elsewhere (the Data screen counts every row's tokens anyway): its stats."""
+        self._known[(model, data, max_length)] = E.TokenLengths.from_stats(stats)
 
     def fetch_for(self, node, model: str, data: str, max_length: int) -> None:
         """Measure in a daemon thread (once per key at a time) and post ``LengthsLoaded`` to ``node``."""
@@ -115,7 +116,7 @@ class DataLengths:
             try:
                 stats = run_json(["data", "stats", data, "--model", model, "--max-length", str(max_length),
                                   "--workers", "1", "--json"], timeout=self.timeout)
-                self._known[key] = list(stats.get("longest") or [])
+                self._known[key] = E.TokenLengths.from_stats(stats)
             except EngineProcessError as exc:
                 self._failed[key] = str(exc)
             except Exception as exc:  # noqa: BLE001 - a timeout, no helper process: said, not raised

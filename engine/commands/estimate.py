@@ -63,14 +63,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _plan(args, method: str, lengths: list[int] | None = None):
+def _plan(args, method: str, lengths=None, arch=None):
+    """(the Plan, why its batches are padded or packed)."""
     from types import SimpleNamespace
 
     from engine.estimate import Plan, longest_batch
 
-    rows, seq_len, packed = longest_batch(
+    rows, seq_len, packed, why = longest_batch(
         SimpleNamespace(batch_size=args.batch_size, max_length=args.seq_len, padding_free=args.padding_free,
-                        objective=args.objective), lengths)
+                        objective=args.objective, method=method), lengths, arch=arch, device=args.device)
     preference = args.objective != "sft"
     return Plan(method=method, lora_r=args.lora_r, lora_targets=args.lora_targets,
                 lora_dropout=0.0 if preference else args.lora_dropout,  # TRL turns dropout off for DPO/KTO
@@ -78,7 +79,8 @@ def _plan(args, method: str, lengths: list[int] | None = None):
                 gradient_accumulation_steps=args.gradient_accumulation_steps,
                 gradient_checkpointing=args.gradient_checkpointing, device=args.device,
                 precision=args.precision, optimizer=args.optimizer, attention=args.attention,
-                objective=args.objective, reference_adapter=preference and args.init_from_adapter and method != "full")
+                objective=args.objective, reference_adapter=preference and args.init_from_adapter and method != "full"
+                ), why
 
 
 def _targets(args) -> tuple[list, str | None]:
@@ -88,16 +90,17 @@ def _targets(args) -> tuple[list, str | None]:
     return gpu.memory_targets(device=args.device, planned_gib=args.gpu_memory)
 
 
-def _lengths(args) -> list[int] | None:
-    """The data's token lengths, longest first (None without --data)."""
+def _lengths(args):
+    """The data's token lengths (engine.estimate.TokenLengths; None without --data)."""
     if not args.data:
         return None
     from engine import models
+    from engine import estimate as E
     from engine.data.stats import token_stats
 
     stats = token_stats(args.data, models.load_tokenizer(args.model), args.seq_len, workers=1,
                         objective=args.objective)
-    return stats.get("longest") or None
+    return E.TokenLengths.from_stats(stats)
 
 
 def _one(arch, plan, gpus, reason) -> dict:
@@ -130,13 +133,13 @@ def run(args) -> int:
                 print(f"{name:16s} {info['display']:18s} {info['hub_id']}")
         return 0
     methods = list(E.METHODS) if args.method == "all" else [args.method]
-    plans = {m: _plan(args, m).resolved() for m in methods}  # bad values fail before the model is built
+    for m in methods:
+        _plan(args, m)[0].resolved()  # bad values fail before the model is built
     arch = shapes.architecture_for(args.model)
     lengths = _lengths(args)
-    if lengths:
-        plans = {m: _plan(args, m, lengths).resolved() for m in methods}
+    plans = {m: _plan(args, m, lengths, arch) for m in methods}
     gpus, reason = _targets(args)
-    results = {m: _one(arch, plans[m], gpus, reason) for m in methods}
+    results = {m: _one(arch, plan.resolved(), gpus, reason) | {"batching": why} for m, (plan, why) in plans.items()}
     if args.json:
         if args.method == "all":
             payload = {"model": arch.name, "total_params": arch.total_params, "methods": results,
@@ -177,6 +180,10 @@ def _print(arch, results: dict, args) -> None:
         console.print(f"Objective: {s['objective'].upper()} (a reference pass without gradients beside each step)")
     sized = f"the largest batch of {args.data}" if args.data else f"every row {args.seq_len} tokens (max length)"
     console.print(f"Sized for: {sized}")
+    whys = {r["batching"] for r in results.values()}
+    for m, r in results.items() if len(whys) > 1 else list(results.items())[:1]:
+        kind = "padding-free" if r["settings"].get("packed") else "padded"
+        console.print(f"Batching{f' ({METHOD_LABELS[m]})' if len(whys) > 1 else ''}: {kind}: {r['batching']}")
     console.print(f"Settings: {shape}, gradient accumulation "
                   f"{s['gradient_accumulation_steps']}, LoRA r={s['lora_r']} on {_targets_text(s['lora_targets'])}, "
                   f"training on {where}\n")

@@ -28,7 +28,9 @@ from .hub import open_source
 from .encode import cut, encode_many, special_token_text as find_special_text
 from .encode import _sides as preference_sides
 from .reader import JsonlSource, RecordsSource, Source, parse_json_line
+from ..packing import even_sample
 from ..errors import DataError
+from ..estimate import LONGEST_KEPT
 
 BATCH = 256
 HIST_BINS = 200
@@ -298,9 +300,6 @@ def histogram(lengths, max_length: int, bins: int = HIST_BINS) -> dict:
     return {"edges": [k * width for k in range(bins + 1)], "counts": counts}
 
 
-LONGEST_KEPT = 256  # enough for any batch size people train with
-
-
 def _quantile(sorted_values, q: float) -> int:
     if not sorted_values:
         return 0
@@ -360,6 +359,8 @@ def summarise(part: _Partial, max_length: int, unit: str, limits: dict | None = 
         "histogram": histogram(lengths, max_length),
         # the longest rows, longest first: what the memory estimate sizes the largest batch from
         "longest": lengths[::-1][:LONGEST_KEPT],
+        # an even sample of every row's length: the spread that decides whether packing pays
+        "spread": even_sample(lengths),
     }
 
 

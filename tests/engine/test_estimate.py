@@ -236,13 +236,32 @@ def test_cli_json_shape_for_a_builtin_config():
     assert data["total_params"] == 8_030_261_248 and data["trainable_params"] == 41_943_040
     assert set(data["memory_bytes"]) == {"weights", "gradients", "optimizer", "activations", "overhead", "total"}
     assert data["fit"]["verdict"] in ("fits", "tight", "no", "no-gpu")
-    # padding-free (the worker's default): the batch's two rows run as one sequence
-    assert data["settings"]["seq_len"] == 4096 and data["settings"]["batch_size"] == 1 and data["settings"]["packed"]
+    # without data every row is max_length long: no padding for padding-free batching to save
+    assert (data["settings"]["seq_len"], data["settings"]["batch_size"], data["settings"]["packed"]) == (2048, 2, False)
+    assert data["batching"] == "rows all max_length long have no padding to save"
     assert data["settings"]["gradient_checkpointing"] is True and data["sized_from"] == "max_length"
     proc = _cli("--model", "llama-3.1-8b", "--method", "qlora", "--seq-len", "2048", "--batch-size", "2",
                 "--no-padding-free", "--json")
-    padded = json.loads(proc.stdout)["settings"]
-    assert (padded["seq_len"], padded["batch_size"], padded["packed"]) == (2048, 2, False)
+    padded = json.loads(proc.stdout)
+    assert (padded["settings"]["seq_len"], padded["settings"]["packed"], padded["batching"]) == (
+        2048, False, "padding_free is off")
+
+
+def test_cli_packs_a_data_file_whose_lengths_make_packing_pay(tiny_model, tmp_path):
+    short = [{"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}]}] * 30
+    long = [{"messages": [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok"}]}] * 15
+    data = tmp_path / "uneven.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in short + long))
+    proc = _cli("--model", str(tiny_model), "--method", "lora", "--seq-len", "256", "--batch-size", "2",
+                "--data", str(data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    longest = json.loads(_cli("--model", str(tiny_model), "--method", "lora", "--seq-len", "256", "--batch-size", "2",
+                              "--data", str(data), "--no-padding-free", "--json").stdout)["settings"]["seq_len"]
+    assert out["sized_from"] == "data" and out["settings"]["packed"] and out["settings"]["batch_size"] == 1
+    assert out["settings"]["seq_len"] == 2 * longest and "a batch packed against" in out["batching"]
+    table = _cli("--model", str(tiny_model), "--seq-len", "256", "--batch-size", "2", "--data", str(data)).stdout
+    assert "Batching: padding-free: about" in " ".join(table.split())
 
 
 def test_cli_table_and_all_methods_and_planned_gpu():

@@ -46,6 +46,9 @@ def test_loss_goes_down_on_a_toy_task_and_the_outputs_are_complete(tiny_model, t
     assert start["step"] == 0 and start["max_steps"] == 20 and start["resumed_from"] is None
     assert start["num_examples"] == 48 and start["num_eval_examples"] == 16
     assert 0 < start["trainable_params"] < start["total_params"] and start["device"] == "cpu"
+    # rows of nearly one length: packing them (no varlen kernel on a CPU) would cost more than padding
+    assert start["batching"] == "padded"
+    assert "Padding each batch (not padding-free): packing would cost more" in run.log_path.read_text()
     logs = [e for e in events if e["type"] == "log"]
     assert _log_steps(events) == list(range(1, 21))
     losses = [e["loss"] for e in logs]

@@ -262,7 +262,7 @@ async def test_keys_stop_with_a_checkpoint_and_resume(tiny_model):
         screen = app.screen
         await until(pilot, lambda: screen.view.state == "running" and screen.view.step >= 1, 120, "training")
         await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, StopRunScreen), 5, "the stop question")
+        await until(pilot, lambda: isinstance(app.screen, StopRunScreen), 20, "the stop question")  # a loaded CI
         await pilot.press("y")
         await pilot.pause()
         stopping = []  # for each frame seen while stopping: did it show the forced-stop countdown?

@@ -936,7 +936,7 @@ class DataScreen(AreaScreen):
             if self.ref and stats.get("longest") and not isinstance(self.data, list):
                 # Method's and Train's estimates size from them too (for one source, not a mix)
                 self.app.data_lengths.put(stats.get("model") or self.model or self.project.model, self.ref,
-                                          int(stats["max_length"]), stats["longest"])
+                                          int(stats["max_length"]), stats)
             self._special_token_warnings(stats)
         L = stats["length"]
         pref = stats.get("preference")

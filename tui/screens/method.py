@@ -563,9 +563,9 @@ class MethodScreen(AreaScreen):
             if self.chosen_max_length():
                 shape["max_length"] = self.chosen_max_length()
             self.sized_from_data = lengths = self._lengths(shape["max_length"])
-            rows, seq_len, packed = E.longest_batch(
+            rows, seq_len, packed, _ = E.longest_batch(
                 SimpleNamespace(batch_size=shape["batch_size"], max_length=shape["max_length"], padding_free=True,
-                                objective=objective), lengths)
+                                objective=objective, method="lora"), lengths, arch=self.arch, device=device)
             # DPO/KTO: pairs count twice; from an SFT run, TRL keeps a frozen copy of its adapter
             plan = E.Plan(seq_len=seq_len, batch_size=rows, packed=packed, device=device,
                           gradient_accumulation_steps=shape["gradient_accumulation_steps"], objective=objective,

@@ -165,7 +165,7 @@ def estimate_for(arch: E.Architecture, config, lengths: list[int] | None) -> tup
     from engine import calibration
 
     device = "cpu" if gpu.no_gpu_reason() else "cuda"
-    plan = E.plan_for(config, device=device, lengths=lengths)
+    plan = E.plan_for(config, device=device, lengths=lengths, arch=arch)
     est = E.estimate(arch, plan)
     total, calibrated = calibration.calibrated(est.memory.total, device, arch.model_type,
                                                E.calibration_method(config.method, config.objective))
