@@ -155,7 +155,8 @@ def tunedeck_case(model_dir: str, method: str, padding_free: bool, data_file: Pa
 
     from engine.batching import padding_free_is_exact
     from engine.config import RunConfig
-    from engine.worker import build_trainer, device_plan, estimate_memory, load_model_for, training_device
+    from engine.worker import (build_trainer, device_plan, estimate_memory, known_architecture, load_model_for,
+                               training_device)
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -175,10 +176,11 @@ def tunedeck_case(model_dir: str, method: str, padding_free: bool, data_file: Pa
     seen = LargestBatch(trainer, packed=padding_free and exact)
     trainer.train()
     measured, nvml = peak()
-    estimated, _ = estimate_memory(cfg, plan, [len(r["input_ids"]) for r in rows])
+    arch = known_architecture(cfg.model)
+    estimated, _ = estimate_memory(cfg, plan, [len(r["input_ids"]) for r in rows], arch)
     # the estimate is for the worst batch the data can make (its longest rows together); the run saw a
     # smaller one: the estimate for the largest batch it really saw is the formula's like-for-like test
-    estimated_seen, _ = estimate_memory(cfg, plan, seen.lengths) if seen.lengths else (None, None)
+    estimated_seen, _ = estimate_memory(cfg, plan, seen.lengths, arch) if seen.lengths else (None, None)
     result = {"side": "tunedeck", "method": method, "batching": "padding-free" if padding_free and exact else "padded",
               "tokens_per_second": meter.tokens_per_second(trainer), "peak": measured, "nvml": nvml, "estimate": estimated,
               "estimate_seen": estimated_seen, "largest_batch": seen.lengths,

@@ -357,13 +357,14 @@ class TokenLengths:
 LONGEST_KEPT = 256  # enough for any batch size people train with
 
 
-def longest_batch(config, lengths, *, arch: Architecture | None = None,
+def longest_batch(config, lengths, *, arch: Architecture | None = None, shape=None,
                   device: str = "cpu") -> tuple[int, int, bool, str]:
     """(rows, tokens per row, packed, why) of the largest batch the run will really see. From the data's
     token ``lengths`` (a list of every row's, or TokenLengths) when known: padded, the longest row times
     batch_size; padding-free, the batch_size longest rows run as one sequence. Without lengths, every
     row is assumed max_length long. Padding-free only where the config allows it and, judged on the data's
-    spread and the model's shape (``arch``), it does less work than padding: the worker's own rule."""
+    spread and the model's shape (``arch``, or an engine.packing.ModelShape), it does less work than
+    padding: the worker's own rule."""
     from .packing import ModelShape, attention_implementation, padding_free_pays
 
     rows = config.batch_size
@@ -377,12 +378,12 @@ def longest_batch(config, lengths, *, arch: Architecture | None = None,
     elif getattr(config, "padding_free", False):
         if lengths is None:
             why = "rows all max_length long have no padding to save"
-        elif arch is None:  # no shape to weigh it with: as configured
+        elif arch is None and shape is None:  # no shape to weigh it with: as configured
             packed, why = rows > 1, "padding_free is on"
         else:
+            shape = shape or ModelShape.of_architecture(arch, full=getattr(config, "method", "lora") == "full")
             packed, why = padding_free_pays(
-                [min(n, config.max_length) for n in lengths.spread], rows,
-                ModelShape.of_architecture(arch, full=getattr(config, "method", "lora") == "full"),
+                [min(n, config.max_length) for n in lengths.spread], rows, shape,
                 attention_implementation(device), group_by_length=bool(getattr(config, "group_by_length", False)))
     if packed:
         return 1, sum(longest), True, why

@@ -96,13 +96,13 @@ def batching_costs(lengths: list[int], batch_size: int, shape: ModelShape, *, va
 def padding_free_pays(lengths: list[int], batch_size: int, shape: ModelShape, attention: str, *,
                       group_by_length: bool = False) -> tuple[bool, str]:
     """(pack?, why): whether padding-free batching does less arithmetic than padding on this data."""
+    if batch_size <= 1:
+        return False, "one row a batch has no padding to save"
     varlen = attention in VARLEN_ATTENTION
     padded, packed = batching_costs(lengths, batch_size, shape, varlen=varlen, group_by_length=group_by_length)
     figures = f"about {_flops(packed)} a batch packed against {_flops(padded)} padded, on this data's token lengths"
-    if batch_size > 1 and packed < padded:
+    if packed < padded:
         return True, figures
-    if batch_size <= 1:
-        return False, "one row a batch has no padding to save"
     kernel = "" if varlen else (f" (attention {attention}: without a varlen kernel a packed batch attends across "
                                 "all its rows)")
     return False, f"packing would cost more than the padding it saves{kernel}: {figures}"

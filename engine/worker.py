@@ -745,34 +745,37 @@ def reference_description(cfg: RunConfig) -> str:
     return "the same base with the adapter disabled (no second copy)"
 
 
-def packing_pays(cfg: RunConfig, lengths: list[int], model, plan: dict) -> tuple[bool, str]:
-    """(pack?, why): the estimates' rule (engine.estimate.longest_batch) on this run's own rows; for a
-    model the estimate does not know, weighed on the loaded model's shape."""
-    from . import estimate as E
+def known_architecture(ref: str):
+    """The estimate's Architecture of the model (engine.estimate), or None for one it does not know."""
     from . import model_shapes
-    from .batching import model_shape
-    from .packing import padding_free_pays
 
     try:
-        arch = model_shapes.architecture_for(cfg.model)
+        return model_shapes.architecture_for(ref)
     except TunedeckError:
-        return padding_free_pays([min(n, cfg.max_length) for n in lengths], cfg.batch_size,
-                                 model_shape(model, full=cfg.method == "full"), plan["attention"],
-                                 group_by_length=cfg.group_by_length)
-    return E.longest_batch(cfg, lengths, arch=arch, device=plan["device"])[2:]
+        return None
 
 
-def estimate_memory(cfg: RunConfig, plan: dict, lengths: list[int]) -> tuple[int | None, str | None]:
+def packing_pays(cfg: RunConfig, lengths: list[int], model, plan: dict, arch) -> tuple[bool, str]:
+    """(pack?, why): the estimates' rule (engine.estimate.longest_batch) on this run's own rows; for a
+    model the estimate does not know (``arch`` None), weighed on the loaded model's shape."""
+    from . import estimate as E
+    from .batching import model_shape
+
+    shape = model_shape(model, full=cfg.method == "full") if arch is None else None
+    return E.longest_batch(cfg, lengths, arch=arch, shape=shape, device=plan["device"])[2:]
+
+
+def estimate_memory(cfg: RunConfig, plan: dict, lengths: list[int], arch) -> tuple[int | None, str | None]:
     """(the memory estimate for this run's largest real batch, the model's type): recorded beside the
     measured peak, and what later estimates are calibrated by. ``cfg.padding_free``: the worker's decision,
-    taken as it is."""
+    taken as it is; ``arch``: known_architecture()."""
     from . import estimate as E
-    from . import model_shapes
 
+    if arch is None:  # an architecture the estimate does not know: no estimate, training goes on
+        return None, None
     try:
-        arch = model_shapes.architecture_for(cfg.model)
         return E.estimate(arch, E.plan_for(cfg, device=plan["device"], lengths=lengths)).memory.total, arch.model_type
-    except TunedeckError:  # an architecture the estimate does not know: no estimate, training goes on
+    except TunedeckError:
         return None, None
 
 
@@ -971,7 +974,7 @@ class Worker:
             return
         # the estimate for the largest batch this run really trained, against what the process held (on a GPU
         # NVML's figure: the estimate includes the CUDA context, torch's allocator peak does not)
-        estimated, _ = estimate_memory(self.estimate_config, self.plan, largest.lengths)
+        estimated, _ = estimate_memory(self.estimate_config, self.plan, largest.lengths, self.arch)
         measured = status.get("peak_memory_nvml") or status.get("peak_memory")
         self.status(estimated_memory_seen=estimated, largest_batch=len(largest.lengths),
                     largest_batch_tokens=largest.tokens)
@@ -1203,6 +1206,8 @@ class Worker:
                 if replay_info["mixed"]:
                     notes.append(f"{replay_info['mixed']} of them general examples answered by the base model (replay)")
         padding_free = False
+        sizes = lengths if lengths is not None else row_lengths(train_rows)
+        self.arch = known_architecture(cfg.model)
         if cfg.is_grpo:
             self.say(f"Generation: {cfg.batch_size} answers a step ({cfg.batch_size // cfg.num_generations} prompts x "
                      f"{cfg.num_generations}) sampled at temperature {cfg.temperature:g} in one batched generate() "
@@ -1213,8 +1218,7 @@ class Worker:
                      f"{'the chosen and the rejected answer' if cfg.objective == 'dpo' else 'each answer'} as a row of "
                      "a padded batch; it has no padding-free path for this objective.")
         elif cfg.padding_free:
-            sizes = lengths if lengths is not None else row_lengths(train_rows)
-            padding_free, why = packing_pays(cfg, sizes, model, plan)
+            padding_free, why = packing_pays(cfg, sizes, model, plan, self.arch)
             if padding_free:
                 padding_free, exact = padding_free_is_exact(model, train_rows, training_device(plan))
                 why = f"{exact}; {why}" if padding_free else exact
@@ -1223,8 +1227,8 @@ class Worker:
         if plan.get("liger"):
             kernels.append("Liger kernels")
         self.say("Kernels: " + ", ".join(kernels))
-        estimated, model_type = estimate_memory(dataclasses.replace(cfg, padding_free=padding_free), plan,
-                                                lengths if lengths is not None else row_lengths(train_rows))
+        self.estimate_config = dataclasses.replace(cfg, padding_free=padding_free)
+        estimated, model_type = estimate_memory(self.estimate_config, plan, sizes, self.arch)
         info = {
             "num_examples": len(train_rows), "num_eval_examples": len(eval_rows), "method": cfg.method,
             "objective": cfg.objective, "device": plan["name"],
@@ -1259,7 +1263,6 @@ class Worker:
                                 padding_free=padding_free)
         self.trainer, self.tokenizer = trainer, tokenizer
         self.largest_batch = LargestBatch(trainer, packed=padding_free, lengths_of=row_lengths)
-        self.estimate_config = dataclasses.replace(cfg, padding_free=padding_free)
         # counted on the trainer's model: for DPO/KTO with a new adapter TRL adds it
         info["trainable_params"], info["total_params"] = count_params(trainer.model)
         if cfg.is_preference and getattr(trainer, "ref_model", None) is not None:
